@@ -1,0 +1,49 @@
+"""Shared fixtures: small real datasets written in the MMRec layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from training.data import default_data_dir
+
+TIKTOK_DIR = default_data_dir() / "tiktok"
+
+
+def write_dataset(
+    folder: Path,
+    *,
+    num_users: int = 30,
+    num_items: int = 40,
+    per_user: int = 10,
+    dims: dict[str, int] | None = None,
+    labelled: bool = True,
+    seed: int = 0,
+) -> Path:
+    """A random but well-formed dataset: every user has ``per_user`` distinct items."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = ["userID\titemID\tx_label" if labelled else "userID\titemID"]
+    for user in range(num_users):
+        items = rng.choice(num_items, size=per_user, replace=False)
+        for position, item in enumerate(items):
+            label = 2 if position == 0 else 1 if position == 1 else 0
+            lines.append(f"{user}\t{item}\t{label}" if labelled else f"{user}\t{item}")
+    (folder / "toy.inter").write_text("\n".join(lines) + "\n")
+    for name, dim in (dims if dims is not None else {"image": 8, "audio": 4}).items():
+        np.save(folder / f"{name}_feat.npy", rng.normal(size=(num_items, dim)).astype(np.float16))
+    return folder
+
+
+@pytest.fixture
+def toy_dataset_dir(tmp_path: Path) -> Path:
+    return write_dataset(tmp_path / "toy")
+
+
+@pytest.fixture
+def tiktok_dir() -> Path:
+    if not (TIKTOK_DIR / "tiktok.inter").exists():
+        pytest.skip(f"TikTok data not found at {TIKTOK_DIR} (set RECSYS_DATA_DIR)")
+    return TIKTOK_DIR

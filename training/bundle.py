@@ -1,0 +1,220 @@
+"""The model bundle: the one contract between training and serving.
+
+A bundle is one immutable folder. This module is the only place that knows its file names,
+and it imports neither torch nor anything of the service, so both sides can use it::
+
+    manifest.json          format version, model, hyperparameters, dataset, modalities,
+                           metrics, training time, sha256 of every other file
+    model.pt               trained torch weights (training side only)
+    user_embeddings.npy    float32 [U, d]: final user vectors, row = dense user index
+    item_embeddings.npy    float32 [I, d]: final item vectors, row = dense item index
+    user_ids.json          list: dense user index -> external id (string)
+    item_ids.json          list: dense item index -> external id (string)
+    interactions.npz       CSR user x item of every interaction known at training time
+    item_tower.onnx        modality features -> item embedding (added by export)
+    user_tower.onnx        history of item embeddings (+ user vector) -> user embedding
+
+Writes are atomic: everything is staged in a hidden sibling folder and renamed into place, so a
+reader sees either the old bundle or the complete new one, never a half-written folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+FORMAT_VERSION = 1
+
+MANIFEST = "manifest.json"
+WEIGHTS = "model.pt"
+USER_EMBEDDINGS = "user_embeddings.npy"
+ITEM_EMBEDDINGS = "item_embeddings.npy"
+USER_IDS = "user_ids.json"
+ITEM_IDS = "item_ids.json"
+INTERACTIONS = "interactions.npz"
+ITEM_TOWER = "item_tower.onnx"
+USER_TOWER = "user_tower.onnx"
+
+FileWriter = Callable[[Path], None]
+
+
+class BundleError(RuntimeError):
+    """A bundle is missing, incomplete, of an unknown format or fails its checksums."""
+
+
+@dataclass
+class Bundle:
+    """A loaded, verified bundle."""
+
+    path: Path
+    manifest: dict[str, Any]
+    user_embeddings: np.ndarray
+    item_embeddings: np.ndarray
+    user_ids: list[str]
+    item_ids: list[str]
+    interactions: sp.csr_matrix
+
+    def file(self, name: str) -> Path:
+        """Path of a bundle file, e.g. ``bundle.file(ITEM_TOWER)``; raises if absent."""
+        target = self.path / name
+        if name not in self.manifest.get("files", {}) or not target.exists():
+            raise BundleError(f"{self.path}: bundle has no {name}")
+        return target
+
+    def has(self, name: str) -> bool:
+        return name in self.manifest.get("files", {})
+
+    @property
+    def version(self) -> str:
+        return str(self.manifest["version"])
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_bundle(
+    out_dir: str | Path,
+    *,
+    manifest: Mapping[str, Any],
+    user_embeddings: np.ndarray,
+    item_embeddings: np.ndarray,
+    user_ids: list[str],
+    item_ids: list[str],
+    interactions: sp.spmatrix,
+    extra_files: Mapping[str, FileWriter] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a complete bundle atomically; ``extra_files`` maps file name -> writer(path)."""
+    out = Path(out_dir)
+    if out.exists() and not overwrite:
+        raise BundleError(f"{out} already exists (pass overwrite to replace it)")
+    if user_embeddings.shape[0] != len(user_ids) or item_embeddings.shape[0] != len(item_ids):
+        raise BundleError("embedding rows and id maps disagree in length")
+
+    def stage(tmp: Path) -> None:
+        np.save(tmp / USER_EMBEDDINGS, np.ascontiguousarray(user_embeddings, dtype=np.float32))
+        np.save(tmp / ITEM_EMBEDDINGS, np.ascontiguousarray(item_embeddings, dtype=np.float32))
+        (tmp / USER_IDS).write_text(json.dumps([str(u) for u in user_ids]))
+        (tmp / ITEM_IDS).write_text(json.dumps([str(i) for i in item_ids]))
+        sp.save_npz(tmp / INTERACTIONS, sp.csr_matrix(interactions, dtype=np.float32))
+        for name, writer in (extra_files or {}).items():
+            writer(tmp / name)
+
+    header = {
+        "format_version": FORMAT_VERSION,
+        "version": time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()),
+        "created_at": time.time(),
+        "embedding_dim": int(item_embeddings.shape[1]),
+        "num_users": len(user_ids),
+        "num_items": len(item_ids),
+    }
+    _commit(out, {**header, **manifest}, stage, base=None)
+    return out
+
+
+def add_files(bundle_dir: str | Path, files: Mapping[str, FileWriter], **manifest_updates: Any) -> None:
+    """Add or replace files in an existing bundle (e.g. ONNX towers), atomically."""
+    bundle_dir = Path(bundle_dir)
+    manifest = read_manifest(bundle_dir)
+    manifest.update(manifest_updates)
+
+    def stage(tmp: Path) -> None:
+        for name, writer in files.items():
+            writer(tmp / name)
+
+    _commit(bundle_dir, manifest, stage, base=bundle_dir)
+
+
+def read_manifest(bundle_dir: str | Path) -> dict[str, Any]:
+    path = Path(bundle_dir) / MANIFEST
+    if not path.exists():
+        raise BundleError(f"{bundle_dir}: not a bundle (no {MANIFEST})")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise BundleError(f"{path}: invalid JSON ({error})") from None
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise BundleError(
+            f"{path}: bundle format {manifest.get('format_version')!r} is not supported "
+            f"(this code reads format {FORMAT_VERSION})"
+        )
+    return manifest
+
+
+def verify(bundle_dir: str | Path) -> dict[str, Any]:
+    """Check that every file listed in the manifest exists with its recorded sha256."""
+    bundle_dir = Path(bundle_dir)
+    manifest = read_manifest(bundle_dir)
+    for name, expected in manifest.get("files", {}).items():
+        target = bundle_dir / name
+        if not target.exists():
+            raise BundleError(f"{bundle_dir}: {name} is listed in the manifest but missing")
+        if sha256_of(target) != expected:
+            raise BundleError(f"{bundle_dir}: {name} fails its sha256 check (corrupted or edited)")
+    return manifest
+
+
+def load_bundle(bundle_dir: str | Path, *, check: bool = True) -> Bundle:
+    """Load the arrays and id maps of a bundle, verifying checksums first by default."""
+    bundle_dir = Path(bundle_dir)
+    manifest = verify(bundle_dir) if check else read_manifest(bundle_dir)
+    for required in (USER_EMBEDDINGS, ITEM_EMBEDDINGS, USER_IDS, ITEM_IDS, INTERACTIONS):
+        if required not in manifest.get("files", {}):
+            raise BundleError(f"{bundle_dir}: incomplete bundle, {required} is missing")
+    return Bundle(
+        path=bundle_dir,
+        manifest=manifest,
+        user_embeddings=np.load(bundle_dir / USER_EMBEDDINGS),
+        item_embeddings=np.load(bundle_dir / ITEM_EMBEDDINGS),
+        user_ids=json.loads((bundle_dir / USER_IDS).read_text()),
+        item_ids=json.loads((bundle_dir / ITEM_IDS).read_text()),
+        interactions=sp.load_npz(bundle_dir / INTERACTIONS).tocsr(),
+    )
+
+
+def _commit(
+    out: Path, manifest: dict[str, Any], stage: Callable[[Path], None], base: Path | None
+) -> None:
+    """Stage into a sibling temp folder (copy of ``base`` if given), write the manifest, swap."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
+    try:
+        if base is not None:
+            shutil.copytree(base, tmp, dirs_exist_ok=True)
+            (tmp / MANIFEST).unlink(missing_ok=True)
+        stage(tmp)
+        manifest["files"] = {
+            p.name: sha256_of(p) for p in sorted(tmp.iterdir()) if p.is_file() and p.name != MANIFEST
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        _swap_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _swap_into_place(tmp: Path, out: Path) -> None:
+    if not out.exists():
+        os.rename(tmp, out)
+        return
+    # Two renames: the old folder leaves, the new one arrives; readers never see a partial tree.
+    old = out.parent / f".{out.name}.old-{os.getpid()}-{time.monotonic_ns()}"
+    os.rename(out, old)
+    os.rename(tmp, out)
+    shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,133 @@
+"""Command line: ``python -m training train|evaluate``."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from training.config import TrainConfig, load_config_file
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+
+
+def _parse_hparams(pairs: list[str]) -> dict[str, Any]:
+    """``key=value`` pairs; values parsed as JSON when they can be (numbers, booleans)."""
+    parsed: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise typer.BadParameter(f"--hparam expects key=value, got {pair!r}")
+        key, value = pair.split("=", 1)
+        try:
+            parsed[key] = json.loads(value)
+        except json.JSONDecodeError:
+            parsed[key] = value
+    return parsed
+
+
+@app.command("train")
+def train_command(
+    data: Annotated[str, typer.Option(help="dataset folder, or a name under RECSYS_DATA_DIR")] = (
+        "tiktok"
+    ),
+    out: Annotated[Path, typer.Option(help="bundle folder to write")] = Path("bundles/tiktok"),
+    model: Annotated[str | None, typer.Option(help="model name (see models.registry)")] = None,
+    config: Annotated[Path | None, typer.Option(help="JSON/TOML file of TrainConfig fields")] = None,
+    max_epochs: Annotated[int | None, typer.Option()] = None,
+    batch_size: Annotated[int | None, typer.Option()] = None,
+    lr: Annotated[float | None, typer.Option()] = None,
+    l2: Annotated[float | None, typer.Option()] = None,
+    patience: Annotated[int | None, typer.Option()] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda")] = None,
+    cold_start: Annotated[
+        float | None, typer.Option(help="share of items held out of training (0 = none)")
+    ] = None,
+    hparam: Annotated[
+        list[str] | None, typer.Option(help="model hyperparameter key=value (repeatable)")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="replace an existing bundle")] = False,
+    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+) -> None:
+    """Train a model and write a bundle (flags override the config file)."""
+    from training.data import DataError
+    from training.pipeline import train_to_bundle
+
+    fields: dict[str, Any] = load_config_file(config) if config else {}
+    overrides = {
+        "model": model,
+        "max_epochs": max_epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "l2": l2,
+        "patience": patience,
+        "seed": seed,
+        "device": device,
+        "cold_start_fraction": cold_start,
+    }
+    fields.update({k: v for k, v in overrides.items() if v is not None})
+    if hparam:
+        fields["hparams"] = {**fields.get("hparams", {}), **_parse_hparams(hparam)}
+    try:
+        cfg = TrainConfig(**fields)
+        result, path = train_to_bundle(data, out, cfg, overwrite=overwrite, progress=not quiet)
+    except (DataError, ValueError, TypeError, FileNotFoundError) as error:
+        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"bundle written to {path}")
+    typer.echo(_metrics_table({"valid": result.valid_metrics, "test": result.test_metrics,
+                               "cold-start test": result.cold_metrics}))
+    typer.echo(
+        f"best epoch {result.best_epoch} of {result.epochs_run}, "
+        f"{result.seconds_per_epoch:.2f} s/epoch, {result.train_seconds:.0f} s training"
+    )
+
+
+@app.command("evaluate")
+def evaluate_command(
+    bundle: Annotated[Path, typer.Option(help="bundle folder")],
+    data: Annotated[str | None, typer.Option(help="dataset (default: the one it was trained on)")]
+    = None,
+) -> None:
+    """Re-score a bundle's stored embeddings on its dataset's validation and test splits."""
+    import torch
+
+    from training.bundle import BundleError, load_bundle
+    from training.data import DataError, load_dataset
+    from training.evaluation import evaluate
+
+    try:
+        loaded = load_bundle(bundle)
+        manifest = loaded.manifest
+        dataset = load_dataset(data or manifest["dataset"]["path"], seed=manifest["config"]["seed"])
+        fraction = manifest["config"].get("cold_start_fraction", 0.0)
+        if fraction:
+            dataset = dataset.with_cold_items(fraction, seed=manifest["config"]["seed"])
+    except (BundleError, DataError) as error:
+        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+    users = torch.as_tensor(loaded.user_embeddings)
+    items = torch.as_tensor(loaded.item_embeddings)
+    results = {
+        "valid": evaluate(users, items, dataset.matrix("valid"), dataset.matrix("train")),
+        "test": evaluate(users, items, dataset.matrix("test"), dataset.matrix("train", "valid")),
+    }
+    typer.echo(f"{manifest['model']} on {dataset.name} (bundle {loaded.version})")
+    typer.echo(_metrics_table(results))
+
+
+def _metrics_table(rows: dict[str, dict[str, float] | None]) -> str:
+    keys = [f"{m}@{k}" for k in (10, 20, 50) for m in ("recall", "ndcg", "precision", "hit")]
+    lines = ["split            " + " ".join(f"{k:>12}" for k in keys)]
+    for name, metrics in rows.items():
+        if metrics:
+            lines.append(f"{name:<16} " + " ".join(f"{metrics.get(k, 0):>12.4f}" for k in keys))
+    return "\n".join(lines)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    app()

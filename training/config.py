@@ -1,0 +1,41 @@
+"""Training configuration: one typed object, from flags or a JSON/TOML file."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class TrainConfig(BaseModel):
+    """Everything a training run depends on; recorded in the bundle manifest."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = "metammf_gcn"
+    max_epochs: int = Field(300, ge=1)
+    batch_size: int = Field(3000, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    l2: float = Field(1e-6, ge=0, description="lambda of eq. 19 (L2 over all parameters)")
+    patience: int = Field(20, ge=1, description="epochs without a better valid Recall@20")
+    seed: int = 2024
+    device: str = "auto"
+    cold_start_fraction: float = Field(
+        0.0, ge=0, lt=1, description="share of items held out of training (cold-start protocol)"
+    )
+    eval_batch_size: int = Field(2048, ge=1)
+    hparams: dict[str, Any] = Field(default_factory=dict, description="model hyperparameters")
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a JSON or TOML file of :class:`TrainConfig` fields."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    text = path.read_text()
+    if path.suffix == ".toml":
+        return tomllib.loads(text)
+    return json.loads(text)

@@ -1,0 +1,244 @@
+"""Load and validate a dataset in the MMRec layout.
+
+A dataset folder holds one ``<name>.inter`` file (tab-separated, header ``userID itemID`` and
+optionally ``x_label`` with 0/1/2 = train/validation/test) and one ``<modality>_feat.npy`` per
+modality whose row ``i`` holds the features of item ``i``. Without ``x_label`` every user's
+interactions are split 8:1:1 at random with a fixed seed.
+
+Every problem with the input is reported as a :class:`DataError` naming the file and what is
+wrong, before any model sees the data.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+SPLITS = ("train", "valid", "test")
+_PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+class DataError(ValueError):
+    """The dataset on disk is missing, malformed or inconsistent."""
+
+
+def default_data_dir() -> Path:
+    """``$RECSYS_DATA_DIR`` if set, else ``../shared/datasets`` beside the project."""
+    env = os.environ.get("RECSYS_DATA_DIR")
+    if env:
+        return Path(env)
+    return (_PROJECT_ROOT.parent / "shared" / "datasets").resolve()
+
+
+def resolve_dataset_path(name_or_path: str | Path) -> Path:
+    """Accept a folder path, or a dataset name looked up in :func:`default_data_dir`."""
+    path = Path(name_or_path)
+    if path.is_dir():
+        return path
+    candidate = default_data_dir() / str(name_or_path)
+    if candidate.is_dir():
+        return candidate
+    raise DataError(
+        f"dataset {str(name_or_path)!r} not found: neither a folder nor a name under "
+        f"{default_data_dir()} (set RECSYS_DATA_DIR or pass a folder path). "
+        "The TikTok data comes from the public HKUDS/DiffMM repository (Datasets/tiktok)."
+    )
+
+
+@dataclass
+class Dataset:
+    """Interactions split three ways plus per-modality item features (float32)."""
+
+    name: str
+    num_users: int
+    num_items: int
+    train: np.ndarray  # int64 [N, 2]: user, item
+    valid: np.ndarray
+    test: np.ndarray
+    features: dict[str, np.ndarray] = field(default_factory=dict)
+    cold_items: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    source: str = ""  # the folder it was loaded from
+
+    @property
+    def modality_names(self) -> list[str]:
+        return list(self.features)
+
+    @property
+    def modality_dims(self) -> list[int]:
+        return [int(f.shape[1]) for f in self.features.values()]
+
+    def feature_matrix(self) -> np.ndarray | None:
+        """All modalities concatenated in ``modality_names`` order, or None without features."""
+        if not self.features:
+            return None
+        return np.concatenate(list(self.features.values()), axis=1).astype(np.float32)
+
+    def split(self, name: str) -> np.ndarray:
+        if name not in SPLITS:
+            raise ValueError(f"unknown split {name!r}; expected one of {SPLITS}")
+        return getattr(self, name)
+
+    def matrix(self, *splits: str) -> sp.csr_matrix:
+        """Binary user x item matrix of the union of the given splits."""
+        pairs = np.concatenate([self.split(s) for s in splits]) if splits else np.zeros((0, 2))
+        pairs = pairs.astype(np.int64)
+        data = np.ones(len(pairs), dtype=np.float32)
+        m = sp.csr_matrix(
+            (data, (pairs[:, 0], pairs[:, 1])), shape=(self.num_users, self.num_items)
+        )
+        m.data[:] = 1.0  # duplicates summed by the constructor count once
+        return m
+
+    def with_cold_items(self, fraction: float, seed: int = 2024) -> Dataset:
+        """Hold out a random share of items from training entirely (cold-start protocol).
+
+        Their training and validation interactions are dropped; their test interactions stay,
+        so a model that embeds them from features alone can be scored on them.
+        """
+        if not 0.0 < fraction < 1.0:
+            raise ValueError(f"cold-start fraction must be in (0, 1), got {fraction}")
+        rng = np.random.default_rng(seed)
+        n_cold = max(1, round(fraction * self.num_items))
+        cold = np.sort(rng.choice(self.num_items, size=n_cold, replace=False)).astype(np.int64)
+        is_cold = np.zeros(self.num_items, dtype=bool)
+        is_cold[cold] = True
+        return replace(
+            self,
+            train=self.train[~is_cold[self.train[:, 1]]],
+            valid=self.valid[~is_cold[self.valid[:, 1]]],
+            cold_items=cold,
+        )
+
+    def cold_test(self) -> np.ndarray:
+        """Test interactions whose item is held out from training."""
+        is_cold = np.zeros(self.num_items, dtype=bool)
+        is_cold[self.cold_items] = True
+        return self.test[is_cold[self.test[:, 1]]]
+
+    def summary(self) -> str:
+        mods = ", ".join(f"{n} {d}-d" for n, d in zip(self.modality_names, self.modality_dims))
+        return (
+            f"{self.name}: {self.num_users} users, {self.num_items} items, "
+            f"{len(self.train)}/{len(self.valid)}/{len(self.test)} train/valid/test"
+            f"{', modalities: ' + mods if mods else ''}"
+        )
+
+
+def load_dataset(path: str | Path, *, seed: int = 2024, require_features: bool = False) -> Dataset:
+    """Load ``path`` (a folder, or a dataset name under the data directory) and validate it."""
+    folder = resolve_dataset_path(path)
+    inter_files = sorted(folder.glob("*.inter"))
+    if len(inter_files) != 1:
+        found = ", ".join(p.name for p in inter_files) or "none"
+        raise DataError(f"{folder}: expected exactly one <name>.inter file, found {found}")
+    inter_file = inter_files[0]
+    users, items, labels = _read_inter(inter_file)
+
+    features = _read_features(folder)
+    if require_features and not features:
+        raise DataError(f"{folder}: this model needs item features but no *_feat.npy file exists")
+    if features:
+        num_items = next(iter(features.values())).shape[0]
+        bad = items >= num_items
+        if bad.any():
+            raise DataError(
+                f"{inter_file}: itemID {int(items[bad].max())} is out of range: the feature files "
+                f"have {num_items} rows (row = item id)"
+            )
+    else:
+        num_items = int(items.max()) + 1
+    num_users = int(users.max()) + 1
+
+    pairs = np.stack([users, items], axis=1)
+    if labels is None:
+        labels = _random_split(users, seed)
+    splits = {name: np.unique(pairs[labels == code], axis=0) for code, name in enumerate(SPLITS)}
+    for name in SPLITS:
+        if len(splits[name]) == 0:
+            raise DataError(f"{inter_file}: the {name} split is empty")
+    return Dataset(
+        name=inter_file.stem,
+        num_users=num_users,
+        num_items=num_items,
+        features=features,
+        source=str(folder.resolve()),
+        **splits,
+    )
+
+
+def _read_inter(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    with path.open(newline="") as handle:
+        reader = csv.reader(handle, delimiter="\t")
+        header = next(reader, None)
+        if header is None:
+            raise DataError(f"{path}: file is empty")
+        columns = [c.strip().split(":")[0] for c in header]
+        for required in ("userID", "itemID"):
+            if required not in columns:
+                raise DataError(f"{path}: header {header} lacks the column {required!r}")
+        rows = list(reader)
+    if not rows:
+        raise DataError(f"{path}: no interactions after the header")
+    try:
+        table = np.asarray(rows, dtype=np.int64)
+    except ValueError:
+        for lineno, row in enumerate(rows, start=2):
+            if len(row) != len(columns):
+                raise DataError(
+                    f"{path}:{lineno}: expected {len(columns)} tab-separated fields, got {len(row)}"
+                ) from None
+            for value in row:
+                if not value.strip().lstrip("-").isdigit():
+                    raise DataError(
+                        f"{path}:{lineno}: {value!r} is not an integer id or label"
+                    ) from None
+        raise
+    users = table[:, columns.index("userID")]
+    items = table[:, columns.index("itemID")]
+    if (users < 0).any() or (items < 0).any():
+        raise DataError(f"{path}: ids must be non-negative integers")
+    labels = table[:, columns.index("x_label")] if "x_label" in columns else None
+    if labels is not None and not np.isin(labels, (0, 1, 2)).all():
+        bad = labels[~np.isin(labels, (0, 1, 2))][0]
+        raise DataError(f"{path}: x_label must be 0, 1 or 2 (train/valid/test), found {bad}")
+    return users, items, labels
+
+
+def _read_features(folder: Path) -> dict[str, np.ndarray]:
+    features: dict[str, np.ndarray] = {}
+    for file in sorted(folder.glob("*_feat.npy")):
+        modality = file.name[: -len("_feat.npy")]
+        try:
+            array = np.load(file, allow_pickle=False)
+        except (ValueError, OSError) as error:
+            raise DataError(f"{file}: cannot be read as a .npy array ({error})") from None
+        if array.ndim != 2:
+            raise DataError(f"{file}: expected a 2-d array (items x dims), got shape {array.shape}")
+        array = array.astype(np.float32)
+        if not np.isfinite(array).all():
+            rows = np.unique(np.nonzero(~np.isfinite(array))[0])
+            raise DataError(f"{file}: NaN or inf in {len(rows)} rows (first: row {rows[0]})")
+        features[modality] = array
+    row_counts = {name: a.shape[0] for name, a in features.items()}
+    if len(set(row_counts.values())) > 1:
+        raise DataError(f"{folder}: feature files disagree on the item count: {row_counts}")
+    return features
+
+
+def _random_split(users: np.ndarray, seed: int) -> np.ndarray:
+    """Per-user 8:1:1 split; labels 0/1/2. Users with few interactions keep them in train."""
+    rng = np.random.default_rng(seed)
+    labels = np.zeros(len(users), dtype=np.int64)
+    order = np.argsort(users, kind="stable")
+    boundaries = np.flatnonzero(np.diff(users[order])) + 1
+    for group in np.split(order, boundaries):
+        group = rng.permutation(group)
+        n_eval = int(round(0.1 * len(group)))
+        labels[group[:n_eval]] = 2
+        labels[group[n_eval : 2 * n_eval]] = 1
+    return labels

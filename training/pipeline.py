@@ -1,0 +1,97 @@
+"""Data -> trained model -> bundle: what ``python -m training train`` runs."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from training import bundle as bundle_format
+from training.checkpoint import save_checkpoint
+from training.config import TrainConfig
+from training.data import Dataset, load_dataset
+from training.trainer import TrainResult, embeddings, train
+
+log = logging.getLogger(__name__)
+
+
+def prepare_dataset(data: str | Path, config: TrainConfig) -> Dataset:
+    dataset = load_dataset(data, seed=config.seed)
+    if config.cold_start_fraction > 0:
+        dataset = dataset.with_cold_items(config.cold_start_fraction, seed=config.seed)
+    return dataset
+
+
+def write_result_bundle(
+    result: TrainResult, dataset: Dataset, out: str | Path, *, overwrite: bool = False
+) -> Path:
+    """Write the trained model, its final embeddings and metrics as a bundle."""
+    users, items = embeddings(result.model)
+    model = result.model
+    graph_edges = torch.as_tensor(dataset.train.T.copy())
+    features = dataset.feature_matrix()
+    hparams = dict(result.config.hparams)
+    if len(dataset.cold_items):
+        hparams["cold_items"] = torch.as_tensor(dataset.cold_items)
+
+    def write_weights(path: Path) -> None:
+        from models.base import BipartiteGraph
+
+        save_checkpoint(
+            model,
+            path,
+            name=result.config.model,
+            graph=BipartiteGraph(dataset.num_users, dataset.num_items, graph_edges),
+            item_features=None if features is None else torch.as_tensor(features),
+            modality_dims=dataset.modality_dims,
+            hparams=hparams,
+        )
+
+    manifest = {
+        "model": result.config.model,
+        "config": result.config.model_dump(),
+        "dataset": {
+            "name": dataset.name,
+            "path": dataset.source,
+            "num_users": dataset.num_users,
+            "num_items": dataset.num_items,
+            "train": len(dataset.train),
+            "valid": len(dataset.valid),
+            "test": len(dataset.test),
+            "cold_items": len(dataset.cold_items),
+        },
+        "modalities": [
+            {"name": n, "dim": d} for n, d in zip(dataset.modality_names, dataset.modality_dims)
+        ],
+        "metrics": result.summary(),
+        "training_seconds": round(result.train_seconds, 2),
+    }
+    return bundle_format.write_bundle(
+        out,
+        manifest=manifest,
+        user_embeddings=users.cpu().numpy(),
+        item_embeddings=items.cpu().numpy(),
+        user_ids=[str(u) for u in range(dataset.num_users)],
+        item_ids=[str(i) for i in range(dataset.num_items)],
+        interactions=dataset.matrix("train", "valid", "test"),
+        extra_files={bundle_format.WEIGHTS: write_weights},
+        overwrite=overwrite,
+    )
+
+
+def train_to_bundle(
+    data: str | Path,
+    out: str | Path,
+    config: TrainConfig,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> tuple[TrainResult, Path]:
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise bundle_format.BundleError(f"{out} already exists (pass --overwrite to replace it)")
+    dataset = prepare_dataset(data, config)
+    log.info("%s", dataset.summary())
+    result = train(dataset, config, progress=progress)
+    return result, write_result_bundle(result, dataset, out, overwrite=overwrite)
