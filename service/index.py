@@ -1,0 +1,187 @@
+"""FAISS: an immutable main index of the bundle's items plus a small exact delta index.
+
+FAISS indexes are not safe for an add during a search. The main index (exact, IVF or HNSW) is
+built once from the bundle and only read afterwards; items that arrive online go to an exact
+delta index that is guarded by one lock. Upserts and deletes leave tombstones: a row counts only
+while ``_where[item_id]`` still points at it, and searches fetch enough extra rows to skip them.
+A reload builds a fresh pair, which merges the delta into the main index.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import threading
+from collections.abc import Sequence, Set
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+
+MAIN, DELTA = 0, 1
+Hit = tuple[str, float]
+
+
+def gpu_count() -> int:
+    """GPUs FAISS can use (0 with faiss-cpu)."""
+    get = getattr(faiss, "get_num_gpus", None)
+    return int(get()) if get is not None else 0
+
+
+def choose_device(requested: str, gpus: int) -> str:
+    """``auto`` takes a GPU when FAISS sees one; ``gpu`` without one is a configuration error."""
+    if requested == "cpu":
+        return "cpu"
+    if requested == "gpu" and gpus < 1:
+        raise ValueError("index_device=gpu but FAISS sees no GPU (install faiss-gpu)")
+    return "gpu" if gpus > 0 else "cpu"
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    kind: str = "flat"  # flat (exact inner product) | ivf | hnsw
+    device: str = "cpu"
+    nlist: int = 0  # 0: 4 * sqrt(n)
+    nprobe: int = 32
+    hnsw_m: int = 32
+    ef_construction: int = 80
+    ef_search: int = 128
+
+
+def build_faiss(vectors: np.ndarray, config: IndexConfig) -> faiss.Index:
+    """An inner-product index over ``vectors`` (row number = position)."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    n, dim = vectors.shape
+    if config.kind == "ivf" and n >= 2:
+        # FAISS wants about 39 training points per list; fewer lists for small catalogs.
+        nlist = min(config.nlist or int(4 * math.sqrt(n)), max(1, n // 39))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        sample = vectors
+        if n > 256 * nlist:
+            rows = np.random.default_rng(0).choice(n, 256 * nlist, replace=False)
+            sample = vectors[np.sort(rows)]
+        index.train(sample)
+        index.nprobe = min(config.nprobe, nlist)
+    elif config.kind == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = config.ef_construction
+        index.hnsw.efSearch = config.ef_search
+    else:
+        index = faiss.IndexFlatIP(dim)
+    if config.device == "gpu" and config.kind != "hnsw":  # FAISS has no GPU HNSW
+        resources = faiss.StandardGpuResources()
+        index = faiss.index_cpu_to_gpu(resources, 0, index)
+        index.resources_keepalive = resources  # the GPU index does not own them
+    index.add(vectors)
+    return index
+
+
+class ItemIndex:
+    """Top-K inner-product search over live items, safe under concurrent search and upsert."""
+
+    def __init__(self, ids: Sequence[str], vectors: np.ndarray, config: IndexConfig | None = None):
+        self.config = config or IndexConfig()
+        self.dim = int(vectors.shape[1])
+        self._main = build_faiss(vectors, self.config)
+        self._main_ids = list(ids)
+        # GPU indexes are not safe even for concurrent searches.
+        self._main_lock = threading.Lock() if self.config.device == "gpu" else None
+        self._delta = faiss.IndexFlatIP(self.dim)
+        self._delta_ids: list[str] = []
+        self._lock = threading.Lock()  # the one writer lock: delta index, _where, _dead
+        self._where: dict[str, tuple[int, int]] = {}
+        self._dead = [0, 0]
+        for row, item_id in enumerate(self._main_ids):
+            self._claim(item_id, (MAIN, row))
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def __contains__(self, item_id: object) -> bool:
+        return item_id in self._where
+
+    def in_main(self, item_id: str) -> bool:
+        return self._where.get(item_id, (DELTA, 0))[0] == MAIN
+
+    def upsert(self, ids: Sequence[str], vectors: np.ndarray) -> None:
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dim)
+        with self._lock:
+            start = self._delta.ntotal
+            self._delta.add(vectors)
+            for offset, item_id in enumerate(ids):
+                self._delta_ids.append(item_id)
+                self._claim(item_id, (DELTA, start + offset))
+            if self._dead[DELTA] > max(1024, self._delta.ntotal // 2):
+                self._compact_delta()
+
+    def remove(self, item_id: str) -> bool:
+        with self._lock:
+            old = self._where.pop(item_id, None)
+            if old is not None:
+                self._dead[old[0]] += 1
+            return old is not None
+
+    def search(
+        self, queries: np.ndarray, k: int, exclude: Sequence[Set[str]] | None = None
+    ) -> list[list[Hit]]:
+        """Top ``k`` live items per query, best first, skipping each query's ``exclude`` set."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
+        excludes = list(exclude) if exclude is not None else [frozenset()] * len(queries)
+        return self._search(queries, k, excludes, k + max((len(e) for e in excludes), default=0))
+
+    def _search(
+        self, queries: np.ndarray, k: int, excludes: list[Set[str]], fetch: int
+    ) -> list[list[Hit]]:
+        main_total = self._main.ntotal
+        main_fetch = min(fetch + self._dead[MAIN], main_total)
+        if main_fetch > 0:
+            with self._main_lock or contextlib.nullcontext():
+                main_scores, main_rows = self._main.search(queries, main_fetch)
+        with self._lock:  # delta rows are read under the lock: compaction renumbers them
+            delta_total = self._delta.ntotal
+            delta_fetch = min(fetch + self._dead[DELTA], delta_total)
+            delta_hits: list[list[Hit]] = [[] for _ in queries]
+            if delta_fetch > 0:
+                scores, rows = self._delta.search(queries, delta_fetch)
+                for q, hits in enumerate(delta_hits):
+                    hits.extend(self._live(DELTA, self._delta_ids, rows[q], scores[q]))
+        results = []
+        for q, hits in enumerate(delta_hits):
+            if main_fetch > 0:
+                hits = hits + self._live(MAIN, self._main_ids, main_rows[q], main_scores[q])
+            hits = [hit for hit in hits if hit[0] not in excludes[q]]
+            hits.sort(key=lambda hit: -hit[1])
+            exhausted = main_fetch >= main_total and delta_fetch >= delta_total
+            if len(hits) < k and not exhausted:
+                # More tombstones or exclusions than fetched (e.g. deletes during the search).
+                hits = self._search(queries[q : q + 1], k, [excludes[q]], fetch * 2)[0]
+            results.append(hits[:k])
+        return results
+
+    def _live(
+        self, segment: int, ids: list[str], rows: np.ndarray, scores: np.ndarray
+    ) -> list[Hit]:
+        where = self._where
+        return [
+            (ids[row], float(score))
+            for row, score in zip(rows.tolist(), scores.tolist(), strict=True)
+            if row >= 0 and where.get(ids[row]) == (segment, row)
+        ]
+
+    def _claim(self, item_id: str, location: tuple[int, int]) -> None:
+        old = self._where.get(item_id)
+        if old is not None:
+            self._dead[old[0]] += 1
+        self._where[item_id] = location
+
+    def _compact_delta(self) -> None:
+        """Drop dead delta rows (caller holds the lock)."""
+        live = [(i, row) for i, (seg, row) in self._where.items() if seg == DELTA]
+        vectors = np.stack([self._delta.reconstruct(row) for _, row in live]) if live else None
+        self._delta = faiss.IndexFlatIP(self.dim)
+        self._delta_ids = [i for i, _ in live]
+        if vectors is not None:
+            self._delta.add(vectors)
+        for row, item_id in enumerate(self._delta_ids):
+            self._where[item_id] = (DELTA, row)
+        self._dead[DELTA] = 0

@@ -1,0 +1,61 @@
+"""One typed configuration object, read from ``RECSYS_*`` environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything the service can be configured with; validated once at start."""
+
+    model_config = SettingsConfigDict(env_prefix="RECSYS_", extra="ignore")
+
+    bundle: Path = Field(Path("bundles/tiktok"), description="Bundle folder to serve.")
+    database_url: str = Field(
+        "sqlite:///recsys.db", description="SQLAlchemy URL of the durable store."
+    )
+    table_prefix: str = Field("", pattern=r"^[a-z0-9_]*$", description="Prefix of SQL tables.")
+    redis_url: str | None = Field(
+        "redis://127.0.0.1:6379/0", description="Recommendation cache; empty disables it."
+    )
+    cache_prefix: str = Field("recsys", description="Namespace of every Redis key.")
+    cache_ttl_s: int = Field(300, ge=1, description="Lifetime of a cached recommendation list.")
+    redis_timeout_s: float = Field(0.2, gt=0, description="Redis connect and socket timeout.")
+    redis_backoff_s: float = Field(3.0, ge=0, description="Pause after a Redis error.")
+    api_key: SecretStr | None = Field(None, description="Required on mutating endpoints if set.")
+
+    index_type: Literal["flat", "ivf", "hnsw"] = "flat"
+    index_device: Literal["auto", "cpu", "gpu"] = "auto"
+    ivf_nlist: int = Field(0, ge=0, description="IVF lists; 0 picks 4 * sqrt(items).")
+    ivf_nprobe: int = Field(32, ge=1)
+    hnsw_m: int = Field(32, ge=4)
+    hnsw_ef_construction: int = Field(80, ge=8)
+    hnsw_ef_search: int = Field(128, ge=8)
+
+    history_len: int = Field(50, ge=1, description="Most recent items fed to the user tower.")
+    max_batch: int = Field(1024, ge=1, description="Largest POST /items batch.")
+    max_k: int = Field(1000, ge=1, description="Largest k of a recommendation.")
+    unknown_user: Literal["404", "popular"] = Field(
+        "404", description="Answer for an unknown user without history."
+    )
+    verify_bundle: bool = Field(True, description="Check the sha256 of bundle files on load.")
+    onnx_threads: int = Field(1, ge=1, description="Intra-op threads of each ONNX session.")
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+
+    @field_validator("redis_url", "api_key", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
