@@ -50,6 +50,17 @@ class Recommender(nn.Module):
         """Return ``(user_embeddings [U, d], item_embeddings [I, d])``."""
         raise NotImplementedError
 
+    def embed_new_items(self, features: torch.Tensor) -> torch.Tensor:
+        """Final embeddings [B, d] of items that have features [B, F] but no interactions.
+
+        The item tower the service runs for ``POST /items``. Models without a feature path
+        (``uses_features`` False) cannot do this and raise ``NotImplementedError``.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} learns only ID embeddings and cannot embed a new item from "
+            "its features; use a model with uses_features=True (e.g. metammf_gcn, vbpr)"
+        )
+
     def regularised_parameters(self) -> list[torch.Tensor]:
         """Parameters under the L2 term of eq. 19 (default: all of them)."""
         return list(self.parameters())

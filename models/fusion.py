@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from itertools import pairwise
 
 import torch
 from torch import nn
@@ -101,9 +102,10 @@ class MetaFusionLayer(nn.Module):
             raise ValueError(f"mode must be one of {FUSION_MODES}, got {mode!r}")
         self.in_dim, self.out_dim, self.meta_dim = in_dim, out_dim, meta_dim
         self.rank, self.mode, self.static_weight = rank, mode, static_weight
-        self.W: nn.Parameter | None = (
-            nn.Parameter(_xavier_(torch.empty(out_dim, in_dim))) if static_weight else None
-        )
+        if static_weight:
+            self.W = nn.Parameter(_xavier_(torch.empty(out_dim, in_dim)))
+        else:
+            self.register_parameter("W", None)
         if mode == "cp":
             self.A = nn.Parameter(_xavier_(torch.empty(out_dim, rank)))
             self.B = nn.Parameter(_xavier_(torch.empty(in_dim, rank)))
@@ -134,14 +136,15 @@ class MetaFusionLayer(nn.Module):
 
     def to_full(self) -> MetaFusionLayer:
         """A ``mode="full"`` layer holding exactly this layer's ``W`` and ``T = cp_tensor()``."""
+        ref = next(self.parameters())
         full = MetaFusionLayer(
             self.in_dim, self.out_dim, self.meta_dim, self.rank, "full", self.static_weight
-        )
+        ).to(device=ref.device, dtype=ref.dtype)
         with torch.no_grad():
             full.T.copy_(self.cp_tensor() if self.mode == "cp" else self.T)
             if self.W is not None and full.W is not None:
                 full.W.copy_(self.W)
-        return full.to(device=self.W.device if self.W is not None else full.T.device)
+        return full
 
 
 class MetaMMFFusion(nn.Module):
@@ -176,7 +179,7 @@ class MetaMMFFusion(nn.Module):
         self.extractor = MetaInfoExtractor(in_dim, meta_hidden, meta_dim)
         self.layers = nn.ModuleList(
             MetaFusionLayer(p, q, meta_dim, rank, mode, static_weight)
-            for p, q in zip(self.widths[:-1], self.widths[1:])
+            for p, q in pairwise(self.widths)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -202,7 +205,7 @@ def _static_tower(
 ) -> nn.Sequential:
     widths = tower_widths(in_dim, out_dim, num_layers, first_hidden)
     modules: list[nn.Module] = []
-    for n, (p, q) in enumerate(zip(widths[:-1], widths[1:])):
+    for n, (p, q) in enumerate(pairwise(widths)):
         linear = nn.Linear(p, q, bias=False)
         _xavier_(linear.weight)
         modules.append(linear)
@@ -267,7 +270,7 @@ class LateFusion(nn.Module):
         if x.shape[-1] != self.in_dim:
             raise ValueError(f"expected {self.in_dim} features, got {x.shape[-1]}")
         parts = torch.split(x, self.modality_dims, dim=-1)
-        return torch.stack([tower(p) for tower, p in zip(self.towers, parts)]).mean(0)
+        return torch.stack([tower(p) for tower, p in zip(self.towers, parts, strict=True)]).mean(0)
 
 
 class HybridFusion(nn.Module):
@@ -312,11 +315,11 @@ def build_fusion(
     """
     in_dim = sum(modality_dims)
     if kind == "metammf":
-        return MetaMMFFusion(in_dim, out_dim, num_layers, first_hidden, **kwargs)  # type: ignore[arg-type]
+        return MetaMMFFusion(in_dim, out_dim, num_layers, first_hidden, **kwargs)
     if kind == "early":
-        return EarlyFusion(in_dim, out_dim, num_layers, first_hidden, **kwargs)  # type: ignore[arg-type]
+        return EarlyFusion(in_dim, out_dim, num_layers, first_hidden, **kwargs)
     if kind == "late":
-        return LateFusion(modality_dims, out_dim, num_layers, first_hidden, **kwargs)  # type: ignore[arg-type]
+        return LateFusion(modality_dims, out_dim, num_layers, first_hidden, **kwargs)
     if kind == "hybrid":
-        return HybridFusion(modality_dims, out_dim, num_layers, first_hidden, **kwargs)  # type: ignore[arg-type]
+        return HybridFusion(modality_dims, out_dim, num_layers, first_hidden, **kwargs)
     raise ValueError(f"unknown fusion kind {kind!r}; valid: {', '.join(FUSION_KINDS)}")

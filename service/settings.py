@@ -48,7 +48,6 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8000
-    workers: int = 1
 
     @field_validator("redis_url", "api_key", mode="before")
     @classmethod

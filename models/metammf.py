@@ -1,0 +1,199 @@
+"""Fusion-initialised recommenders: MetaMMF_MF (eq. 16) and MetaMMF_GCN (eqs. 17-18).
+
+Item ``i`` starts from ``[e_m_i ; e_c_i]``: ``e_m_i = fusion(x_i)`` of size ``d_m = embed_dim // 2``
+(32 at the paper's 64, the size of its fusion output) and a free ID ("collaborative") embedding
+``e_c_i`` of size ``embed_dim - d_m``. The fusion module is any ``[B, F] -> [B, d_m]`` module
+(:class:`models.fusion.MetaMMFFusion` by default; the static controls of Table 3 plug in the same
+way, see :mod:`models.registry`).
+
+New-item readiness (DESIGN.md, "New items and new users"):
+
+* ``cold_items``: items held out of training. They always (train and eval mode) use the learned
+  ``unknown_item`` vector instead of ``e_c_i`` and, in the GCN, receive no neighbour messages;
+  every edge that touches them is removed from the stored graph at construction, so users do not
+  aggregate from them either. Their embeddings equal :meth:`embed_new_items` of their features.
+* ``id_dropout``: in training mode each ``forward()`` draws that share of items and treats them
+  like cold items for that step (``unknown_item`` instead of ``e_c_i``; in the GCN their incoming
+  neighbour mean is dropped, while their users still aggregate from them). This trains the path
+  the service's item tower runs: ``fusion -> [e_m ; unknown] -> (GCN) self path``.
+
+Features and graph are non-persistent buffers: ``.to(device)`` moves them, ``state_dict()`` holds
+only learned parameters (rebuild the model over the same data, then load it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from models.base import BipartiteGraph, Recommender
+from models.fusion import MetaMMFFusion
+from models.graph import BipartiteMeanAdjacency, BipartiteSAGE
+
+
+def _xavier_parameter(*shape: int) -> nn.Parameter:
+    """Xavier-uniform parameter; a vector is initialised as a [1, n] matrix."""
+    data = torch.empty(*shape) if len(shape) > 1 else torch.empty(1, shape[0])
+    nn.init.xavier_uniform_(data)
+    return nn.Parameter(data.reshape(shape))
+
+
+def _check_features(
+    item_features: torch.Tensor | None, modality_dims: Sequence[int], num_items: int
+) -> torch.Tensor:
+    if item_features is None:
+        raise ValueError("this model fuses item features: item_features must not be None")
+    if item_features.dim() != 2 or item_features.shape[0] != num_items:
+        raise ValueError(
+            f"item_features must be [num_items={num_items}, F], got {tuple(item_features.shape)}"
+        )
+    if modality_dims and sum(modality_dims) != item_features.shape[1]:
+        raise ValueError(
+            f"modality_dims {list(modality_dims)} sum to {sum(modality_dims)}, "
+            f"but item_features have {item_features.shape[1]} columns"
+        )
+    if not torch.isfinite(item_features).all():
+        raise ValueError("item_features contain NaN or inf")
+    return item_features.detach().float()
+
+
+class FusedItemRecommender(Recommender):
+    """Shared part of MetaMMF_MF / MetaMMF_GCN: users, item layer 0, new-item handling."""
+
+    uses_features = True
+
+    def __init__(
+        self,
+        graph: BipartiteGraph,
+        item_features: torch.Tensor | None,
+        modality_dims: Sequence[int],
+        *,
+        fusion: nn.Module | None = None,
+        embed_dim: int = 64,
+        id_dropout: float = 0.0,
+        cold_items: torch.Tensor | None = None,
+    ) -> None:
+        super().__init__()
+        features = _check_features(item_features, modality_dims, graph.num_items)
+        if not 0.0 <= id_dropout < 1.0:
+            raise ValueError(f"id_dropout must be in [0, 1), got {id_dropout}")
+        if embed_dim < 2:
+            raise ValueError(f"embed_dim must be >= 2, got {embed_dim}")
+        self.num_users, self.num_items = graph.num_users, graph.num_items
+        self.embed_dim = embed_dim
+        self.fusion_dim = embed_dim // 2  # d_m
+        self.id_dim = embed_dim - self.fusion_dim  # d_c
+        self.id_dropout = float(id_dropout)
+        self.feature_dim = features.shape[1]
+        self.fusion = (
+            fusion if fusion is not None else MetaMMFFusion(self.feature_dim, self.fusion_dim)
+        )
+        fusion_out = getattr(self.fusion, "out_dim", self.fusion_dim)
+        if fusion_out != self.fusion_dim:
+            raise ValueError(
+                f"fusion outputs {fusion_out} dims but d_m = embed_dim // 2 = {self.fusion_dim}"
+            )
+        self.register_buffer("item_features", features, persistent=False)
+        cold = torch.zeros(graph.num_items, dtype=torch.bool)
+        if cold_items is not None:
+            cold_items = torch.as_tensor(cold_items, dtype=torch.long).cpu()
+            if cold_items.numel() and (cold_items.min() < 0 or cold_items.max() >= graph.num_items):
+                raise ValueError("cold_items holds ids outside [0, num_items)")
+            cold[cold_items] = True
+        self.register_buffer("cold_mask", cold, persistent=False)
+        self.user_embedding = _xavier_parameter(graph.num_users, embed_dim)  # e_u
+        self.item_id_embedding = _xavier_parameter(graph.num_items, self.id_dim)  # e_c
+        self.unknown_item = _xavier_parameter(self.id_dim)  # replaces e_c of new items
+
+    def dropped_items(self) -> torch.Tensor | None:
+        """Bool [I] of items using ``unknown_item`` in this forward (cold + id_dropout draw)."""
+        mask = self.cold_mask
+        if self.training and self.id_dropout > 0.0:
+            draw = torch.rand(self.num_items, device=mask.device) < self.id_dropout
+            mask = mask | draw
+        return mask if bool(mask.any()) else None
+
+    def _layer0(self, features: torch.Tensor, id_part: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.fusion(features), id_part], dim=1)
+
+    def item_embeddings0(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(e_i^(0) = [e_m ; e_c] [I, d], dropped-items mask or None)`` (eqs. 16-17)."""
+        dropped = self.dropped_items()
+        id_part = self.item_id_embedding
+        if dropped is not None:
+            id_part = torch.where(
+                dropped.unsqueeze(1), self.unknown_item.expand_as(id_part), id_part
+            )
+        return self._layer0(self.item_features, id_part), dropped
+
+    def new_items0(self, features: torch.Tensor) -> torch.Tensor:
+        """``[fusion(x) ; unknown_item]`` [B, d] for items without an ID embedding."""
+        if features.dim() != 2 or features.shape[1] != self.feature_dim:
+            raise ValueError(
+                f"features must be [B, {self.feature_dim}], got {tuple(features.shape)}"
+            )
+        features = features.to(self.item_features.dtype)
+        return self._layer0(features, self.unknown_item.expand(features.shape[0], -1))
+
+
+class FusionMF(FusedItemRecommender):
+    """MetaMMF_MF (eq. 16): ``y_ui = e_u^T [e_m_i ; e_c_i]`` with a free ``e_u`` [U, embed_dim]."""
+
+    def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
+        items, _ = self.item_embeddings0()
+        return self.user_embedding, items
+
+    def embed_new_items(self, features: torch.Tensor) -> torch.Tensor:
+        """``[fusion(x) ; unknown_item]``: equals ``forward()``'s rows of cold items."""
+        return self.new_items0(features)
+
+
+def drop_item_edges(graph: BipartiteGraph, items: torch.Tensor) -> BipartiteGraph:
+    """The graph without any edge that touches a marked item (bool mask [I])."""
+    keep = ~items.to(graph.edge_index.device)[graph.edge_index[1]]
+    return BipartiteGraph(graph.num_users, graph.num_items, graph.edge_index[:, keep])
+
+
+class FusionGCN(FusedItemRecommender):
+    """MetaMMF_GCN (eqs. 17-18).
+
+    ``e_u^(0)`` is a free embedding, ``e_i^(0) = [fusion(x_i) ; e_c_i]``; ``num_layers`` layers
+    of :class:`models.graph.BipartiteSAGE` (separate user/item weights, mean aggregation,
+    LeakyReLU); the final embeddings are the layer-L outputs, scored by inner product.
+    """
+
+    def __init__(
+        self,
+        graph: BipartiteGraph,
+        item_features: torch.Tensor | None,
+        modality_dims: Sequence[int],
+        *,
+        fusion: nn.Module | None = None,
+        embed_dim: int = 64,
+        num_layers: int = 2,
+        id_dropout: float = 0.0,
+        cold_items: torch.Tensor | None = None,
+        negative_slope: float = 0.01,
+    ) -> None:
+        super().__init__(
+            graph,
+            item_features,
+            modality_dims,
+            fusion=fusion,
+            embed_dim=embed_dim,
+            id_dropout=id_dropout,
+            cold_items=cold_items,
+        )
+        self.num_layers = num_layers
+        self.adjacency = BipartiteMeanAdjacency(drop_item_edges(graph, self.cold_mask))
+        self.sage = BipartiteSAGE(embed_dim, num_layers, negative_slope)
+
+    def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
+        items0, dropped = self.item_embeddings0()
+        return self.sage(self.user_embedding, items0, self.adjacency, dropped)
+
+    def embed_new_items(self, features: torch.Tensor) -> torch.Tensor:
+        """``self_path([fusion(x) ; unknown_item])``: equals ``forward()``'s rows of cold items."""
+        return self.sage.self_path(self.new_items0(features))

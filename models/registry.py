@@ -1,0 +1,128 @@
+"""Model registry: one name per model, its default hyperparameters and one builder.
+
+``build_model(name, graph, item_features, modality_dims, **hparams)`` merges ``hparams`` over
+``default_hparams(name)``; a name outside :data:`MODEL_NAMES` raises ``ValueError``, a
+hyperparameter a model does not take raises ``TypeError``.
+
+Fused models (``metammf_*``, ``*_gcn`` fusion controls) get their fusion module from
+:func:`models.fusion.build_fusion` with ``out_dim = embed_dim // 2`` (``d_m``); the fusion
+hyperparameters are ``fusion_layers`` (N), ``first_hidden`` and, for MetaMMF, ``meta_dim``
+(``d_s``), ``meta_hidden``, ``rank`` (R), ``fusion_mode`` (``"cp"`` or ``"full"``) and
+``static_weight``. Defaults follow the paper's TikTok setting (section 5.2: N=1, d_s=5, R=16,
+representation size 64, two GCN layers).
+
+Every model takes ``cold_items`` (items held out of training, see :mod:`models.metammf`); the
+ID-only models accept it and ignore it (they have no path for an item without interactions),
+VBPR gives those items ``[0 ; E f_i]``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from models.base import BipartiteGraph, Recommender
+from models.fusion import build_fusion
+from models.lightgcn import LightGCN
+from models.metammf import FusedItemRecommender, FusionGCN, FusionMF
+from models.mf import BPRMF, VBPR
+
+_NEW_ITEMS: dict[str, Any] = {"id_dropout": 0.0, "cold_items": None}
+_STATIC_FUSION: dict[str, Any] = {"fusion_layers": 1, "first_hidden": 256}
+_META_FUSION: dict[str, Any] = {
+    **_STATIC_FUSION,
+    "meta_dim": 5,
+    "meta_hidden": 64,
+    "rank": 16,
+    "fusion_mode": "cp",
+    "static_weight": True,
+}
+
+_DEFAULTS: dict[str, dict[str, Any]] = {
+    "metammf_gcn": {"embed_dim": 64, "num_layers": 2, **_META_FUSION, **_NEW_ITEMS},
+    "metammf_mf": {"embed_dim": 64, **_META_FUSION, **_NEW_ITEMS},
+    "lightgcn": {"embed_dim": 64, "num_layers": 2, "cold_items": None},
+    "vbpr": {"embed_dim": 64, "feature_dim": None, "cold_items": None},
+    "bpr": {"embed_dim": 64, "cold_items": None},
+    "early_gcn": {"embed_dim": 64, "num_layers": 2, **_STATIC_FUSION, **_NEW_ITEMS},
+    "late_gcn": {"embed_dim": 64, "num_layers": 2, **_STATIC_FUSION, **_NEW_ITEMS},
+    "hybrid_gcn": {"embed_dim": 64, "num_layers": 2, **_STATIC_FUSION, **_NEW_ITEMS},
+}
+
+#: Every buildable model name.
+MODEL_NAMES: tuple[str, ...] = tuple(_DEFAULTS)
+
+_FUSION_KEYS = {"fusion_layers", "first_hidden", "meta_dim", "meta_hidden", "rank"}
+
+
+def default_hparams(name: str) -> dict[str, Any]:
+    """A fresh copy of the default hyperparameters of model ``name``."""
+    _check_name(name)
+    return copy.deepcopy(_DEFAULTS[name])
+
+
+def _check_name(name: str) -> None:
+    if name not in _DEFAULTS:
+        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(MODEL_NAMES)}")
+
+
+def _fused(model_cls: type[FusedItemRecommender], kind: str) -> Callable[..., Recommender]:
+    def build(
+        graph: BipartiteGraph,
+        item_features: torch.Tensor | None,
+        modality_dims: Sequence[int],
+        **hp: Any,
+    ) -> Recommender:
+        if item_features is None:
+            raise ValueError(f"{kind} fusion needs item_features")
+        dims = list(modality_dims) or [int(item_features.shape[1])]
+        fusion_kwargs = {k: hp.pop(k) for k in list(hp) if k in _FUSION_KEYS}
+        if "fusion_mode" in hp:
+            fusion_kwargs["mode"] = hp.pop("fusion_mode")
+        if "static_weight" in hp:
+            fusion_kwargs["static_weight"] = hp.pop("static_weight")
+        fusion = build_fusion(
+            kind,
+            dims,
+            out_dim=hp["embed_dim"] // 2,
+            num_layers=fusion_kwargs.pop("fusion_layers"),
+            first_hidden=fusion_kwargs.pop("first_hidden"),
+            **fusion_kwargs,
+        )
+        return model_cls(graph, item_features, dims, fusion=fusion, **hp)
+
+    return build
+
+
+_BUILDERS: dict[str, Callable[..., Recommender]] = {
+    "metammf_gcn": _fused(FusionGCN, "metammf"),
+    "metammf_mf": _fused(FusionMF, "metammf"),
+    "lightgcn": LightGCN,
+    "vbpr": VBPR,
+    "bpr": BPRMF,
+    "early_gcn": _fused(FusionGCN, "early"),
+    "late_gcn": _fused(FusionGCN, "late"),
+    "hybrid_gcn": _fused(FusionGCN, "hybrid"),
+}
+
+
+def build_model(
+    name: str,
+    graph: BipartiteGraph,
+    item_features: torch.Tensor | None,
+    modality_dims: Sequence[int],
+    **hparams: Any,
+) -> Recommender:
+    """Build model ``name`` over ``graph`` and ``item_features`` [I, F] (may be None for ID-only
+    models) with ``hparams`` over :func:`default_hparams`."""
+    _check_name(name)
+    unknown = sorted(set(hparams) - set(_DEFAULTS[name]))
+    if unknown:
+        raise TypeError(
+            f"model {name!r} got unknown hyperparameter(s) {', '.join(unknown)}; "
+            f"it takes: {', '.join(sorted(_DEFAULTS[name]))}"
+        )
+    return _BUILDERS[name](graph, item_features, modality_dims, **{**_DEFAULTS[name], **hparams})

@@ -1,0 +1,9 @@
+"""``python -m service``: serve with uvicorn on RECSYS_HOST:RECSYS_PORT (one process: the
+online state lives in memory; scale with replicas that share PostgreSQL and Redis)."""
+
+import uvicorn
+
+from service.settings import Settings
+
+settings = Settings()
+uvicorn.run("service.app:app", host=settings.host, port=settings.port, log_level="info")

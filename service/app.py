@@ -1,0 +1,113 @@
+"""Builds the app: settings -> recommender (store, cache, bundle) -> routers.
+
+Run with ``uvicorn service.app:app`` or ``python -m service``; configure with ``RECSYS_*``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.errors import Invalid, NotFound, NotReady
+from service.metrics import Metrics
+from service.recommender import LoadError, Recommender
+from service.routes import admin, health, interactions, items, recommend
+from service.settings import Settings
+
+DESCRIPTION = """Multimodal recommendations from a trained bundle (ONNX towers + FAISS).
+
+Mutating endpoints need the `X-API-Key` header when the service is configured with an API key.
+Invalid payloads get 422 with the location and reason of every problem."""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        recommender = Recommender(settings, metrics)
+        await run_in_threadpool(recommender.start)
+        app.state.recommender = recommender
+        yield
+        recommender.close()
+
+    app = FastAPI(title="Multimodal recommendation service", version="0.1.0",
+                  description=DESCRIPTION, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.add_middleware(LatencyMiddleware, metrics=metrics)
+    for router in (items.router, recommend.router, interactions.router, health.router,
+                   admin.router):
+        app.include_router(router)
+
+    def error(status: int):
+        async def handler(_request: Request, exc: Exception) -> JSONResponse:
+            return JSONResponse({"detail": str(exc)}, status_code=status)
+        return handler
+
+    app.add_exception_handler(NotFound, error(404))
+    app.add_exception_handler(NotReady, error(503))
+    app.add_exception_handler(LoadError, error(422))
+    app.add_exception_handler(Invalid, unprocessable)
+    app.add_exception_handler(RequestValidationError, unprocessable)
+    return app
+
+
+async def unprocessable(_request: Request, exc: Exception) -> JSONResponse:
+    """422 listing every problem. Echoed inputs are kept only when small and JSON-safe:
+    a NaN that was refused must not break the error response itself."""
+    errors = exc.errors if isinstance(exc, Invalid) else exc.errors()  # type: ignore[attr-defined]
+    detail = []
+    for error in jsonable_encoder(errors, custom_encoder={float: _finite_or_text}):
+        value = error.pop("input", None)
+        if isinstance(value, str | int | float | bool) and len(str(value)) <= 256:
+            error["input"] = value
+        detail.append(error)
+    return JSONResponse({"detail": detail}, status_code=422)
+
+
+def _finite_or_text(value: float) -> float | str:
+    return value if math.isfinite(value) else str(value)
+
+
+class LatencyMiddleware:
+    """Latency histogram and status counts per route template (not per raw path)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics):
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            method = scope["method"]
+            self.metrics.latency.labels(method, route).observe(time.perf_counter() - start)
+            self.metrics.responses.labels(method, route, str(status)).inc()
+
+
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+app = create_app()

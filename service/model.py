@@ -1,0 +1,285 @@
+"""One loaded bundle plus everything that arrived online since it was built.
+
+Pure in-memory state and arithmetic: the index, the towers, the id maps, online histories.
+Durability and caching live in ``recommender.py``, which owns the order of operations.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from service.errors import Invalid, NotReady
+from service.index import Hit, IndexConfig, ItemIndex
+from service.towers import ItemTower, UserTower
+from training import bundle as bundle_format
+
+# Tower contract files; they will move into training/bundle.py with the ONNX export.
+ITEM_STATES = getattr(bundle_format, "ITEM_STATES", "item_history_states.npy")
+USER_STATES = getattr(bundle_format, "USER_STATES", "user_states.npy")
+
+POPULAR_KEPT = 10_000
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Modality:
+    name: str
+    dim: int
+
+
+def layout_of(modalities: Sequence[Modality]) -> str:
+    return ",".join(f"{m.name}:{m.dim}" for m in modalities)
+
+
+def parse_layout(layout: str) -> list[Modality]:
+    parts = [p.rsplit(":", 1) for p in layout.split(",") if p]
+    return [Modality(name, int(dim)) for name, dim in parts]
+
+
+def relayout(vector: np.ndarray, layout: str, modalities: Sequence[Modality]) -> np.ndarray:
+    """Features stored under an older layout, reordered for this bundle (KeyError if missing)."""
+    parts, start = {}, 0
+    for m in parse_layout(layout):
+        parts[m.name] = vector[start : start + m.dim]
+        start += m.dim
+    for m in modalities:
+        if parts[m.name].shape[0] != m.dim:
+            raise KeyError(f"{m.name} has {parts[m.name].shape[0]} values, expected {m.dim}")
+    return np.concatenate([parts[m.name] for m in modalities])
+
+
+class ServingModel:
+    """A bundle ready to serve: towers, index, id maps, and the online state on top of it."""
+
+    def __init__(self, bundle: bundle_format.Bundle, config: IndexConfig, history_len: int = 50,
+                 onnx_threads: int = 1):
+        manifest = bundle.manifest
+        self.bundle = bundle
+        self.version = bundle.version
+        self.model_name = str(manifest.get("model", "unknown"))
+        # Cut-off of the bundle's data: store events after it are replayed on top.
+        self.cutoff = float(manifest.get("data_cutoff", manifest.get("created_at", 0.0)))
+        self.modalities = [Modality(str(m["name"]), int(m["dim"]))
+                           for m in manifest.get("modalities", [])]
+        self.layout = layout_of(self.modalities)
+        self.feature_dim = sum(m.dim for m in self.modalities)
+        self.history_len = history_len
+        self.dim = int(bundle.item_embeddings.shape[1])
+        self.user_rows = {u: row for row, u in enumerate(bundle.user_ids)}
+        self.item_rows = {i: row for row, i in enumerate(bundle.item_ids)}
+
+        self.item_tower = self._optional(bundle, bundle_format.ITEM_TOWER, ItemTower, onnx_threads)
+        self.user_tower = self._optional(bundle, bundle_format.USER_TOWER, UserTower, onnx_threads)
+        self.item_states = np.load(bundle.file(ITEM_STATES)) if bundle.has(ITEM_STATES) else None
+        self.user_states = np.load(bundle.file(USER_STATES)) if bundle.has(USER_STATES) else None
+        self._check()
+
+        self.index = ItemIndex(bundle.item_ids, bundle.item_embeddings, config)
+        counts = np.asarray(bundle.interactions.sum(axis=0)).ravel()
+        order = np.argsort(-counts, kind="stable")[:POPULAR_KEPT]
+        top = float(counts[order[0]]) if len(order) and counts[order[0]] > 0 else 1.0
+        self.popular = [(bundle.item_ids[i], float(counts[i]) / top) for i in order]
+
+        self.online_states: dict[str, np.ndarray] = {}  # history states of online items
+        self.online_history: dict[str, list[str]] = {}  # user -> items after the cut-off
+        self.user_generation: dict[str, int] = {}  # bumped by each new interaction
+
+    @classmethod
+    def load(cls, path: str | Path, config: IndexConfig, *, verify: bool = True,
+             history_len: int = 50, onnx_threads: int = 1) -> ServingModel:
+        bundle = bundle_format.load_bundle(path, check=verify)
+        return cls(bundle, config, history_len=history_len, onnx_threads=onnx_threads)
+
+    @staticmethod
+    def _optional(bundle: bundle_format.Bundle, name: str, tower: type, threads: int) -> Any:
+        return tower(bundle.file(name), threads) if bundle.has(name) else None
+
+    def _check(self) -> None:
+        """Refuse a bundle whose parts disagree, before it replaces a working one."""
+        b, problems = self.bundle, []
+        if b.user_embeddings.shape[1] != self.dim:
+            problems.append(f"user embeddings are {b.user_embeddings.shape[1]}-d, items {self.dim}")
+        if b.interactions.shape != (len(b.user_ids), len(b.item_ids)):
+            problems.append(f"interactions are {b.interactions.shape}, expected "
+                            f"({len(b.user_ids)}, {len(b.item_ids)})")
+        if self.item_states is not None and self.item_states.shape[0] != len(b.item_ids):
+            problems.append(f"{ITEM_STATES} has {self.item_states.shape[0]} rows, "
+                            f"expected {len(b.item_ids)}")
+        if self.user_states is not None and self.user_states.shape[0] != len(b.user_ids):
+            problems.append(f"{USER_STATES} has {self.user_states.shape[0]} rows, "
+                            f"expected {len(b.user_ids)}")
+        if self.item_tower is not None:
+            if not self.modalities:
+                problems.append("manifest lists no modalities for the item tower")
+            else:  # run it once: a tower that cannot run must not replace a working bundle
+                embedding, state = self.item_tower(np.zeros((2, self.feature_dim), np.float32))
+                if embedding.shape != (2, self.dim):
+                    problems.append(f"item tower gives {embedding.shape[1]}-d, "
+                                    f"expected {self.dim}")
+                if self.item_states is not None and state.shape[1] != self.item_states.shape[1]:
+                    problems.append(f"item tower state is {state.shape[1]}-d, {ITEM_STATES} "
+                                    f"{self.item_states.shape[1]}-d")
+        if self.user_tower is not None and self.item_states is not None:
+            width = self.item_states.shape[1]
+            vector = self.user_tower([np.zeros(width, np.float32)], None, self.user_state_dim)
+            if vector.shape != (self.dim,):
+                problems.append(f"user tower gives {vector.shape}, expected ({self.dim},)")
+        if problems:
+            raise bundle_format.BundleError(f"{b.path}: " + "; ".join(problems))
+
+    @property
+    def user_state_dim(self) -> int:
+        if self.user_states is not None:
+            return int(self.user_states.shape[1])
+        return int(self.user_tower.user_state_dim or 0) if self.user_tower else 0
+
+    # ---- items -------------------------------------------------------------------------
+
+    def validate_items(self, items: Sequence[tuple[str, Mapping[str, Sequence[float]]]]) -> None:
+        """Modality names and dims against the manifest, float32 range; raises ``Invalid``."""
+        expected = {m.name: m.dim for m in self.modalities}
+        wanted = ", ".join(f"{m.name} ({m.dim})" for m in self.modalities)
+        errors, seen = [], set()
+        for position, (item_id, features) in enumerate(items):
+            loc = ("body", "items", position)
+            if item_id in seen:
+                errors.append(_error(loc + ("item_id",), f"duplicate item_id {item_id!r}"))
+            seen.add(item_id)
+            for name in sorted(set(features) - set(expected)):
+                errors.append(_error(loc + ("features", name),
+                                     f"unknown modality {name!r}; this bundle expects {wanted}"))
+            for name, dim in expected.items():
+                if name not in features:
+                    errors.append(_error(loc + ("features",),
+                                         f"missing modality {name!r} ({dim} values)"))
+                    continue
+                values = features[name]
+                if len(values) != dim:
+                    errors.append(_error(loc + ("features", name),
+                                         f"{name} has {len(values)} values, expected {dim}"))
+        if errors:
+            raise Invalid(errors)
+
+    def feature_matrix(self, features: Sequence[Mapping[str, Sequence[float]]]) -> np.ndarray:
+        """Validated features concatenated in manifest order: float32 [B, F].
+
+        Finite JSON numbers beyond the float32 range would become inf here: refused (422)."""
+        rows = np.empty((len(features), self.feature_dim), dtype=np.float32)
+        with np.errstate(over="ignore"):
+            for row, item in enumerate(features):
+                start = 0
+                for m in self.modalities:
+                    rows[row, start : start + m.dim] = item[m.name]
+                    start += m.dim
+        bad = np.flatnonzero(~np.isfinite(rows).all(axis=1))
+        if len(bad):
+            raise Invalid([_error(("body", "items", int(row), "features"),
+                                  "feature values outside the float32 range (|x| > 3.4e38)")
+                           for row in bad])
+        return rows
+
+    def split_features(self, vector: np.ndarray, layout: str) -> dict[str, list[float]]:
+        out, start = {}, 0
+        for m in parse_layout(layout):
+            out[m.name] = vector[start : start + m.dim].tolist()
+            start += m.dim
+        return out
+
+    def embed(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.item_tower is None:
+            raise NotReady(f"bundle {self.version} has no {bundle_format.ITEM_TOWER}")
+        return self.item_tower(features)
+
+    def apply_items(self, ids: Sequence[str], embeddings: np.ndarray, states: np.ndarray) -> None:
+        self.index.upsert(ids, embeddings)
+        for item_id, state in zip(ids, states, strict=True):
+            self.online_states[item_id] = state
+
+    def apply_delete(self, item_id: str) -> bool:
+        self.online_states.pop(item_id, None)
+        return self.index.remove(item_id)
+
+    def has_item(self, item_id: str) -> bool:
+        return item_id in self.index
+
+    def is_online_item(self, item_id: str) -> bool:
+        return item_id in self.index and not self.index.in_main(item_id)
+
+    # ---- users -------------------------------------------------------------------------
+
+    def has_user(self, user_id: str) -> bool:
+        return user_id in self.user_rows or user_id in self.online_history
+
+    def apply_interaction(self, user_id: str, item_id: str) -> None:
+        self.online_history.setdefault(user_id, []).append(item_id)
+        # After the history: a reader that sees the new generation also sees the new item.
+        self.user_generation[user_id] = self.user_generation.get(user_id, 0) + 1
+
+    def generation(self, user_id: str | None) -> int:
+        return self.user_generation.get(user_id, 0) if user_id is not None else 0
+
+    def trained_history(self, user_id: str) -> list[str]:
+        row = self.user_rows.get(user_id)
+        if row is None:
+            return []
+        interactions = self.bundle.interactions
+        columns = interactions.indices[interactions.indptr[row] : interactions.indptr[row + 1]]
+        return [self.bundle.item_ids[c] for c in columns.tolist()]
+
+    def seen(self, user_id: str | None) -> set[str]:
+        if user_id is None:
+            return set()
+        return set(self.trained_history(user_id)) | set(self.online_history.get(user_id, ()))
+
+    def user_vector(self, user_id: str | None, extra: Sequence[str] = ()) -> tuple[np.ndarray, str]:
+        """The stored vector of a known user without new events, else the user tower's."""
+        known = user_id is not None and user_id in self.user_rows
+        online = self.online_history.get(user_id, []) if user_id is not None else []
+        if known and not online and not extra:
+            return self.bundle.user_embeddings[self.user_rows[user_id]], "stored"
+        if self.user_tower is None or self.item_states is None:
+            raise NotReady(f"bundle {self.version} has no user tower or {ITEM_STATES}")
+        history = (self.trained_history(user_id) if known else []) + list(online) + list(extra)
+        states = [s for s in map(self.history_state, history) if s is not None]
+        states = states[-self.history_len :]
+        user_state = None
+        if known:
+            row = self.user_rows[user_id]
+            user_state = (self.user_states[row] if self.user_states is not None
+                          else np.zeros(self.user_state_dim, np.float32))
+        return self.user_tower(states, user_state, self.user_state_dim), "tower"
+
+    def history_state(self, item_id: str) -> np.ndarray | None:
+        """What the user tower consumes for an item; None for a deleted or unknown item."""
+        if item_id not in self.index:
+            return None
+        state = self.online_states.get(item_id)
+        if state is None and self.item_states is not None and item_id in self.item_rows:
+            state = self.item_states[self.item_rows[item_id]]
+        return state
+
+    # ---- ranking -----------------------------------------------------------------------
+
+    def search(self, vector: np.ndarray, k: int, exclude: set[str]) -> list[Hit]:
+        return self.index.search(vector.reshape(1, -1), k, [exclude])[0]
+
+    def popular_items(self, k: int, exclude: Iterable[str] = ()) -> list[Hit]:
+        exclude = set(exclude)
+        hits = []
+        for item_id, score in self.popular:
+            if item_id in self.index and item_id not in exclude:
+                hits.append((item_id, score))
+                if len(hits) == k:
+                    break
+        return hits
+
+
+def _error(loc: tuple[Any, ...], msg: str) -> dict[str, Any]:
+    return {"loc": list(loc), "msg": msg, "type": "value_error"}

@@ -1,0 +1,283 @@
+"""The operations behind the routes, in the order that keeps them durable and consistent.
+
+Writes: validate -> embed (outside any lock) -> under the one write lock: commit to the store,
+then apply in memory. A reload replays the store and swaps models under the same lock, so no
+write can fall between the replay and the swap. Reads never take the write lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from service import schemas
+from service.cache import Cache
+from service.errors import Invalid, NotFound, NotReady, invalid
+from service.index import IndexConfig, choose_device, gpu_count
+from service.metrics import Metrics
+from service.model import ServingModel, relayout
+from service.settings import Settings
+from service.store import Store, StoredItem
+
+log = logging.getLogger(__name__)
+REPLAY_BATCH = 1024
+
+
+class LoadError(RuntimeError):
+    """A bundle could not be loaded; the previous one (if any) is still served."""
+
+
+class Recommender:
+    def __init__(self, settings: Settings, metrics: Metrics):
+        self.settings = settings
+        self.metrics = metrics
+        self.store = Store(settings.database_url, settings.table_prefix)
+        self.cache = Cache(
+            settings.redis_url,
+            ttl_s=settings.cache_ttl_s,
+            prefix=settings.cache_prefix,
+            timeout_s=settings.redis_timeout_s,
+            backoff_s=settings.redis_backoff_s,
+            on_error=metrics.redis_errors.inc,
+        )
+        self.index_config = IndexConfig(
+            kind=settings.index_type,
+            device=choose_device(settings.index_device, gpu_count()),
+            nlist=settings.ivf_nlist,
+            nprobe=settings.ivf_nprobe,
+            hnsw_m=settings.hnsw_m,
+            ef_construction=settings.hnsw_ef_construction,
+            ef_search=settings.hnsw_ef_search,
+        )
+        self.model: ServingModel | None = None
+        self.catalog_generation = 0  # bumped by every delete; part of every cache key
+        self._write_lock = threading.Lock()
+        self._reload_lock = threading.Lock()
+
+    # ---- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Create the tables, then serve the configured bundle plus what the store holds."""
+        self.store.create()
+        self.catalog_generation = self.store.catalog_generation()
+        try:
+            self.reload()
+        except LoadError as error:  # stay up (not ready); POST /admin/reload can fix it
+            log.error("%s", error)
+
+    def close(self) -> None:
+        self.cache.close()
+        self.store.close()
+
+    def require_model(self) -> ServingModel:
+        model = self.model
+        if model is None:
+            raise NotReady("no bundle loaded yet (see GET /readyz and POST /admin/reload)")
+        return model
+
+    def reload(self, path: str | Path | None = None) -> schemas.ReloadOut:
+        """Load a bundle and swap it in atomically; on failure the old one stays."""
+        path = Path(path) if path else self.settings.bundle
+        with self._reload_lock:
+            previous = self.model
+            try:
+                model = ServingModel.load(
+                    path, self.index_config, verify=self.settings.verify_bundle,
+                    history_len=self.settings.history_len, onnx_threads=self.settings.onnx_threads,
+                )
+            except Exception as error:  # any broken bundle must leave the served one alone
+                self.metrics.reloads.labels(result="failed").inc()
+                kept = previous.version if previous else "nothing"
+                raise LoadError(f"cannot load bundle {path}: {error} (still serving {kept})") \
+                    from error
+            with self._write_lock:
+                self._replay(model)
+                self.catalog_generation = self.store.catalog_generation()
+                self.model = model  # requests in flight keep their reference to the old one
+            self.metrics.reloads.labels(result="ok").inc()
+            self.metrics.set_model(model.version, model.model_name)
+            self.metrics.index_items.set(len(model.index))
+            log.info("serving bundle %s (%s, %d items)", model.version, path, len(model.index))
+            return schemas.ReloadOut(
+                model_version=model.version,
+                previous_version=previous.version if previous else None,
+                items=len(model.index),
+            )
+
+    def _replay(self, model: ServingModel) -> None:
+        """Apply what the store holds beyond the bundle: items, deletes, then interactions."""
+        ready: list[StoredItem] = []  # embedded by this bundle's tower already
+        stale: list[StoredItem] = []  # embedded by another bundle: re-embed from features
+        for item in self.store.iter_items():
+            if item.deleted:
+                model.apply_delete(item.item_id)
+            elif item.item_id in model.item_rows and item.updated_at <= model.cutoff:
+                continue  # the bundle was trained with this version of the item
+            elif item.model_version == model.version and item.history_state is not None:
+                ready.append(item)
+            else:
+                stale.append(item)
+        for start in range(0, len(ready), REPLAY_BATCH):
+            chunk = ready[start : start + REPLAY_BATCH]
+            model.apply_items([i.item_id for i in chunk], np.stack([i.embedding for i in chunk]),
+                              np.stack([i.history_state for i in chunk]))
+        if stale and model.item_tower is None:
+            log.warning("%d online items skipped: bundle has no item tower", len(stale))
+            stale = []
+        for start in range(0, len(stale), REPLAY_BATCH):
+            chunk, rows = [], []
+            for item in stale[start : start + REPLAY_BATCH]:
+                try:
+                    rows.append(relayout(item.features, item.layout, model.modalities))
+                    chunk.append(item)
+                except (KeyError, TypeError) as error:
+                    log.warning("online item %s skipped: features do not fit: %s",
+                                item.item_id, error)
+            if chunk:
+                embeddings, states = model.embed(np.stack(rows))
+                model.apply_items([i.item_id for i in chunk], embeddings, states)
+        for event in self.store.iter_interactions(logged_after=model.cutoff):
+            model.apply_interaction(event.user_id, event.item_id)
+
+    # ---- items -------------------------------------------------------------------------
+
+    def upsert_items(self, items: Sequence[schemas.ItemIn]) -> schemas.ItemsOut:
+        if len(items) > self.settings.max_batch:
+            raise invalid(("body", "items"), f"batch of {len(items)} items exceeds the limit of "
+                          f"{self.settings.max_batch} (RECSYS_MAX_BATCH)")
+        while True:
+            model = self.require_model()
+            model.validate_items([(i.item_id, i.features) for i in items])
+            features = model.feature_matrix([i.features for i in items])
+            embeddings, states = model.embed(features)
+            with self._write_lock:
+                if self.model is not model:
+                    continue  # a reload swapped bundles meanwhile: embed with the new one
+                ids = [i.item_id for i in items]
+                self.store.upsert_items([
+                    StoredItem(item_id, features[row], model.layout, embeddings[row],
+                               states[row], model.version)
+                    for row, item_id in enumerate(ids)
+                ])
+                model.apply_items(ids, embeddings, states)
+                break
+        self.metrics.items_ingested.inc(len(items))
+        self.metrics.index_items.set(len(model.index))
+        return schemas.ItemsOut(upserted=len(items), model_version=model.version)
+
+    def get_item(self, item_id: str) -> schemas.ItemOut:
+        model = self.require_model()
+        if not model.has_item(item_id):
+            raise NotFound(f"unknown item {item_id!r}")
+        if not model.is_online_item(item_id):
+            return schemas.ItemOut(item_id=item_id, source="bundle", model_version=model.version)
+        stored = self.store.get_item(item_id)
+        if stored is None or stored.deleted or stored.features is None:
+            raise NotFound(f"unknown item {item_id!r}")
+        return schemas.ItemOut(
+            item_id=item_id, source="online", model_version=model.version,
+            features=model.split_features(stored.features, stored.layout),
+            updated_at=stored.updated_at,
+        )
+
+    def delete_item(self, item_id: str) -> None:
+        with self._write_lock:
+            model = self.require_model()
+            if not model.has_item(item_id):
+                raise NotFound(f"unknown item {item_id!r}")
+            generation = self.store.delete_item(item_id)
+            model.apply_delete(item_id)
+            # After the index: a request that sees the new generation searches without the item.
+            self.catalog_generation = generation
+        self.metrics.items_deleted.inc()
+        self.metrics.index_items.set(len(model.index))
+
+    # ---- interactions ------------------------------------------------------------------
+
+    def add_interaction(self, body: schemas.InteractionIn) -> schemas.InteractionOut:
+        with self._write_lock:
+            model = self.require_model()
+            if not model.has_item(body.item_id):
+                raise invalid(("body", "item_id"), f"unknown item {body.item_id!r}", body.item_id)
+            logged_at = self.store.add_interaction(body.user_id, body.item_id, body.ts)
+            model.apply_interaction(body.user_id, body.item_id)
+        self.metrics.interactions.inc()
+        return schemas.InteractionOut(user_id=body.user_id, item_id=body.item_id,
+                                      logged_at=logged_at)
+
+    # ---- recommendations ---------------------------------------------------------------
+
+    def recommend_user(self, user_id: str, k: int) -> schemas.RecommendationOut:
+        return self._recommend(self.require_model(), user_id, [], [], k)
+
+    def recommend(self, body: schemas.RecommendIn) -> schemas.RecommendationOut:
+        model = self.require_model()
+        unknown = [
+            {"loc": ["body", "history", i], "msg": f"unknown item {item_id!r}",
+             "type": "value_error", "input": item_id}
+            for i, item_id in enumerate(body.history) if not model.has_item(item_id)
+        ]
+        if unknown:
+            raise Invalid(unknown)
+        return self._recommend(model, body.user_id, body.history, body.exclude, body.k)
+
+    def _recommend(
+        self, model: ServingModel, user_id: str | None, history: list[str], exclude: list[str],
+        k: int,
+    ) -> schemas.RecommendationOut:
+        def answer(hits: list, cached: bool, source: str) -> schemas.RecommendationOut:
+            return schemas.RecommendationOut(
+                user_id=user_id, model_version=model.version, cached=cached, source=source,
+                items=[schemas.ScoredItem(item_id=i, score=s) for i, s in hits],
+            )
+
+        if not history and (user_id is None or not model.has_user(user_id)):
+            if self.settings.unknown_user == "popular":
+                return answer(model.popular_items(k, exclude), False, "popular")
+            raise NotFound(f"unknown user {user_id!r} without history: send POST /recommend "
+                           "with a `history`, or log interactions first")
+        # Read the generations before searching: a delete or interaction that lands later
+        # changes the key, so what is cached under this key was computed no earlier than it.
+        key = self.cache.key(
+            "rec", model.version, self.catalog_generation, user_id, model.generation(user_id),
+            k, history, sorted(set(exclude)),
+        )
+        cached = self._cache_get(key)
+        if cached is not None:
+            return answer(cached["items"], True, cached["source"])
+        vector, source = model.user_vector(user_id, history)
+        excluded = model.seen(user_id) | set(history) | set(exclude)
+        hits = model.search(vector, k, excluded)
+        if self.cache.available():
+            self.cache.set(key, {"items": hits, "source": source})
+        return answer(hits, False, source)
+
+    def _cache_get(self, key: str) -> dict | None:
+        if not self.cache.available():
+            self.metrics.cache.labels(result="bypass").inc()
+            return None
+        value = self.cache.get(key)
+        result = "hit" if value is not None else "miss" if self.cache.available() else "bypass"
+        self.metrics.cache.labels(result=result).inc()
+        return value
+
+    # ---- health ------------------------------------------------------------------------
+
+    def readiness(self) -> schemas.Ready:
+        model = self.model
+        store_ok = self.store.ping()
+        return schemas.Ready(
+            ready=model is not None and store_ok,
+            model_version=model.version if model else None,
+            modalities=[schemas.Modality(name=m.name, dim=m.dim)
+                        for m in (model.modalities if model else [])],
+            index_items=len(model.index) if model else 0,
+            index_type=self.index_config.kind,
+            index_device=self.index_config.device,
+            store=store_ok,
+            redis=self.cache.state(),
+        )

@@ -1,0 +1,20 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body
+
+from service import schemas
+from service.deps import ApiKey, RecommenderDep
+
+router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[ApiKey],
+                   responses={401: {"description": "Missing or wrong API key."}})
+
+
+@router.post("/reload", response_model=schemas.ReloadOut,
+             responses={422: {"description": "The bundle cannot be loaded; the old one stays."}})
+def reload(
+    recommender: RecommenderDep, body: Annotated[schemas.ReloadIn | None, Body()] = None
+) -> schemas.ReloadOut:
+    """Load a bundle and swap it in atomically; a failed load keeps the served one."""
+    return recommender.reload(body.bundle if body else None)

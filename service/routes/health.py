@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from service import schemas
+from service.deps import RecommenderDep
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", response_model=schemas.Health)
+def healthz() -> schemas.Health:
+    """The process is up."""
+    return schemas.Health(status="ok")
+
+
+@router.get("/readyz", response_model=schemas.Ready,
+            responses={503: {"model": schemas.Ready, "description": "Not ready."}})
+def readyz(recommender: RecommenderDep) -> JSONResponse:
+    """Bundle loaded, index built, store reachable (503 otherwise); Redis state reported."""
+    ready = recommender.readiness()
+    return JSONResponse(ready.model_dump(), status_code=200 if ready.ready else 503)
+
+
+@router.get("/metrics", response_class=Response,
+            responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text."}})
+def metrics(request: Request) -> Response:
+    """Prometheus metrics: latency per route, cache, index size, ingest, model, Redis errors."""
+    return Response(generate_latest(request.app.state.metrics.registry),
+                    media_type=CONTENT_TYPE_LATEST)

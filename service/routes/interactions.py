@@ -1,0 +1,18 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+
+from service import schemas
+from service.deps import ApiKey, RecommenderDep
+
+router = APIRouter(prefix="/interactions", tags=["interactions"])
+
+
+@router.post("", dependencies=[ApiKey], status_code=status.HTTP_201_CREATED,
+             response_model=schemas.InteractionOut,
+             responses={401: {"description": "Missing or wrong API key."}})
+def add_interaction(
+    body: schemas.InteractionIn, recommender: RecommenderDep
+) -> schemas.InteractionOut:
+    """Log durably (the nightly retraining reads it) and update the user's online history."""
+    return recommender.add_interaction(body)

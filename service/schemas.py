@@ -1,0 +1,141 @@
+"""Request and response bodies: validated at the edge, every field described in /docs."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+MAX_K = 1000
+MAX_BATCH_HARD = 10_000  # schema cap; RECSYS_MAX_BATCH sets the (lower) configured limit
+MAX_HISTORY = 1000
+
+ID_PATTERN = r"^[^\s/\x00-\x1f\x7f]+$"
+ItemId = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=256, pattern=ID_PATTERN),
+    Field(description="External item id (no whitespace, '/' or control characters).",
+          examples=["item_42"]),
+]
+UserId = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=256, pattern=ID_PATTERN),
+    Field(description="External user id (no whitespace, '/' or control characters).",
+          examples=["user_7"]),
+]
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ItemIn(Strict):
+    item_id: ItemId
+    features: dict[str, list[Finite]] = Field(
+        description="Modality name -> feature vector. Every modality of the bundle's manifest "
+        "(see GET /readyz, `modalities`) with exactly its dimension; finite numbers only.",
+        examples=[{"image": [0.1, 0.2], "audio": [0.3, 0.4]}],
+    )
+
+
+class ItemsIn(Strict):
+    items: list[ItemIn] = Field(
+        min_length=1,
+        max_length=MAX_BATCH_HARD,
+        description="Items to upsert by id (at most RECSYS_MAX_BATCH, default 1024, ids unique).",
+    )
+
+
+class ItemsOut(BaseModel):
+    upserted: int = Field(description="Items written durably and now searchable.")
+    model_version: str = Field(description="Bundle whose item tower embedded them.")
+
+
+class ItemOut(BaseModel):
+    item_id: str = Field(description="External item id.")
+    source: Literal["bundle", "online"] = Field(
+        description="`bundle`: part of the trained bundle; `online`: added through POST /items."
+    )
+    features: dict[str, list[float]] | None = Field(
+        None, description="Stored features of an online item (bundle items keep none)."
+    )
+    updated_at: float | None = Field(None, description="Unix time of the last upsert (online).")
+    model_version: str = Field(description="Bundle being served.")
+
+
+class InteractionIn(Strict):
+    user_id: UserId
+    item_id: ItemId
+    ts: Finite | None = Field(
+        None, ge=0, description="Unix time of the event; the server time when omitted."
+    )
+
+
+class InteractionOut(BaseModel):
+    user_id: str = Field(description="User of the logged interaction.")
+    item_id: str = Field(description="Item of the logged interaction.")
+    logged_at: float = Field(description="Unix time at which it was stored durably.")
+
+
+class RecommendIn(Strict):
+    user_id: UserId | None = Field(
+        None, description="Optional user id; a known user adds its stored history and state."
+    )
+    history: list[ItemId] = Field(
+        default_factory=list,
+        max_length=MAX_HISTORY,
+        description="Fresh history, oldest first; the most recent RECSYS_HISTORY_LEN are used.",
+    )
+    k: int = Field(20, ge=1, le=MAX_K, description="Number of items to return.")
+    exclude: list[ItemId] = Field(
+        default_factory=list, max_length=10_000, description="Items never to return."
+    )
+
+
+class ScoredItem(BaseModel):
+    item_id: str = Field(description="External item id.")
+    score: float = Field(description="Inner product of user and item vectors (or popularity).")
+
+
+class RecommendationOut(BaseModel):
+    user_id: str | None = Field(description="The user asked for, if any.")
+    items: list[ScoredItem] = Field(description="Best first; never items the user has seen.")
+    model_version: str = Field(description="Bundle version that produced the list.")
+    cached: bool = Field(description="Whether the list was served from the Redis cache.")
+    source: Literal["stored", "tower", "popular"] = Field(
+        description="`stored`: the bundle's user vector; `tower`: the user tower over the "
+        "history; `popular`: fallback for an unknown user."
+    )
+
+
+class ReloadIn(Strict):
+    bundle: str | None = Field(
+        None, max_length=4096, description="Bundle folder to load; RECSYS_BUNDLE when omitted."
+    )
+
+
+class ReloadOut(BaseModel):
+    model_version: str = Field(description="Version now served.")
+    previous_version: str | None = Field(description="Version served before the reload.")
+    items: int = Field(description="Live items in the new index.")
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = Field(description="The process is up.")
+
+
+class Modality(BaseModel):
+    name: str = Field(description="Modality name, a key of `features`.")
+    dim: int = Field(description="Exact length of its feature vector.")
+
+
+class Ready(BaseModel):
+    ready: bool = Field(description="Bundle loaded, index built and store reachable.")
+    model_version: str | None = Field(description="Bundle being served.")
+    modalities: list[Modality] = Field(description="Expected item features, in order.")
+    index_items: int = Field(description="Live items in the index.")
+    index_type: str = Field(description="flat, ivf or hnsw.")
+    index_device: str = Field(description="cpu or gpu.")
+    store: bool = Field(description="The SQL store answered.")
+    redis: Literal["up", "down", "disabled"] = Field(description="Cache state (informational).")

@@ -1,0 +1,252 @@
+"""SQL (SQLAlchemy): the durable copy of everything that arrives online.
+
+SQLite in WAL mode by default, PostgreSQL by URL. Every write commits before the caller answers,
+so an accepted item, delete or interaction survives a ``kill -9``; on start the service replays
+this store on top of the bundle.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    create_engine,
+    event,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+
+CATALOG_GENERATION = "catalog_generation"
+
+
+@dataclass
+class StoredItem:
+    item_id: str
+    features: np.ndarray | None  # float32 [F] in ``layout`` order; None for a bare tombstone
+    layout: str  # "audio:128,image:128": modality names and dims, in concatenation order
+    embedding: np.ndarray | None
+    history_state: np.ndarray | None
+    model_version: str  # bundle whose item tower computed embedding and history_state
+    deleted: bool = False
+    updated_at: float = 0.0
+
+
+@dataclass
+class StoredInteraction:
+    user_id: str
+    item_id: str
+    ts: float
+    logged_at: float
+
+
+def normalize_url(url: str) -> str:
+    """``postgresql://`` means psycopg 3 here (psycopg2 is not a dependency)."""
+    if url.startswith(("postgresql://", "postgres://")):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def _blob(array: np.ndarray | None) -> bytes | None:
+    return None if array is None else np.ascontiguousarray(array, dtype=np.float32).tobytes()
+
+
+def _array(blob: bytes | None) -> np.ndarray | None:
+    return None if blob is None else np.frombuffer(blob, dtype=np.float32).copy()
+
+
+class Store:
+    def __init__(self, url: str, table_prefix: str = ""):
+        url = normalize_url(url)
+        self.dialect = url.split(":", 1)[0].split("+", 1)[0]
+        if self.dialect == "sqlite":
+            self.engine: Engine = create_engine(
+                url, connect_args={"check_same_thread": False, "timeout": 30}
+            )
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        else:
+            self.engine = create_engine(url, pool_pre_ping=True, pool_size=8)
+        self.metadata = MetaData()
+        big_id = BigInteger().with_variant(Integer(), "sqlite")  # SQLite autoincrements INTEGER
+        self.items = Table(
+            f"{table_prefix}items",
+            self.metadata,
+            Column("item_id", String(256), primary_key=True),
+            Column("features", LargeBinary, nullable=True),
+            Column("layout", String(1024), nullable=False, default=""),
+            Column("embedding", LargeBinary, nullable=True),
+            Column("history_state", LargeBinary, nullable=True),
+            Column("model_version", String(128), nullable=False, default=""),
+            Column("deleted", Boolean, nullable=False, default=False),
+            Column("updated_at", Float, nullable=False, index=True),
+        )
+        self.interactions = Table(
+            f"{table_prefix}interactions",
+            self.metadata,
+            Column("id", big_id, primary_key=True, autoincrement=True),
+            Column("user_id", String(256), nullable=False, index=True),
+            Column("item_id", String(256), nullable=False),
+            Column("ts", Float, nullable=False),
+            Column("logged_at", Float, nullable=False, index=True),
+        )
+        self.meta = Table(
+            f"{table_prefix}meta",
+            self.metadata,
+            Column("key", String(64), primary_key=True),
+            Column("value", BigInteger, nullable=False),
+        )
+
+    def create(self) -> None:
+        self.metadata.create_all(self.engine)
+        with self.engine.begin() as conn:
+            found = conn.execute(
+                select(self.meta.c.value).where(self.meta.c.key == CATALOG_GENERATION)
+            ).first()
+            if found is None:
+                conn.execute(self.meta.insert().values(key=CATALOG_GENERATION, value=0))
+
+    def drop(self) -> None:
+        self.metadata.drop_all(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def ping(self) -> bool:
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            return True
+        except Exception:
+            return False
+
+    def upsert_items(self, items: list[StoredItem]) -> None:
+        """Insert or replace items by id, all in one transaction."""
+        now = time.time()
+        rows = [
+            {
+                "item_id": item.item_id,
+                "features": _blob(item.features),
+                "layout": item.layout,
+                "embedding": _blob(item.embedding),
+                "history_state": _blob(item.history_state),
+                "model_version": item.model_version,
+                "deleted": item.deleted,
+                "updated_at": now,
+            }
+            for item in items
+        ]
+        with self.engine.begin() as conn:
+            self._upsert(conn, rows)
+
+    def delete_item(self, item_id: str) -> int:
+        """Mark an item deleted (a tombstone also hides bundle items); returns the new catalog
+        generation, bumped in the same transaction so cache keys change with the delete."""
+        row = {
+            "item_id": item_id,
+            "features": None,
+            "layout": "",
+            "embedding": None,
+            "history_state": None,
+            "model_version": "",
+            "deleted": True,
+            "updated_at": time.time(),
+        }
+        with self.engine.begin() as conn:
+            self._upsert(conn, [row])
+            conn.execute(
+                update(self.meta)
+                .where(self.meta.c.key == CATALOG_GENERATION)
+                .values(value=self.meta.c.value + 1)
+            )
+            return int(
+                conn.execute(
+                    select(self.meta.c.value).where(self.meta.c.key == CATALOG_GENERATION)
+                ).scalar_one()
+            )
+
+    def catalog_generation(self) -> int:
+        with self.engine.connect() as conn:
+            value = conn.execute(
+                select(self.meta.c.value).where(self.meta.c.key == CATALOG_GENERATION)
+            ).scalar()
+        return int(value or 0)
+
+    def get_item(self, item_id: str) -> StoredItem | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(self.items).where(self.items.c.item_id == item_id)).first()
+        return None if row is None else _item(row)
+
+    def iter_items(self) -> Iterator[StoredItem]:
+        """Every stored item and tombstone, oldest change first."""
+        with self.engine.connect() as conn:
+            query = select(self.items).order_by(self.items.c.updated_at)
+            for row in conn.execution_options(yield_per=1000).execute(query):
+                yield _item(row)
+
+    def add_interaction(self, user_id: str, item_id: str, ts: float | None = None) -> float:
+        now = time.time()
+        with self.engine.begin() as conn:
+            conn.execute(
+                self.interactions.insert().values(
+                    user_id=user_id, item_id=item_id, ts=now if ts is None else ts, logged_at=now
+                )
+            )
+        return now
+
+    def iter_interactions(self, logged_after: float = 0.0) -> Iterator[StoredInteraction]:
+        """Interactions logged after a time, in the order they were accepted."""
+        query = (
+            select(self.interactions)
+            .where(self.interactions.c.logged_at > logged_after)
+            .order_by(self.interactions.c.id)
+        )
+        with self.engine.connect() as conn:
+            for row in conn.execution_options(yield_per=5000).execute(query):
+                yield StoredInteraction(row.user_id, row.item_id, row.ts, row.logged_at)
+
+    def _upsert(self, conn, rows: list[dict]) -> None:
+        dialect = {"sqlite": sqlite, "postgresql": postgresql}.get(self.dialect)
+        if dialect is None:  # portable fallback for other databases
+            ids = [r["item_id"] for r in rows]
+            conn.execute(self.items.delete().where(self.items.c.item_id.in_(ids)))
+            conn.execute(self.items.insert(), rows)
+            return
+        statement = dialect.insert(self.items)
+        replace = {c.name: statement.excluded[c.name] for c in self.items.c if c.name != "item_id"}
+        upsert = statement.on_conflict_do_update(index_elements=["item_id"], set_=replace)
+        conn.execute(upsert, rows)
+
+
+def _item(row) -> StoredItem:
+    return StoredItem(
+        item_id=row.item_id,
+        features=_array(row.features),
+        layout=row.layout,
+        embedding=_array(row.embedding),
+        history_state=_array(row.history_state),
+        model_version=row.model_version,
+        deleted=bool(row.deleted),
+        updated_at=float(row.updated_at),
+    )
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer
+    cursor.execute("PRAGMA synchronous=FULL")  # commit = on disk, before the 2xx
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()

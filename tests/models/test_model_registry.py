@@ -1,0 +1,151 @@
+"""Every registered model: construction, shapes, gradients, devices, and registry errors."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+
+from models.base import BipartiteGraph, Recommender
+from models.registry import MODEL_NAMES, build_model, default_hparams
+
+SMALL = {"embed_dim": 16}
+SMALL_FUSION = {"first_hidden": 16, "fusion_layers": 2}
+
+
+def _small(name: str) -> dict[str, Any]:
+    hp = dict(SMALL)
+    if "fusion_layers" in default_hparams(name):
+        hp.update(SMALL_FUSION)
+    return hp
+
+
+def test_model_names_are_the_documented_eight() -> None:
+    assert set(MODEL_NAMES) == {
+        "metammf_gcn",
+        "metammf_mf",
+        "lightgcn",
+        "vbpr",
+        "bpr",
+        "early_gcn",
+        "late_gcn",
+        "hybrid_gcn",
+    }
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_forward_returns_all_user_and_item_embeddings(
+    name: str,
+    graph: BipartiteGraph,
+    features: torch.Tensor,
+    modality_dims: list[int],
+) -> None:
+    torch.manual_seed(0)
+    model = build_model(name, graph, features, modality_dims, **_small(name))
+    assert isinstance(model, Recommender)
+    users, items = model()
+    assert users.shape == (graph.num_users, 16)
+    assert items.shape == (graph.num_items, 16)
+    assert torch.isfinite(users).all() and torch.isfinite(items).all()
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_bpr_gradients_reach_every_parameter(
+    name: str,
+    graph: BipartiteGraph,
+    features: torch.Tensor,
+    modality_dims: list[int],
+    bpr_loss: Callable[..., torch.Tensor],
+) -> None:
+    torch.manual_seed(0)
+    hp = _small(name)
+    if "cold_items" in default_hparams(name):
+        hp["cold_items"] = torch.tensor([graph.num_items - 1])  # so unknown_item is used
+    model = build_model(name, graph, features, modality_dims, **hp)
+    model.train()
+    users, items = model()
+    loss = bpr_loss(users, items, graph.edge_index)
+    reg = sum(p.pow(2).sum() for p in model.regularised_parameters())
+    assert len(model.regularised_parameters()) == len(list(model.parameters()))
+    loss.backward()
+    for pname, param in model.named_parameters():
+        assert param.grad is not None, f"{name}: no gradient for {pname}"
+        assert param.grad.abs().sum() > 0, f"{name}: zero gradient for {pname}"
+    assert torch.isfinite(reg)
+
+
+@pytest.mark.parametrize("name", ["metammf_gcn", "lightgcn", "vbpr"])
+def test_state_dict_holds_parameters_only_and_round_trips(
+    name: str,
+    graph: BipartiteGraph,
+    features: torch.Tensor,
+    modality_dims: list[int],
+) -> None:
+    torch.manual_seed(0)
+    model = build_model(name, graph, features, modality_dims, **_small(name)).eval()
+    state = model.state_dict()
+    assert set(state) == {n for n, _ in model.named_parameters()}
+    twin = build_model(name, graph, features, modality_dims, **_small(name)).eval()
+    twin.load_state_dict(state)
+    for a, b in zip(model(), twin(), strict=True):
+        torch.testing.assert_close(a, b)
+    clone = copy.deepcopy(model)
+    torch.testing.assert_close(clone()[1], model()[1])
+    assert model.to("cpu") is model  # buffers (features, graph) move with the module
+
+
+def test_fusion_hyperparameters_reach_the_fusion(
+    graph: BipartiteGraph,
+    features: torch.Tensor,
+    modality_dims: list[int],
+) -> None:
+    model = build_model(
+        "metammf_gcn",
+        graph,
+        features,
+        modality_dims,
+        embed_dim=16,
+        fusion_layers=3,
+        first_hidden=32,
+        meta_dim=4,
+        rank=8,
+        fusion_mode="full",
+        static_weight=False,
+        num_layers=1,
+    )
+    fusion = model.fusion
+    assert fusion.widths == [10, 32, 16, 8]
+    assert fusion.meta_dim == 4 and fusion.mode == "full" and not fusion.static_weight
+    assert model.sage.num_layers == 1
+
+
+def test_unknown_name_lists_valid_names(graph: BipartiteGraph) -> None:
+    with pytest.raises(ValueError, match="metammf_gcn") as err:
+        build_model("ngcf", graph, None, [])
+    assert all(name in str(err.value) for name in MODEL_NAMES)
+
+
+def test_unknown_hyperparameter_is_named(
+    graph: BipartiteGraph, features: torch.Tensor, modality_dims: list[int]
+) -> None:
+    with pytest.raises(TypeError, match="rank"):
+        build_model("early_gcn", graph, features, modality_dims, rank=4)
+    with pytest.raises(TypeError, match="learning_rate"):
+        build_model("bpr", graph, None, [], learning_rate=0.1)
+
+
+def test_default_hparams_are_fresh_copies() -> None:
+    hp = default_hparams("metammf_gcn")
+    assert hp["embed_dim"] == 64 and hp["meta_dim"] == 5 and hp["rank"] == 16
+    hp["rank"] = 1
+    assert default_hparams("metammf_gcn")["rank"] == 16
+
+
+def test_feature_models_reject_mismatched_features(graph: BipartiteGraph) -> None:
+    with pytest.raises(ValueError):
+        build_model("metammf_gcn", graph, None, [])
+    with pytest.raises(ValueError, match="modality_dims"):
+        build_model("metammf_mf", graph, torch.randn(graph.num_items, 10), [6, 5])

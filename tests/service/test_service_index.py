@@ -1,0 +1,141 @@
+"""FAISS index: exact equals brute force, tombstones, approximate recall, thread safety."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from service.index import IndexConfig, ItemIndex, choose_device
+
+
+def brute_force(vectors: np.ndarray, ids: list[str], query: np.ndarray, k: int) -> list[str]:
+    scores = vectors @ query
+    return [ids[i] for i in np.argsort(-scores, kind="stable")[:k]]
+
+
+def random_catalog(n: int, dim: int, seed: int = 0) -> tuple[list[str], np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [f"i{i}" for i in range(n)], rng.normal(size=(n, dim)).astype(np.float32)
+
+
+def test_exact_search_equals_brute_force_top_k():
+    ids, vectors = random_catalog(2000, 24)
+    index = ItemIndex(ids, vectors)
+    queries = np.random.default_rng(1).normal(size=(8, 24)).astype(np.float32)
+    for query, hits in zip(queries, index.search(queries, 50), strict=True):
+        assert [i for i, _ in hits] == brute_force(vectors, ids, query, 50)
+        assert np.allclose([s for _, s in hits], np.sort(vectors @ query)[::-1][:50], atol=1e-4)
+
+
+def test_upserts_deletes_and_exclusions_are_respected():
+    ids, vectors = random_catalog(300, 8)
+    index = ItemIndex(ids, vectors)
+    query = np.ones(8, np.float32)
+    top = [i for i, _ in index.search(query, 5)[0]]
+
+    index.remove(top[0])  # deleted: never returned
+    index.upsert(["new"], (query * 100)[None])  # online item far above everything
+    index.upsert([top[1]], (-query * 100)[None])  # bundle item replaced by a bad vector
+    hits = [i for i, _ in index.search(query, 5, [{top[2]}])[0]]
+
+    assert hits[0] == "new"
+    assert top[0] not in hits and top[1] not in hits and top[2] not in hits
+    assert len(hits) == 5 and len(index) == 300  # one deleted, one added
+    assert top[1] in index and top[0] not in index
+
+
+def test_search_fills_k_when_many_rows_are_dead():
+    ids, vectors = random_catalog(100, 8)
+    index = ItemIndex(ids, vectors)
+    query = np.ones(8, np.float32)
+    for item_id, _ in index.search(query, 60)[0]:
+        index.remove(item_id)
+    live = [i for i in ids if i in index]
+    hits = [i for i, _ in index.search(query, 30)[0]]
+    assert hits == brute_force(vectors[[ids.index(i) for i in live]], live, query, 30)
+
+
+def test_repeated_upserts_compact_the_delta_and_keep_results_exact():
+    index = ItemIndex(*random_catalog(50, 8))
+    rng = np.random.default_rng(2)
+    latest = {}
+    for _ in range(30):  # 30 x 100 upserts of the same 100 ids: compaction kicks in
+        vectors = rng.normal(size=(100, 8)).astype(np.float32)
+        ids = [f"o{i}" for i in range(100)]
+        index.upsert(ids, vectors)
+        latest.update(zip(ids, vectors, strict=True))
+    query = rng.normal(size=8).astype(np.float32)
+    all_ids = [f"i{i}" for i in range(50)] + list(latest)
+    all_vectors = np.vstack([random_catalog(50, 8)[1], np.stack(list(latest.values()))])
+    hits = [i for i, _ in index.search(query, 20)[0]]
+    assert hits == brute_force(all_vectors, all_ids, query, 20)
+    assert len(index) == 150
+
+
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_approximate_indexes_recall_exact_top_k(kind: str):
+    rng = np.random.default_rng(3)
+    centers = rng.normal(size=(50, 16)) * 3
+    vectors = (centers[rng.integers(0, 50, 5000)] + rng.normal(size=(5000, 16))).astype(np.float32)
+    ids = [f"i{i}" for i in range(5000)]
+    approximate = ItemIndex(ids, vectors, IndexConfig(kind=kind, nprobe=16, ef_search=128))
+    queries = rng.normal(size=(20, 16)).astype(np.float32)
+    recalls = [
+        len({i for i, _ in hits} & set(brute_force(vectors, ids, q, 10))) / 10
+        for q, hits in zip(queries, approximate.search(queries, 10), strict=True)
+    ]
+    assert np.mean(recalls) >= 0.9
+
+
+def test_choose_device_prefers_gpu_only_when_present():
+    assert choose_device("auto", 0) == "cpu"
+    assert choose_device("auto", 2) == "gpu"
+    assert choose_device("cpu", 2) == "cpu"
+    assert choose_device("gpu", 1) == "gpu"
+    with pytest.raises(ValueError, match="no GPU"):
+        choose_device("gpu", 0)
+
+
+def test_concurrent_upserts_and_searches_give_consistent_results():
+    dim = 16
+    ids, vectors = random_catalog(1000, dim)
+    index = ItemIndex(ids, vectors)
+    rng = np.random.default_rng(4)
+    added = {f"n{i}": v for i, v in enumerate(rng.normal(size=(2000, dim)).astype(np.float32))}
+    known = {**dict(zip(ids, vectors, strict=True)), **added}
+    errors: list[str] = []
+    done = threading.Event()
+
+    def writer() -> None:
+        names = list(added)
+        for start in range(0, len(names), 50):
+            batch = names[start : start + 50]
+            index.upsert(batch, np.stack([added[n] for n in batch]))
+        done.set()
+
+    def reader(seed: int) -> None:
+        local = np.random.default_rng(seed)
+        while not done.is_set():
+            query = local.normal(size=dim).astype(np.float32)
+            hits = index.search(query, 20)[0]
+            names = [i for i, _ in hits]
+            scores = [s for _, s in hits]
+            if len(hits) != 20 or len(set(names)) != 20 or scores != sorted(scores, reverse=True):
+                errors.append(f"malformed result {hits}")
+            for name, score in hits:  # every score is the exact score of that item's vector
+                if abs(float(known[name] @ query) - score) > 1e-3:
+                    errors.append(f"{name}: score {score} != {known[name] @ query}")
+
+    threads = [threading.Thread(target=reader, args=(s,)) for s in range(3)]
+    threads.append(threading.Thread(target=writer))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors, errors[:3]
+    all_ids, all_vectors = list(known), np.stack(list(known.values()))
+    query = rng.normal(size=dim).astype(np.float32)
+    hits = [i for i, _ in index.search(query, 30)[0]]
+    assert hits == brute_force(all_vectors, all_ids, query, 30)
