@@ -61,6 +61,27 @@ class Recommender(nn.Module):
             "its features; use a model with uses_features=True (e.g. metammf_gcn, vbpr)"
         )
 
-    def regularised_parameters(self) -> list[torch.Tensor]:
-        """Parameters under the L2 term of eq. 19 (default: all of them)."""
-        return list(self.parameters())
+    #: Names of parameters indexed by user id / item id (their rows are regularised per batch).
+    user_tables: tuple[str, ...] = ("user_embedding",)
+    item_tables: tuple[str, ...] = ()
+
+    def l2_penalty(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """The ``||Phi||^2`` of eq. 19, restricted to what one BPR batch touches.
+
+        Decision: the paper's L2 over *all* parameters, applied at every step under Adam, moves
+        every embedding row that is not in the batch towards zero at the full learning rate
+        (Adam normalises the tiny gradient), which wipes out the many users with one or two
+        interactions. So, as LightGCN and MMRec do, the rows of the batch's users and items are
+        penalised (summed, divided by the number of triples) and every shared weight in full.
+        ``users`` holds the batch's user ids, ``items`` its positive and negative item ids.
+        """
+        batch = max(len(users), 1)
+        total = users.new_zeros((), dtype=torch.float32)
+        for name, parameter in self.named_parameters():
+            if name in self.user_tables:
+                total = total + parameter[users].pow(2).sum() / batch
+            elif name in self.item_tables:
+                total = total + parameter[items].pow(2).sum() / batch
+            else:
+                total = total + parameter.pow(2).sum()
+        return total

@@ -23,6 +23,7 @@ class LightGCN(Recommender):
     """
 
     uses_features = False
+    item_tables = ("item_embedding",)
 
     def __init__(
         self,

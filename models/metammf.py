@@ -63,6 +63,7 @@ class FusedItemRecommender(Recommender):
     """Shared part of MetaMMF_MF / MetaMMF_GCN: users, item layer 0, new-item handling."""
 
     uses_features = True
+    item_tables = ("item_id_embedding",)
 
     def __init__(
         self,

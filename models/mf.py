@@ -22,6 +22,7 @@ class BPRMF(Recommender):
     """
 
     uses_features = False
+    item_tables = ("item_embedding",)
 
     def __init__(
         self,
@@ -59,6 +60,7 @@ class VBPR(Recommender):
     """
 
     uses_features = True
+    item_tables = ("item_gamma",)
 
     def __init__(
         self,

@@ -128,7 +128,9 @@ def write_bundle(
     return out
 
 
-def add_files(bundle_dir: str | Path, files: Mapping[str, FileWriter], **manifest_updates: Any) -> None:
+def add_files(
+    bundle_dir: str | Path, files: Mapping[str, FileWriter], **manifest_updates: Any
+) -> None:
     """Add or replace files in an existing bundle (e.g. ONNX towers), atomically."""
     bundle_dir = Path(bundle_dir)
     manifest = read_manifest(bundle_dir)
@@ -200,7 +202,9 @@ def _commit(
             (tmp / MANIFEST).unlink(missing_ok=True)
         stage(tmp)
         manifest["files"] = {
-            p.name: sha256_of(p) for p in sorted(tmp.iterdir()) if p.is_file() and p.name != MANIFEST
+            p.name: sha256_of(p)
+            for p in sorted(tmp.iterdir())
+            if p.is_file() and p.name != MANIFEST
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
         _swap_into_place(tmp, out)

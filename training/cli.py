@@ -35,7 +35,7 @@ def train_command(
     ),
     out: Annotated[Path, typer.Option(help="bundle folder to write")] = Path("bundles/tiktok"),
     model: Annotated[str | None, typer.Option(help="model name (see models.registry)")] = None,
-    config: Annotated[Path | None, typer.Option(help="JSON/TOML file of TrainConfig fields")] = None,
+    config: Annotated[Path | None, typer.Option(help="JSON/TOML of TrainConfig fields")] = None,
     max_epochs: Annotated[int | None, typer.Option()] = None,
     batch_size: Annotated[int | None, typer.Option()] = None,
     lr: Annotated[float | None, typer.Option()] = None,

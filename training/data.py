@@ -121,7 +121,8 @@ class Dataset:
         return self.test[is_cold[self.test[:, 1]]]
 
     def summary(self) -> str:
-        mods = ", ".join(f"{n} {d}-d" for n, d in zip(self.modality_names, self.modality_dims))
+        dims = zip(self.modality_names, self.modality_dims, strict=True)
+        mods = ", ".join(f"{n} {d}-d" for n, d in dims)
         return (
             f"{self.name}: {self.num_users} users, {self.num_items} items, "
             f"{len(self.train)}/{len(self.valid)}/{len(self.test)} train/valid/test"

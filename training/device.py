@@ -11,7 +11,7 @@ def choose_device(requested: str = "auto") -> torch.device:
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but no CUDA GPU is available (use 'auto' or 'cpu')")
+        raise ValueError("device 'cuda' requested but no CUDA GPU is available (use auto or cpu)")
     if requested not in ("cpu",) and not requested.startswith("cuda"):
         raise ValueError(f"unknown device {requested!r}: use auto, cpu or cuda[:N]")
     return torch.device(requested)

@@ -1,4 +1,4 @@
-"""BPR loss with L2 regularisation (MetaMMF eq. 19)."""
+"""BPR loss (MetaMMF eq. 19; its L2 term is ``Recommender.l2_penalty``)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,3 @@ def bpr_loss(
     """Mean over the batch of -ln sigma(y_ui - y_uj) with inner-product scores."""
     margin = (user * positive).sum(-1) - (user * negative).sum(-1)
     return F.softplus(-margin).mean()  # softplus(-x) == -ln sigma(x), numerically stable
-
-
-def l2_penalty(parameters: list[torch.Tensor]) -> torch.Tensor:
-    """||Phi||_2^2 over the given parameters."""
-    return torch.stack([p.pow(2).sum() for p in parameters]).sum()

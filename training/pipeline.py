@@ -62,7 +62,8 @@ def write_result_bundle(
             "cold_items": len(dataset.cold_items),
         },
         "modalities": [
-            {"name": n, "dim": d} for n, d in zip(dataset.modality_names, dataset.modality_dims)
+            {"name": n, "dim": d}
+            for n, d in zip(dataset.modality_names, dataset.modality_dims, strict=True)
         ],
         "metrics": result.summary(),
         "training_seconds": round(result.train_seconds, 2),

@@ -41,17 +41,21 @@ class BPRSampler:
         slots = np.searchsorted(self.positive_keys, keys).clip(max=len(self.positive_keys) - 1)
         return self.positive_keys[slots] == keys
 
+    def _draw(self, count: int) -> np.ndarray:
+        return self.candidates[self.rng.integers(len(self.candidates), size=count)]
+
     def negatives(self, users: np.ndarray, max_rounds: int = 20) -> np.ndarray:
-        items = self.candidates[self.rng.integers(len(self.candidates), size=len(users))]
+        items = self._draw(len(users))
         for _ in range(max_rounds):
             clash = self.is_positive(users, items)
             if not clash.any():
                 return items
-            items[clash] = self.candidates[self.rng.integers(len(self.candidates), size=clash.sum())]
+            items[clash] = self._draw(int(clash.sum()))
         # Users who own most of the catalogue: draw exactly from their complement.
         for row in np.flatnonzero(self.is_positive(users, items)):
             user = users[row]
-            free = self.candidates[~self.is_positive(np.full_like(self.candidates, user), self.candidates)]
+            owned = self.is_positive(np.full_like(self.candidates, user), self.candidates)
+            free = self.candidates[~owned]
             if len(free) == 0:
                 raise ValueError(f"user {user} has interacted with every candidate item")
             items[row] = free[self.rng.integers(len(free))]

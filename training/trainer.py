@@ -21,7 +21,7 @@ from training.config import TrainConfig
 from training.data import Dataset
 from training.device import choose_device
 from training.evaluation import evaluate
-from training.losses import bpr_loss, l2_penalty
+from training.losses import bpr_loss
 from training.sampling import BPRSampler
 
 EARLY_STOP_METRIC = "recall@20"
@@ -110,7 +110,6 @@ def train(dataset: Dataset, config: TrainConfig, *, progress: bool = True) -> Tr
         dataset.train, dataset.num_items, candidate_items=warm_items, seed=config.seed
     )
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
-    regularised = model.regularised_parameters()
 
     best_score, best_epoch, best_state = -1.0, 0, copy.deepcopy(model.state_dict())
     best_valid: dict[str, float] = {}
@@ -124,13 +123,11 @@ def train(dataset: Dataset, config: TrainConfig, *, progress: bool = True) -> Tr
         for users, positives, negatives in sampler.epoch(config.batch_size):
             user_emb, item_emb = model()
             u = torch.as_tensor(users, device=device)
-            loss = bpr_loss(
-                user_emb[u],
-                item_emb[torch.as_tensor(positives, device=device)],
-                item_emb[torch.as_tensor(negatives, device=device)],
-            )
+            pos = torch.as_tensor(positives, device=device)
+            neg = torch.as_tensor(negatives, device=device)
+            loss = bpr_loss(user_emb[u], item_emb[pos], item_emb[neg])
             if config.l2 > 0:
-                loss = loss + config.l2 * l2_penalty(regularised)
+                loss = loss + config.l2 * model.l2_penalty(u, torch.cat([pos, neg]))
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()

@@ -68,13 +68,35 @@ def test_bpr_gradients_reach_every_parameter(
     model.train()
     users, items = model()
     loss = bpr_loss(users, items, graph.edge_index)
-    reg = sum(p.pow(2).sum() for p in model.regularised_parameters())
-    assert len(model.regularised_parameters()) == len(list(model.parameters()))
-    loss.backward()
+    reg = model.l2_penalty(graph.edge_index[0], graph.edge_index[1])
+    (loss + reg).backward()
     for pname, param in model.named_parameters():
         assert param.grad is not None, f"{name}: no gradient for {pname}"
         assert param.grad.abs().sum() > 0, f"{name}: zero gradient for {pname}"
     assert torch.isfinite(reg)
+
+
+@pytest.mark.parametrize("name", ["metammf_gcn", "bpr", "vbpr", "lightgcn"])
+def test_l2_penalty_touches_only_the_batch_rows_of_id_tables(
+    name: str, graph: BipartiteGraph, features: torch.Tensor, modality_dims: list[int]
+) -> None:
+    model = build_model(name, graph, features, modality_dims, **_small(name))
+    with torch.no_grad():
+        for param in model.parameters():
+            param.fill_(1.0)  # zero-initialised biases would hide a missing penalty
+    users, items = torch.tensor([0, 0]), torch.tensor([1])
+    model.l2_penalty(users, items).backward()
+    tables = set(model.user_tables) | set(model.item_tables)
+    assert tables, "every model has per-user/per-item tables"
+    for pname, param in model.named_parameters():
+        touched = param.grad is not None and bool(param.grad.abs().sum() > 0)
+        if pname in model.user_tables:
+            assert param.grad[1:].abs().sum() == 0 and param.grad[0].abs().sum() > 0
+        elif pname in model.item_tables:
+            rows = param.grad.abs().sum(dim=1)
+            assert rows[1] > 0 and rows.sum() == rows[1], f"{name}: {pname}"
+        else:
+            assert touched, f"{name}: shared weight {pname} is not regularised"
 
 
 @pytest.mark.parametrize("name", ["metammf_gcn", "lightgcn", "vbpr"])
