@@ -175,6 +175,7 @@ class FusionGCN(FusedItemRecommender):
         embed_dim: int = 64,
         num_layers: int = 2,
         id_dropout: float = 0.0,
+        user_dropout: float = 0.0,
         cold_items: torch.Tensor | None = None,
         negative_slope: float = 0.01,
     ) -> None:
@@ -187,13 +188,34 @@ class FusionGCN(FusedItemRecommender):
             id_dropout=id_dropout,
             cold_items=cold_items,
         )
+        if not 0.0 <= user_dropout < 1.0:
+            raise ValueError(f"user_dropout must be in [0, 1), got {user_dropout}")
         self.num_layers = num_layers
+        self.user_dropout = float(user_dropout)
         self.adjacency = BipartiteMeanAdjacency(drop_item_edges(graph, self.cold_mask))
         self.sage = BipartiteSAGE(embed_dim, num_layers, negative_slope)
+        # e_u^(0) of a user the model has never seen; trained when user_dropout > 0.
+        self.unknown_user = _xavier_parameter(embed_dim)
+
+    def user_embeddings0(self) -> torch.Tensor:
+        """``e_u^(0)``; in training a ``user_dropout`` share of users gets ``unknown_user``.
+
+        That makes the path of a brand-new user (unknown vector + GraphSAGE update from the
+        items in its history, the user tower the service runs) a trained path.
+        """
+        users = self.user_embedding
+        if self.training and self.user_dropout > 0.0:
+            draw = torch.rand(self.num_users, device=users.device) < self.user_dropout
+            users = torch.where(draw.unsqueeze(1), self.unknown_user.expand_as(users), users)
+        return users
+
+    def all_layers(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """``[(e_u^(l), e_i^(l)) for l = 0..L]`` of the whole graph."""
+        items0, dropped = self.item_embeddings0()
+        return self.sage.layers(self.user_embeddings0(), items0, self.adjacency, dropped)
 
     def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
-        items0, dropped = self.item_embeddings0()
-        return self.sage(self.user_embedding, items0, self.adjacency, dropped)
+        return self.all_layers()[-1]
 
     def embed_new_items(self, features: torch.Tensor) -> torch.Tensor:
         """``self_path([fusion(x) ; unknown_item])``: equals ``forward()``'s rows of cold items."""

@@ -31,6 +31,7 @@ from models.metammf import FusedItemRecommender, FusionGCN, FusionMF
 from models.mf import BPRMF, VBPR
 
 _NEW_ITEMS: dict[str, Any] = {"id_dropout": 0.0, "cold_items": None}
+_NEW_USERS: dict[str, Any] = {"user_dropout": 0.0}
 _STATIC_FUSION: dict[str, Any] = {"fusion_layers": 1, "first_hidden": 256}
 _META_FUSION: dict[str, Any] = {
     **_STATIC_FUSION,
@@ -42,14 +43,14 @@ _META_FUSION: dict[str, Any] = {
 }
 
 _DEFAULTS: dict[str, dict[str, Any]] = {
-    "metammf_gcn": {"embed_dim": 64, "num_layers": 2, **_META_FUSION, **_NEW_ITEMS},
+    "metammf_gcn": {"embed_dim": 64, "num_layers": 2, **_META_FUSION, **_NEW_ITEMS, **_NEW_USERS},
     "metammf_mf": {"embed_dim": 64, **_META_FUSION, **_NEW_ITEMS},
     "lightgcn": {"embed_dim": 64, "num_layers": 2, "cold_items": None},
     "vbpr": {"embed_dim": 64, "feature_dim": None, "cold_items": None},
     "bpr": {"embed_dim": 64, "cold_items": None},
-    "early_gcn": {"embed_dim": 64, "num_layers": 2, **_STATIC_FUSION, **_NEW_ITEMS},
-    "late_gcn": {"embed_dim": 64, "num_layers": 2, **_STATIC_FUSION, **_NEW_ITEMS},
-    "hybrid_gcn": {"embed_dim": 64, "num_layers": 2, **_STATIC_FUSION, **_NEW_ITEMS},
+    "early_gcn": {"embed_dim": 64, "num_layers": 2, **_STATIC_FUSION, **_NEW_ITEMS, **_NEW_USERS},
+    "late_gcn": {"embed_dim": 64, "num_layers": 2, **_STATIC_FUSION, **_NEW_ITEMS, **_NEW_USERS},
+    "hybrid_gcn": {"embed_dim": 64, "num_layers": 2, **_STATIC_FUSION, **_NEW_ITEMS, **_NEW_USERS},
 }
 
 #: Every buildable model name.

@@ -11,8 +11,10 @@ and it imports neither torch nor anything of the service, so both sides can use 
     user_ids.json          list: dense user index -> external id (string)
     item_ids.json          list: dense item index -> external id (string)
     interactions.npz       CSR user x item of every interaction known at training time
-    item_tower.onnx        modality features -> item embedding (added by export)
-    user_tower.onnx        history of item embeddings (+ user vector) -> user embedding
+    item_tower.onnx        modality features -> item embedding, history state (added by export)
+    user_tower.onnx        history states (+ stored user state) -> user embedding
+    item_history_states.npy float32 [I, S]: what the user tower aggregates for each item
+    user_states.npy        float32 [U, d]: each known user's input to the user tower
 
 Writes are atomic: everything is staged in a hidden sibling folder and renamed into place, so a
 reader sees either the old bundle or the complete new one, never a half-written folder.
@@ -45,6 +47,8 @@ ITEM_IDS = "item_ids.json"
 INTERACTIONS = "interactions.npz"
 ITEM_TOWER = "item_tower.onnx"
 USER_TOWER = "user_tower.onnx"
+ITEM_STATES = "item_history_states.npy"
+USER_STATES = "user_states.npy"
 
 FileWriter = Callable[[Path], None]
 

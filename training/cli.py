@@ -86,6 +86,20 @@ def train_command(
     )
 
 
+@app.command("export")
+def export_command(bundle: Annotated[Path, typer.Option(help="bundle folder")]) -> None:
+    """Add the ONNX item and user towers to a bundle (done by train already)."""
+    from training.bundle import BundleError
+    from training.export import ExportError, export_bundle
+
+    try:
+        export_bundle(bundle)
+    except (BundleError, ExportError, FileNotFoundError) as error:
+        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"towers exported into {bundle}")
+
+
 @app.command("evaluate")
 def evaluate_command(
     bundle: Annotated[Path, typer.Option(help="bundle folder")],

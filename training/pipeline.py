@@ -11,6 +11,7 @@ from training import bundle as bundle_format
 from training.checkpoint import save_checkpoint
 from training.config import TrainConfig
 from training.data import Dataset, load_dataset
+from training.export import can_export, export_bundle
 from training.trainer import TrainResult, embeddings, train
 
 log = logging.getLogger(__name__)
@@ -95,4 +96,9 @@ def train_to_bundle(
     dataset = prepare_dataset(data, config)
     log.info("%s", dataset.summary())
     result = train(dataset, config, progress=progress)
-    return result, write_result_bundle(result, dataset, out, overwrite=overwrite)
+    path = write_result_bundle(result, dataset, out, overwrite=overwrite)
+    if can_export(config.model):
+        export_bundle(path)
+    else:
+        log.info("%s has no serving towers: bundle holds embeddings only", config.model)
+    return result, path

@@ -64,6 +64,8 @@ def test_bpr_gradients_reach_every_parameter(
     hp = _small(name)
     if "cold_items" in default_hparams(name):
         hp["cold_items"] = torch.tensor([graph.num_items - 1])  # so unknown_item is used
+    if "user_dropout" in default_hparams(name):
+        hp["user_dropout"] = 0.5  # so unknown_user is used
     model = build_model(name, graph, features, modality_dims, **hp)
     model.train()
     users, items = model()
