@@ -45,13 +45,12 @@ PUBLISHED = {
 }
 POPULARITY_FLOOR = (0.0597, 0.0255)  # Recall@20, NDCG@20 from the datasets README
 
-COMMON_GRID: dict[str, list[Any]] = {"lr": [1e-3, 5e-3], "l2": [1e-6, 1e-4, 1e-3]}
+# A small grid: it runs on 2 CPU cores. lr 1e-3 (the paper's) lost clearly to 5e-3 on every
+# model in a first GPU sweep, so the grid starts there.
+COMMON_GRID: dict[str, list[Any]] = {"lr": [5e-3, 1e-2], "l2": [1e-4, 1e-3]}
 MODEL_GRID: dict[str, dict[str, list[Any]]] = {
-    "metammf_gcn": {"num_layers": [1, 2], "id_dropout": [0.0, 0.2]},
+    "metammf_gcn": {"num_layers": [1, 2]},
     "early_gcn": {"num_layers": [1, 2]},
-    "late_gcn": {"num_layers": [1, 2]},
-    "hybrid_gcn": {"num_layers": [1, 2]},
-    "lightgcn": {"num_layers": [2, 3]},
 }
 ABLATIONS = {
     "MetaMMF_GCN, 2 fusion layers": {"fusion_layers": 2},
@@ -86,15 +85,36 @@ def tune(args: argparse.Namespace) -> None:
     dataset = load_dataset(args.data)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    shard, shards = (int(x) for x in args.shard.split("/"))
     for model in args.models:
         trials = []
-        for setting in grid(model):
+        for index, setting in enumerate(grid(model)):
+            if index % shards != shard:
+                continue
             result = fit(dataset, model, setting, patience=args.patience, device=args.device)
-            trials.append({**setting, "valid_recall@20": result.valid_metrics["recall@20"],
-                           "best_epoch": result.best_epoch})
+            trials.append(
+                {
+                    **setting,
+                    "valid_recall@20": result.valid_metrics["recall@20"],
+                    "best_epoch": result.best_epoch,
+                    "epochs_run": result.epochs_run,
+                    "seconds_per_epoch": result.seconds_per_epoch,
+                    "test": result.test_metrics,  # kept, but only the chosen trial's is reported
+                }
+            )
             print(model, setting, f"valid R@20 {trials[-1]['valid_recall@20']:.4f}", flush=True)
-        best = max(trials, key=lambda t: t["valid_recall@20"])
-        (out / f"{model}.json").write_text(json.dumps({"best": best, "trials": trials}, indent=1))
+        (out / f"{model}.{shard}.json").write_text(json.dumps(trials, indent=1))
+
+
+def merge(args: argparse.Namespace) -> None:
+    """Combine tuning shards: the best setting per model (by validation Recall@20 only)."""
+    trials: dict[str, list[dict[str, Any]]] = {}
+    for file in sorted(Path(args.runs).glob("*.json")):
+        trials.setdefault(file.name.split(".")[0], []).extend(json.loads(file.read_text()))
+    best = {m: max(t, key=lambda x: x["valid_recall@20"]) for m, t in sorted(trials.items())}
+    Path(args.tuning).write_text(json.dumps({"best": best, "trials": trials}, indent=1))
+    for model, setting in best.items():
+        print(model, setting)
 
 
 def _row(name: str, result: TrainResult, metrics: dict[str, float]) -> str:
@@ -106,7 +126,7 @@ def _row(name: str, result: TrainResult, metrics: dict[str, float]) -> str:
 
 
 def report(args: argparse.Namespace) -> None:
-    tuned: dict[str, dict[str, Any]] = json.loads(Path(args.tuning).read_text())
+    tuned: dict[str, dict[str, Any]] = json.loads(Path(args.tuning).read_text())["best"]
     dataset = load_dataset(args.data)
     settings = {m: {k: tuned[m][k] for k in ("lr", "l2", "hparams")} for m in args.models}
     header = (
@@ -186,17 +206,21 @@ Metrics over users' test interactions with held-out items, ranked against all it
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("tune", "report"):
+    for name in ("tune", "report"):  # merge takes only file names
         p = sub.add_parser(name)
         p.add_argument("--data", default="tiktok")
         p.add_argument("--models", nargs="+", default=list(MODEL_NAMES))
         p.add_argument("--device", default="auto")
     sub.choices["tune"].add_argument("--out", default="runs/tuning")
-    sub.choices["tune"].add_argument("--patience", type=int, default=10)
+    sub.choices["tune"].add_argument("--patience", type=int, default=15)
+    sub.choices["tune"].add_argument("--shard", default="0/1", help="K/N: every N-th setting")
+    merger = sub.add_parser("merge")
+    merger.add_argument("--runs", default="runs/tuning")
+    merger.add_argument("--tuning", default=str(RESULTS / "tuning.json"))
     sub.choices["report"].add_argument("--tuning", default=str(RESULTS / "tuning.json"))
     sub.choices["report"].add_argument("--table", default=str(RESULTS / "quality.md"))
     args = parser.parse_args()
-    tune(args) if args.command == "tune" else report(args)
+    {"tune": tune, "merge": merge, "report": report}[args.command](args)
 
 
 if __name__ == "__main__":

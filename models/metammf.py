@@ -157,12 +157,19 @@ def drop_item_edges(graph: BipartiteGraph, items: torch.Tensor) -> BipartiteGrap
     return BipartiteGraph(graph.num_users, graph.num_items, graph.edge_index[:, keep])
 
 
+READOUTS = ("last", "mean")
+
+
 class FusionGCN(FusedItemRecommender):
     """MetaMMF_GCN (eqs. 17-18).
 
     ``e_u^(0)`` is a free embedding, ``e_i^(0) = [fusion(x_i) ; e_c_i]``; ``num_layers`` layers
     of :class:`models.graph.BipartiteSAGE` (separate user/item weights, mean aggregation,
     LeakyReLU); the final embeddings are the layer-L outputs, scored by inner product.
+
+    ``readout="mean"`` (an option, not the paper's eq. 18) scores the mean of layers 0..L
+    instead, as LightGCN does; the quality benchmark tunes it on validation like any other
+    hyperparameter and reports both.
     """
 
     def __init__(
@@ -176,6 +183,7 @@ class FusionGCN(FusedItemRecommender):
         num_layers: int = 2,
         id_dropout: float = 0.0,
         user_dropout: float = 0.0,
+        readout: str = "last",
         cold_items: torch.Tensor | None = None,
         negative_slope: float = 0.01,
     ) -> None:
@@ -188,6 +196,9 @@ class FusionGCN(FusedItemRecommender):
             id_dropout=id_dropout,
             cold_items=cold_items,
         )
+        if readout not in READOUTS:
+            raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
+        self.readout = readout
         if not 0.0 <= user_dropout < 1.0:
             raise ValueError(f"user_dropout must be in [0, 1), got {user_dropout}")
         self.num_layers = num_layers
@@ -214,9 +225,21 @@ class FusionGCN(FusedItemRecommender):
         items0, dropped = self.item_embeddings0()
         return self.sage.layers(self.user_embeddings0(), items0, self.adjacency, dropped)
 
+    def read_out(self, layers: list[torch.Tensor]) -> torch.Tensor:
+        """The scored vector from ``[e^(0), ..., e^(L)]``: the last one, or their mean."""
+        return layers[-1] if self.readout == "last" else torch.stack(layers).mean(dim=0)
+
     def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.all_layers()[-1]
+        layers = self.all_layers()
+        return self.read_out([u for u, _ in layers]), self.read_out([i for _, i in layers])
+
+    def new_item_layers(self, features: torch.Tensor) -> list[torch.Tensor]:
+        """``[e^(0), ..., e^(L)]`` of items without neighbours (the GCN self path)."""
+        layers = [self.new_items0(features)]
+        for layer in range(self.num_layers):
+            layers.append(self.sage.item_step(layer, layers[-1], None))
+        return layers
 
     def embed_new_items(self, features: torch.Tensor) -> torch.Tensor:
-        """``self_path([fusion(x) ; unknown_item])``: equals ``forward()``'s rows of cold items."""
-        return self.sage.self_path(self.new_items0(features))
+        """Self path of ``[fusion(x) ; unknown_item]``: equals ``forward()``'s cold-item rows."""
+        return self.read_out(self.new_item_layers(features))

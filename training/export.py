@@ -47,10 +47,8 @@ class ItemTower(nn.Module):
         self.model = model
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        states = [self.model.new_items0(features)]
-        for layer in range(self.model.num_layers):
-            states.append(self.model.sage.item_step(layer, states[-1], None))
-        return states[-1], torch.cat(states[:-1], dim=1)
+        layers = self.model.new_item_layers(features)
+        return self.model.read_out(layers), torch.cat(layers[:-1], dim=1)
 
 
 class UserTower(nn.Module):
@@ -68,13 +66,13 @@ class UserTower(nn.Module):
         user_known: torch.Tensor,
     ) -> torch.Tensor:
         dim, sage = self.model.embed_dim, self.model.sage
-        users = user_known * user_state + (1.0 - user_known) * self.model.unknown_user
+        users = [user_known * user_state + (1.0 - user_known) * self.model.unknown_user]
         weights = history_mask / history_mask.sum(dim=1, keepdim=True).clamp(min=1.0)
         for layer in range(self.model.num_layers):
             layer_states = history_state[:, :, layer * dim : (layer + 1) * dim]
             neighbour_mean = torch.einsum("bh,bhd->bd", weights, layer_states)
-            users = sage.user_step(layer, users, neighbour_mean)
-        return users
+            users.append(sage.user_step(layer, users[-1], neighbour_mean))
+        return self.model.read_out(users)
 
 
 def serving_states(model: FusionGCN) -> tuple[np.ndarray, np.ndarray]:
