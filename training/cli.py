@@ -53,6 +53,7 @@ def train_command(
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
 ) -> None:
     """Train a model and write a bundle (flags override the config file)."""
+    from training.bundle import BundleError
     from training.data import DataError
     from training.pipeline import train_to_bundle
 
@@ -74,7 +75,7 @@ def train_command(
     try:
         cfg = TrainConfig(**fields)
         result, path = train_to_bundle(data, out, cfg, overwrite=overwrite, progress=not quiet)
-    except (DataError, ValueError, TypeError, FileNotFoundError) as error:
+    except (DataError, BundleError, ValueError, TypeError, FileNotFoundError) as error:
         typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from None
     typer.echo(f"bundle written to {path}")

@@ -92,8 +92,11 @@ def _onnx_bytes(
     dynamic: dict[str, dict[int, str]],
 ) -> bytes:
     buffer = io.BytesIO()
-    with warnings.catch_warnings():  # shape checks in the model are constant for a trace
+    # The TorchScript exporter: our graphs are static, and it needs no extra packages. Its
+    # deprecation notice and the tracer's notes on constant shape checks are expected.
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
             module.eval(),
             args,

@@ -1,0 +1,95 @@
+"""The command line end to end on a small real dataset."""
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from training import bundle as bf
+from training.cli import app
+
+runner = CliRunner()
+
+
+def _train(data: Path, out: Path, *extra: str):
+    return runner.invoke(
+        app,
+        ["train", "--data", str(data), "--out", str(out), "--max-epochs", "2", "--quiet", *extra],
+    )
+
+
+def test_train_writes_a_verified_bundle_with_metrics(toy_dataset_dir: Path, tmp_path: Path) -> None:
+    result = _train(
+        toy_dataset_dir,
+        tmp_path / "b",
+        "--model",
+        "metammf_gcn",
+        "--hparam",
+        "fusion_layers=2",
+        "--lr",
+        "0.005",
+    )
+    assert result.exit_code == 0, result.output
+    manifest = bf.load_bundle(tmp_path / "b").manifest
+    assert manifest["model"] == "metammf_gcn"
+    assert manifest["config"]["lr"] == 0.005
+    assert manifest["config"]["hparams"] == {"fusion_layers": 2}
+    assert manifest["modalities"] == [{"name": "audio", "dim": 4}, {"name": "image", "dim": 8}]
+    assert 0.0 <= manifest["metrics"]["test"]["recall@20"] <= 1.0
+    assert {bf.ITEM_TOWER, bf.USER_TOWER, bf.WEIGHTS} <= set(manifest["files"])
+    assert "recall@20" in result.output
+
+
+def test_evaluate_reproduces_the_recorded_test_metrics(
+    toy_dataset_dir: Path, tmp_path: Path
+) -> None:
+    assert _train(toy_dataset_dir, tmp_path / "b", "--model", "bpr").exit_code == 0
+    recorded = bf.load_bundle(tmp_path / "b").manifest["metrics"]["test"]
+    result = runner.invoke(app, ["evaluate", "--bundle", str(tmp_path / "b")])
+    assert result.exit_code == 0, result.output
+    test_line = next(line for line in result.output.splitlines() if line.startswith("test"))
+    assert f"{recorded['recall@20']:.4f}" in test_line
+
+
+def test_config_file_is_read_and_flags_override_it(toy_dataset_dir: Path, tmp_path: Path) -> None:
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"model": "lightgcn", "lr": 0.01, "hparams": {"num_layers": 1}}))
+    result = _train(toy_dataset_dir, tmp_path / "b", "--config", str(config), "--lr", "0.02")
+    assert result.exit_code == 0, result.output
+    manifest = bf.load_bundle(tmp_path / "b").manifest
+    assert manifest["model"] == "lightgcn" and manifest["config"]["lr"] == 0.02
+    assert manifest["config"]["hparams"] == {"num_layers": 1}
+
+
+def test_bad_inputs_give_one_clear_line_not_a_traceback(
+    tmp_path: Path, toy_dataset_dir: Path
+) -> None:
+    cases = [
+        (["--data", str(tmp_path / "missing")], "not found"),
+        (["--data", str(toy_dataset_dir), "--model", "nope"], "unknown model 'nope'"),
+        (["--data", str(toy_dataset_dir), "--hparam", "wings=2"], "unknown hyperparameter"),
+        (["--data", str(toy_dataset_dir), "--lr", "-1"], "lr"),
+    ]
+    for args, message in cases:
+        result = runner.invoke(app, ["train", "--out", str(tmp_path / "x"), "--quiet", *args])
+        assert result.exit_code == 2, (args, result.output)
+        assert message in result.output
+        assert "Traceback" not in result.output
+    assert not (tmp_path / "x").exists()
+
+
+def test_existing_bundle_needs_overwrite(toy_dataset_dir: Path, tmp_path: Path) -> None:
+    assert _train(toy_dataset_dir, tmp_path / "b", "--model", "bpr").exit_code == 0
+    again = _train(toy_dataset_dir, tmp_path / "b", "--model", "bpr")
+    assert again.exit_code == 2 and "already exists" in again.output
+    assert _train(toy_dataset_dir, tmp_path / "b", "--model", "bpr", "--overwrite").exit_code == 0
+
+
+def test_cold_start_training_reports_cold_metrics(toy_dataset_dir: Path, tmp_path: Path) -> None:
+    result = _train(
+        toy_dataset_dir, tmp_path / "b", "--cold-start", "0.2", "--hparam", "id_dropout=0.2"
+    )
+    assert result.exit_code == 0, result.output
+    manifest = bf.load_bundle(tmp_path / "b").manifest
+    assert manifest["dataset"]["cold_items"] == 8
+    assert manifest["metrics"]["cold_start_test"]["users"] > 0
