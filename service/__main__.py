@@ -6,4 +6,5 @@ import uvicorn
 from service.settings import Settings
 
 settings = Settings()
-uvicorn.run("service.app:app", host=settings.host, port=settings.port, log_level="info")
+uvicorn.run("service.app:app", host=settings.host, port=settings.port, log_level="info",
+            access_log=settings.access_log)

@@ -13,8 +13,11 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import Invalid, NotFound, NotReady
@@ -39,7 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await run_in_threadpool(recommender.start)
         app.state.recommender = recommender
         yield
-        recommender.close()
+        await recommender.close()
 
     app = FastAPI(title="Multimodal recommendation service", version="0.1.0",
                   description=DESCRIPTION, lifespan=lifespan)
@@ -60,7 +63,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(LoadError, error(422))
     app.add_exception_handler(Invalid, unprocessable)
     app.add_exception_handler(RequestValidationError, unprocessable)
+    app.add_exception_handler(StarletteHTTPException, http_error)
     return app
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's 405 names only the first route of a path: list every allowed method."""
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 405:
+        allowed = set()
+        for route in request.app.router.routes:
+            if route.matches(request.scope)[0] != Match.NONE:
+                allowed |= getattr(route, "methods", None) or set()
+        exc.headers = {**(exc.headers or {}), "Allow": ", ".join(sorted(allowed))}
+    return await http_exception_handler(request, exc)
 
 
 async def unprocessable(_request: Request, exc: Exception) -> JSONResponse:

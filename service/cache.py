@@ -4,6 +4,8 @@ Keys include everything an answer depends on (model version, catalog generation,
 generation, the request), so a new bundle, a new interaction or a delete can never serve a
 stale list: they change the key. When Redis fails the service answers uncached: every error is
 counted and Redis is left alone for ``backoff_s`` seconds instead of being hammered.
+
+Asynchronous (redis.asyncio): a cache hit is served on the event loop without a thread hop.
 """
 
 from __future__ import annotations
@@ -12,12 +14,13 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +43,7 @@ class Cache:
         self._down_until = 0.0
         self._redis = None
         if url:
-            self._redis = redis.Redis.from_url(
+            self._redis = aioredis.Redis.from_url(
                 url,
                 socket_timeout=timeout_s,
                 socket_connect_timeout=timeout_s,
@@ -57,33 +60,33 @@ class Cache:
         digest = hashlib.blake2b(json.dumps(parts).encode(), digest_size=16).hexdigest()
         return f"{self.prefix}:{kind}:{digest}"
 
-    def get(self, key: str) -> Any | None:
+    async def get(self, key: str) -> Any | None:
         """The cached value, or None on a miss, with Redis down or disabled."""
-        raw = self._call(lambda r: r.get(key))
+        raw = await self._call(lambda r: r.get(key))
         return None if raw is None else json.loads(raw)
 
-    def set(self, key: str, value: Any) -> None:
-        self._call(lambda r: r.set(key, json.dumps(value), ex=self.ttl_s))
+    async def set(self, key: str, value: Any) -> None:
+        await self._call(lambda r: r.set(key, json.dumps(value), ex=self.ttl_s))
 
     def available(self) -> bool:
         """Whether the cache can be used right now (not disabled, not backing off)."""
         return self._redis is not None and time.monotonic() >= self._down_until
 
-    def state(self) -> str:
+    async def state(self) -> str:
         """``disabled``, ``up`` or ``down`` (pings Redis unless backing off)."""
         if self._redis is None:
             return "disabled"
-        return "up" if self._call(lambda r: r.ping()) else "down"
+        return "up" if await self._call(lambda r: r.ping()) else "down"
 
-    def close(self) -> None:
+    async def close(self) -> None:
         if self._redis is not None:
-            self._redis.close()
+            await self._redis.aclose()
 
-    def _call(self, operation: Callable[[redis.Redis], Any]) -> Any:
+    async def _call(self, operation: Callable[[aioredis.Redis], Awaitable[Any]]) -> Any:
         if not self.available():
             return None
         try:
-            return operation(self._redis)
+            return await operation(self._redis)
         except (redis.RedisError, OSError) as error:
             self._down_until = time.monotonic() + self.backoff_s
             self._on_error()

@@ -22,6 +22,12 @@ MAIN, DELTA = 0, 1
 Hit = tuple[str, float]
 
 
+def set_threads(threads: int) -> None:
+    """FAISS's OpenMP threads, process-wide. One is fastest for single queries arriving in
+    parallel (measured on 2 cores, 200k items: 5.8 ms with 1 thread, 24 ms with 2)."""
+    faiss.omp_set_num_threads(threads)
+
+
 def gpu_count() -> int:
     """GPUs FAISS can use (0 with faiss-cpu)."""
     get = getattr(faiss, "get_num_gpus", None)

@@ -1,8 +1,10 @@
 """The operations behind the routes, in the order that keeps them durable and consistent.
 
-Writes: validate -> embed (outside any lock) -> under the one write lock: commit to the store,
-then apply in memory. A reload replays the store and swaps models under the same lock, so no
-write can fall between the replay and the swap. Reads never take the write lock.
+Writes (synchronous, run in the thread pool): validate -> embed (outside any lock) -> under the
+one write lock: commit to the store, then apply in memory. A reload replays the store and swaps
+models under the same lock, so no write can fall between the replay and the swap.
+Reads (asynchronous) never take the write lock: the cache is asked on the event loop, and only
+a miss goes to a thread for the towers and FAISS.
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from starlette.concurrency import run_in_threadpool
 
 from service import schemas
 from service.cache import Cache
 from service.errors import Invalid, NotFound, NotReady, invalid
-from service.index import IndexConfig, choose_device, gpu_count
+from service.index import IndexConfig, choose_device, gpu_count, set_threads
 from service.metrics import Metrics
 from service.model import ServingModel, relayout
 from service.settings import Settings
@@ -44,6 +47,7 @@ class Recommender:
             backoff_s=settings.redis_backoff_s,
             on_error=metrics.redis_errors.inc,
         )
+        set_threads(settings.faiss_threads)
         self.index_config = IndexConfig(
             kind=settings.index_type,
             device=choose_device(settings.index_device, gpu_count()),
@@ -69,8 +73,8 @@ class Recommender:
         except LoadError as error:  # stay up (not ready); POST /admin/reload can fix it
             log.error("%s", error)
 
-    def close(self) -> None:
-        self.cache.close()
+    async def close(self) -> None:
+        await self.cache.close()
         self.store.close()
 
     def require_model(self) -> ServingModel:
@@ -211,10 +215,10 @@ class Recommender:
 
     # ---- recommendations ---------------------------------------------------------------
 
-    def recommend_user(self, user_id: str, k: int) -> schemas.RecommendationOut:
-        return self._recommend(self.require_model(), user_id, [], [], k)
+    async def recommend_user(self, user_id: str, k: int) -> schemas.RecommendationOut:
+        return await self._recommend(self.require_model(), user_id, [], [], k)
 
-    def recommend(self, body: schemas.RecommendIn) -> schemas.RecommendationOut:
+    async def recommend(self, body: schemas.RecommendIn) -> schemas.RecommendationOut:
         model = self.require_model()
         unknown = [
             {"loc": ["body", "history", i], "msg": f"unknown item {item_id!r}",
@@ -223,9 +227,9 @@ class Recommender:
         ]
         if unknown:
             raise Invalid(unknown)
-        return self._recommend(model, body.user_id, body.history, body.exclude, body.k)
+        return await self._recommend(model, body.user_id, body.history, body.exclude, body.k)
 
-    def _recommend(
+    async def _recommend(
         self, model: ServingModel, user_id: str | None, history: list[str], exclude: list[str],
         k: int,
     ) -> schemas.RecommendationOut:
@@ -246,30 +250,28 @@ class Recommender:
             "rec", model.version, self.catalog_generation, user_id, model.generation(user_id),
             k, history, sorted(set(exclude)),
         )
-        cached = self._cache_get(key)
+        cached = await self._cache_get(key)
         if cached is not None:
             return answer(cached["items"], True, cached["source"])
-        vector, source = model.user_vector(user_id, history)
-        excluded = model.seen(user_id) | set(history) | set(exclude)
-        hits = model.search(vector, k, excluded)
+        hits, source = await run_in_threadpool(_rank, model, user_id, history, exclude, k)
         if self.cache.available():
-            self.cache.set(key, {"items": hits, "source": source})
+            await self.cache.set(key, {"items": hits, "source": source})
         return answer(hits, False, source)
 
-    def _cache_get(self, key: str) -> dict | None:
+    async def _cache_get(self, key: str) -> dict | None:
         if not self.cache.available():
             self.metrics.cache.labels(result="bypass").inc()
             return None
-        value = self.cache.get(key)
+        value = await self.cache.get(key)
         result = "hit" if value is not None else "miss" if self.cache.available() else "bypass"
         self.metrics.cache.labels(result=result).inc()
         return value
 
     # ---- health ------------------------------------------------------------------------
 
-    def readiness(self) -> schemas.Ready:
+    async def readiness(self) -> schemas.Ready:
         model = self.model
-        store_ok = self.store.ping()
+        store_ok = await run_in_threadpool(self.store.ping)
         return schemas.Ready(
             ready=model is not None and store_ok,
             model_version=model.version if model else None,
@@ -279,5 +281,14 @@ class Recommender:
             index_type=self.index_config.kind,
             index_device=self.index_config.device,
             store=store_ok,
-            redis=self.cache.state(),
+            redis=await self.cache.state(),
         )
+
+
+def _rank(
+    model: ServingModel, user_id: str | None, history: list[str], exclude: list[str], k: int
+) -> tuple[list, str]:
+    """The CPU part of a recommendation (towers + FAISS), run in a worker thread."""
+    vector, source = model.user_vector(user_id, history)
+    excluded = model.seen(user_id) | set(history) | set(exclude)
+    return model.search(vector, k, excluded), source

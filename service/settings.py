@@ -45,9 +45,13 @@ class Settings(BaseSettings):
     )
     verify_bundle: bool = Field(True, description="Check the sha256 of bundle files on load.")
     onnx_threads: int = Field(1, ge=1, description="Intra-op threads of each ONNX session.")
+    faiss_threads: int = Field(
+        1, ge=1, description="OpenMP threads of FAISS; requests already run in parallel."
+    )
 
     host: str = "127.0.0.1"
     port: int = 8000
+    access_log: bool = Field(True, description="uvicorn access log (costly under load).")
 
     @field_validator("redis_url", "api_key", mode="before")
     @classmethod

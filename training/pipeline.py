@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import torch
@@ -25,7 +26,12 @@ def prepare_dataset(data: str | Path, config: TrainConfig) -> Dataset:
 
 
 def write_result_bundle(
-    result: TrainResult, dataset: Dataset, out: str | Path, *, overwrite: bool = False
+    result: TrainResult,
+    dataset: Dataset,
+    out: str | Path,
+    *,
+    overwrite: bool = False,
+    data_cutoff: float | None = None,
 ) -> Path:
     """Write the trained model, its final embeddings and metrics as a bundle."""
     users, items = embeddings(result.model)
@@ -68,6 +74,7 @@ def write_result_bundle(
         ],
         "metrics": result.summary(),
         "training_seconds": round(result.train_seconds, 2),
+        "data_cutoff": time.time() if data_cutoff is None else data_cutoff,
     }
     return bundle_format.write_bundle(
         out,
@@ -93,10 +100,11 @@ def train_to_bundle(
     out = Path(out)
     if out.exists() and not overwrite:
         raise bundle_format.BundleError(f"{out} already exists (pass --overwrite to replace it)")
+    data_cutoff = time.time()  # the service replays online events logged after this moment
     dataset = prepare_dataset(data, config)
     log.info("%s", dataset.summary())
     result = train(dataset, config, progress=progress)
-    path = write_result_bundle(result, dataset, out, overwrite=overwrite)
+    path = write_result_bundle(result, dataset, out, overwrite=overwrite, data_cutoff=data_cutoff)
     if can_export(config.model):
         export_bundle(path)
     else:

@@ -6,9 +6,10 @@ from fastapi import APIRouter, Body
 
 from service import schemas
 from service.deps import ApiKey, RecommenderDep
+from service.routes import BAD_BODY, UNAUTHORIZED
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[ApiKey],
-                   responses={401: {"description": "Missing or wrong API key."}})
+                   responses={**BAD_BODY, **UNAUTHORIZED})
 
 
 @router.post("/reload", response_model=schemas.ReloadOut,

@@ -11,16 +11,16 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz", response_model=schemas.Health)
-def healthz() -> schemas.Health:
+async def healthz() -> schemas.Health:
     """The process is up."""
     return schemas.Health(status="ok")
 
 
 @router.get("/readyz", response_model=schemas.Ready,
             responses={503: {"model": schemas.Ready, "description": "Not ready."}})
-def readyz(recommender: RecommenderDep) -> JSONResponse:
+async def readyz(recommender: RecommenderDep) -> JSONResponse:
     """Bundle loaded, index built, store reachable (503 otherwise); Redis state reported."""
-    ready = recommender.readiness()
+    ready = await recommender.readiness()
     return JSONResponse(ready.model_dump(), status_code=200 if ready.ready else 503)
 
 

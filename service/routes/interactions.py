@@ -4,13 +4,14 @@ from fastapi import APIRouter, status
 
 from service import schemas
 from service.deps import ApiKey, RecommenderDep
+from service.routes import BAD_BODY, UNAUTHORIZED
 
 router = APIRouter(prefix="/interactions", tags=["interactions"])
 
 
 @router.post("", dependencies=[ApiKey], status_code=status.HTTP_201_CREATED,
              response_model=schemas.InteractionOut,
-             responses={401: {"description": "Missing or wrong API key."}})
+             responses={**BAD_BODY, **UNAUTHORIZED})
 def add_interaction(
     body: schemas.InteractionIn, recommender: RecommenderDep
 ) -> schemas.InteractionOut:

@@ -4,6 +4,7 @@ from fastapi import APIRouter, Path, Response, status
 
 from service import schemas
 from service.deps import ApiKey, RecommenderDep
+from service.routes import BAD_BODY, UNAUTHORIZED
 
 router = APIRouter(prefix="/items", tags=["items"])
 ItemPath = Path(description="External item id.", max_length=256)
@@ -11,7 +12,7 @@ NOT_FOUND = {404: {"description": "Unknown or deleted item."}}
 
 
 @router.post("", dependencies=[ApiKey], response_model=schemas.ItemsOut,
-             responses={401: {"description": "Missing or wrong API key."}})
+             responses={**BAD_BODY, **UNAUTHORIZED})
 def upsert_items(body: schemas.ItemsIn, recommender: RecommenderDep) -> schemas.ItemsOut:
     """Validate, embed with the item tower, store durably, then make searchable (upsert)."""
     return recommender.upsert_items(body.items)
@@ -23,7 +24,7 @@ def get_item(recommender: RecommenderDep, item_id: str = ItemPath) -> schemas.It
 
 
 @router.delete("/{item_id}", dependencies=[ApiKey], status_code=status.HTTP_204_NO_CONTENT,
-               responses={**NOT_FOUND, 401: {"description": "Missing or wrong API key."}})
+               responses={**NOT_FOUND, **UNAUTHORIZED})
 def delete_item(recommender: RecommenderDep, item_id: str = ItemPath) -> Response:
     """Delete durably; the item never appears in a response after this returns."""
     recommender.delete_item(item_id)

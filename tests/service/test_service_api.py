@@ -62,8 +62,6 @@ def test_batch_ingest_embeds_with_the_item_tower(client, factory: FactoryBundle)
     features = factory.random_features(64, seed=5)
     items = [item_body(factory, f"b{n}", row) for n, row in enumerate(features)]
     assert client.post("/items", json={"items": items}, headers=AUTH).status_code == 200
-    query = features_for(factory, np.zeros(16))  # unused; the tower is checked via scores
-    del query
     history = ["b0", "b1"]
     body = client.post("/recommend", json={"history": history, "k": 10}).json()
     embeddings, states = factory.embed(features)
@@ -299,3 +297,21 @@ def test_openapi_describes_every_field(client):
     assert not missing, missing
     assert client.get("/docs").status_code == 200
     assert "APIKeyHeader" in schema["components"]["securitySchemes"]
+
+
+@pytest.mark.parametrize("index_type", ["ivf", "hnsw"])
+def test_approximate_index_types_serve_the_same_api(make_settings, factory, index_type):
+    settings = make_settings(index_type=index_type, redis_url="", ivf_nprobe=64,
+                             hnsw_ef_search=256)
+    with TestClient(create_app(settings)) as client:
+        ready = client.get("/readyz").json()
+        assert ready["index_type"] == index_type and ready["index_device"] == "cpu"
+        body = client.get("/recommend/u3?k=10").json()
+        exact = brute_force(factory, factory.user_embeddings[3], 10, factory.trained_items(3))
+        assert len(set(ids(body)) & set(exact)) >= 9  # small catalog: near-exact
+        target = factory.user_embeddings[3] * 10
+        item = item_body(factory, "fresh", features_for(factory, target))
+        client.post("/items", json={"items": [item]}, headers=AUTH)
+        assert ids(client.get("/recommend/u3?k=10").json())[0] == "fresh"
+        client.delete("/items/fresh", headers=AUTH)
+        assert "fresh" not in ids(client.get("/recommend/u3?k=10").json())
