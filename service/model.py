@@ -20,8 +20,8 @@ from service.towers import ItemTower, UserTower
 from training import bundle as bundle_format
 
 # Tower contract files; they will move into training/bundle.py with the ONNX export.
-ITEM_STATES = getattr(bundle_format, "ITEM_STATES", "item_history_states.npy")
-USER_STATES = getattr(bundle_format, "USER_STATES", "user_states.npy")
+ITEM_STATES = bundle_format.ITEM_STATES
+USER_STATES = bundle_format.USER_STATES
 
 POPULAR_KEPT = 10_000
 

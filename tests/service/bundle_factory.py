@@ -23,8 +23,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from training import bundle as bundle_format
 
-ITEM_STATES = getattr(bundle_format, "ITEM_STATES", "item_history_states.npy")
-USER_STATES = getattr(bundle_format, "USER_STATES", "user_states.npy")
+ITEM_STATES = bundle_format.ITEM_STATES
+USER_STATES = bundle_format.USER_STATES
 OPSET = 17
 
 

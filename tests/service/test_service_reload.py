@@ -49,7 +49,7 @@ def test_failed_reloads_keep_serving_the_old_bundle(client, factory: FactoryBund
                             {bundle_format.ITEM_TOWER: lambda p: p.write_bytes(b"not onnx")})
     bad_states = make_bundle(tmp_path / "states", version="v4")
     bundle_format.add_files(bad_states.path, {
-        "item_history_states.npy": lambda p: np.save(p, np.zeros((3, 10), np.float32))
+        bundle_format.ITEM_STATES: lambda p: np.save(p, np.zeros((3, 10), np.float32))
     })
     cases = [
         (corrupt, "sha256"),
