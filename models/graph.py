@@ -174,28 +174,18 @@ class BipartiteSAGE(nn.Module):
     (``self_path`` is itself traceable by ``torch.onnx.export``).
     """
 
-    def __init__(
-        self,
-        dim: int,
-        num_layers: int = 2,
-        negative_slope: float = 0.01,
-        last_activation: bool = True,
-    ) -> None:
+    def __init__(self, dim: int, num_layers: int = 2, negative_slope: float = 0.01) -> None:
         super().__init__()
         if num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
         self.dim, self.num_layers = dim, num_layers
         self.negative_slope = negative_slope
-        # eq. 18 applies sigma on every layer; False leaves layer L linear (an option).
-        self.last_activation = last_activation
         self.item_self = nn.ModuleList(_xavier_linear(dim, dim) for _ in range(num_layers))
         self.item_neigh = nn.ModuleList(_xavier_linear(dim, dim) for _ in range(num_layers))
         self.user_self = nn.ModuleList(_xavier_linear(dim, dim) for _ in range(num_layers))
         self.user_neigh = nn.ModuleList(_xavier_linear(dim, dim) for _ in range(num_layers))
 
-    def _act(self, layer: int, x: torch.Tensor) -> torch.Tensor:
-        if layer == self.num_layers - 1 and not self.last_activation:
-            return x
+    def _act(self, x: torch.Tensor) -> torch.Tensor:
         return nn.functional.leaky_relu(x, self.negative_slope)
 
     def item_step(
@@ -205,7 +195,7 @@ class BipartiteSAGE(nn.Module):
         out = self.item_self[layer](item_prev)
         if neigh_mean is not None:
             out = out + self.item_neigh[layer](neigh_mean)
-        return self._act(layer, out)
+        return self._act(out)
 
     def user_step(
         self, layer: int, user_prev: torch.Tensor, neigh_mean: torch.Tensor | None
@@ -214,7 +204,7 @@ class BipartiteSAGE(nn.Module):
         out = self.user_self[layer](user_prev)
         if neigh_mean is not None:
             out = out + self.user_neigh[layer](neigh_mean)
-        return self._act(layer, out)
+        return self._act(out)
 
     def layers(
         self,

@@ -186,7 +186,6 @@ class FusionGCN(FusedItemRecommender):
         readout: str = "last",
         cold_items: torch.Tensor | None = None,
         negative_slope: float = 0.01,
-        last_activation: bool = True,
     ) -> None:
         super().__init__(
             graph,
@@ -205,7 +204,7 @@ class FusionGCN(FusedItemRecommender):
         self.num_layers = num_layers
         self.user_dropout = float(user_dropout)
         self.adjacency = BipartiteMeanAdjacency(drop_item_edges(graph, self.cold_mask))
-        self.sage = BipartiteSAGE(embed_dim, num_layers, negative_slope, last_activation)
+        self.sage = BipartiteSAGE(embed_dim, num_layers, negative_slope)
         # e_u^(0) of a user the model has never seen; trained when user_dropout > 0.
         self.unknown_user = _xavier_parameter(embed_dim)
 
