@@ -2,7 +2,7 @@
 # One command, fresh machine to running service: install, train on TikTok if no bundle exists, serve.
 #   RECSYS_BUNDLE   bundle folder (default bundles/tiktok)
 #   RECSYS_DATA_DIR dataset folder holding tiktok/ (default ../shared/datasets)
-#   HOST / PORT     where to listen (default 127.0.0.1:8000)
+#   RECSYS_HOST / RECSYS_PORT  where to listen (default 127.0.0.1:8000); service/README.md lists the rest
 set -euo pipefail
 cd "$(dirname "$0")"
 . scripts/bootstrap.sh
@@ -12,4 +12,4 @@ if [ ! -f "$RECSYS_BUNDLE/manifest.json" ]; then
   echo "no bundle at $RECSYS_BUNDLE: training MetaMMF_GCN on TikTok first (a few minutes)"
   python -m training train --data tiktok --model metammf_gcn --out "$RECSYS_BUNDLE"
 fi
-exec python -m service --host "${HOST:-127.0.0.1}" --port "${PORT:-8000}"
+exec python -m service
