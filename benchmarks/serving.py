@@ -2,6 +2,11 @@
 ingest rate, and exact vs approximate FAISS on a 1M-item catalog.
 
     python benchmarks/serving.py [BUNDLE] [--duration 6] [--ann-items 1000000]
+    python benchmarks/serving.py --quick [--rounds 3] [--concurrency 8] [--duration 3]
+
+``--quick`` measures only the floor, a cache hit and a cache miss of GET /recommend, in
+interleaved rounds with both servers up, and prints each cell's ratio to the floor of its own
+round (shared, busy cores: only ratios measured side by side mean anything). It writes no file.
 
 Everything runs on 127.0.0.1: uvicorn servers in their own processes, load from ``wrk`` (a second
 process; ``apt-get install -y wrk``). When BUNDLE (default ``bundles/tiktok``) does not exist, a
@@ -332,6 +337,60 @@ def http_section(bundle_path: Path, workdir: Path, duration: float) -> tuple[lis
     return cells, info
 
 
+def quick_section(bundle_path: Path, workdir: Path, duration: float, rounds: int,
+                  concurrency: int) -> None:
+    """Floor, cache hit and cache miss side by side, ``rounds`` times; ratios per round."""
+    bundle = bundle_format.load_bundle(bundle_path, check=False)
+    floor_port, port = free_port(), free_port()
+    env = {
+        "RECSYS_BUNDLE": str(bundle_path),
+        "RECSYS_PORT": str(port),
+        "RECSYS_DATABASE_URL": f"sqlite:///{workdir / 'bench.db'}",
+        "RECSYS_CACHE_PREFIX": f"bench-{uuid.uuid4().hex[:8]}",
+        "RECSYS_CACHE_TTL_S": "3600",
+        "RECSYS_ACCESS_LOG": "false",
+        "RECSYS_API_KEY": "",
+        "RECSYS_VERIFY_BUNDLE": "false",
+    }
+    floor = start([sys.executable, "-c", FLOOR_APP, str(floor_port)], floor_port, "/")
+    try:
+        service = start([sys.executable, "-m", "service"], port, "/readyz", env,
+                        log=workdir / "service.log")
+    except BaseException:
+        floor.stop()
+        raise
+    try:
+        hot = script_users(workdir / "hot.lua", bundle.user_ids[:64])
+        wrk(service.url, concurrency, 1, hot)  # warm the 64 hot keys
+        wrk(floor.url + "/", concurrency, 1)
+        users = list(bundle.user_ids)
+        ratios: dict[str, list[tuple[float, float]]] = {"hit": [], "miss": []}
+        for n in range(rounds):
+            base = wrk(floor.url + "/", concurrency, duration)
+            cold = script_users(workdir / f"cold{n}.lua", users, k_base=30 + 10 * n)
+            line = [f"round {n + 1}: floor {base['rps']:7.0f} req/s p99 {base['p99_ms']:6.2f} ms"]
+            for name, script in (("hit", hot), ("miss", cold)):
+                before = cache_counts(service.url)
+                result = wrk(service.url, concurrency, duration, script)
+                note = hit_ratio(before, cache_counts(service.url))
+                rps, p99 = result["rps"] / base["rps"], result["p99_ms"] / base["p99_ms"]
+                ratios[name].append((rps, p99))
+                line.append(f"{name} {result['rps']:7.0f} req/s p99 {result['p99_ms']:6.2f} ms "
+                            f"({rps:.2f}x rps, {p99:.2f}x p99, {note}, errors "
+                            f"{result['errors']})")
+            print("\n  ".join(line), flush=True)
+        for name, values in ratios.items():
+            rps = sorted(v[0] for v in values)
+            p99 = sorted(v[1] for v in values)
+            print(f"{name}: median {rps[len(rps) // 2]:.2f}x floor rps "
+                  f"(rounds {', '.join(f'{v:.2f}' for v in rps)}), median "
+                  f"{p99[len(p99) // 2]:.2f}x floor p99 (rounds "
+                  f"{', '.join(f'{v:.2f}' for v in p99)}), c={concurrency}", flush=True)
+    finally:
+        service.stop()
+        floor.stop()
+
+
 def script_naive(path: Path) -> Path:
     path.write_text(THREAD_IDS + """
 counter = 0
@@ -459,6 +518,10 @@ def main() -> None:
     parser.add_argument("--skip-http", action="store_true")
     parser.add_argument("--skip-ann", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/serving.md")
+    parser.add_argument("--quick", action="store_true",
+                        help="floor, cache hit and cache miss only, in rounds; writes no file")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of --quick")
+    parser.add_argument("--concurrency", type=int, default=8, help="connections of --quick")
     args = parser.parse_args()
     if not args.skip_http and shutil.which("wrk") is None:
         sys.exit("wrk not found: apt-get install -y wrk")
@@ -466,6 +529,9 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="serving-bench-"))
     try:
         bundle_path, note = prepare_bundle(args.bundle, workdir)
+        if args.quick:
+            quick_section(bundle_path, workdir, args.duration, args.rounds, args.concurrency)
+            return
         cells, info = [], {}
         if not args.skip_http:
             cells, info = http_section(bundle_path, workdir, args.duration)

@@ -120,9 +120,8 @@ class LatencyMiddleware:
             await self.app(scope, receive, send_status)
         finally:
             route = getattr(scope.get("route"), "path", "unmatched")
-            method = scope["method"]
-            self.metrics.latency.labels(method, route).observe(time.perf_counter() - start)
-            self.metrics.responses.labels(method, route, str(status)).inc()
+            self.metrics.observe_request(scope["method"], route, status,
+                                         time.perf_counter() - start)
 
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

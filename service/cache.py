@@ -62,11 +62,18 @@ class Cache:
 
     async def get(self, key: str) -> Any | None:
         """The cached value, or None on a miss, with Redis down or disabled."""
-        raw = await self._call(lambda r: r.get(key))
+        raw = await self.get_raw(key)
         return None if raw is None else json.loads(raw)
 
     async def set(self, key: str, value: Any) -> None:
-        await self._call(lambda r: r.set(key, json.dumps(value), ex=self.ttl_s))
+        await self.set_raw(key, json.dumps(value).encode())
+
+    async def get_raw(self, key: str) -> bytes | None:
+        """The stored bytes, or None on a miss, with Redis down or disabled."""
+        return await self._call(lambda r: r.get(key))
+
+    async def set_raw(self, key: str, value: bytes) -> None:
+        await self._call(lambda r: r.set(key, value, ex=self.ttl_s))
 
     def available(self) -> bool:
         """Whether the cache can be used right now (not disabled, not backing off)."""

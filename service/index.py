@@ -82,6 +82,10 @@ def build_faiss(vectors: np.ndarray, config: IndexConfig) -> faiss.Index:
     return index
 
 
+def _score(hit: Hit) -> float:
+    return hit[1]
+
+
 class ItemIndex:
     """Top-K inner-product search over live items, safe under concurrent search and upsert."""
 
@@ -154,9 +158,13 @@ class ItemIndex:
         results = []
         for q, hits in enumerate(delta_hits):
             if main_fetch > 0:
-                hits = hits + self._live(MAIN, self._main_ids, main_rows[q], main_scores[q])
-            hits = [hit for hit in hits if hit[0] not in excludes[q]]
-            hits.sort(key=lambda hit: -hit[1])
+                main_hits = self._live(MAIN, self._main_ids, main_rows[q], main_scores[q])
+                hits = hits + main_hits if hits else main_hits  # FAISS sorts each segment
+            exclude = excludes[q]
+            if exclude:
+                hits = [hit for hit in hits if hit[0] not in exclude]
+            if delta_hits[q]:
+                hits.sort(key=_score, reverse=True)
             exhausted = main_fetch >= main_total and delta_fetch >= delta_total
             if len(hits) < k and not exhausted:
                 # More tombstones or exclusions than fetched (e.g. deletes during the search).
@@ -167,9 +175,12 @@ class ItemIndex:
     def _live(
         self, segment: int, ids: list[str], rows: np.ndarray, scores: np.ndarray
     ) -> list[Hit]:
+        if not self._dead[segment]:  # no tombstones: every row found is live
+            return [(ids[row], score) for row, score in zip(rows.tolist(), scores.tolist(),
+                                                           strict=True) if row >= 0]
         where = self._where
         return [
-            (ids[row], float(score))
+            (ids[row], score)
             for row, score in zip(rows.tolist(), scores.tolist(), strict=True)
             if row >= 0 and where.get(ids[row]) == (segment, row)
         ]

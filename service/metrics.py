@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0)
@@ -42,6 +44,30 @@ class Metrics:
         self.reloads = Counter(
             "recsys_reloads_total", "Bundle loads by result.", ["result"], registry=r
         )
+
+        # Labelled children, looked up once: ``labels()`` takes a lock and validates the
+        # labels on every call. Filled on first use, so /metrics shows the same series.
+        self._latency: dict[tuple[str, str], Any] = {}
+        self._responses: dict[tuple[str, str, str], Any] = {}
+        self._cache: dict[str, Any] = {}
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        latency = self._latency.get((method, route))
+        if latency is None:
+            latency = self._latency[(method, route)] = self.latency.labels(method, route)
+        latency.observe(seconds)
+        key = (method, route, str(status))
+        responses = self._responses.get(key)
+        if responses is None:
+            responses = self._responses[key] = self.responses.labels(*key)
+        responses.inc()
+
+    def cache_result(self, result: str) -> None:
+        """``hit``, ``miss`` or ``bypass``."""
+        child = self._cache.get(result)
+        if child is None:
+            child = self._cache[result] = self.cache.labels(result=result)
+        child.inc()
 
     def set_model(self, version: str, model: str) -> None:
         self.model_info.clear()
