@@ -79,8 +79,15 @@ def train_command(
         typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from None
     typer.echo(f"bundle written to {path}")
-    typer.echo(_metrics_table({"valid": result.valid_metrics, "test": result.test_metrics,
-                               "cold-start test": result.cold_metrics}))
+    typer.echo(
+        _metrics_table(
+            {
+                "valid": result.valid_metrics,
+                "test": result.test_metrics,
+                "cold-start test": result.cold_metrics,
+            }
+        )
+    )
     typer.echo(
         f"best epoch {result.best_epoch} of {result.epochs_run}, "
         f"{result.seconds_per_epoch:.2f} s/epoch, {result.train_seconds:.0f} s training"
@@ -104,8 +111,9 @@ def export_command(bundle: Annotated[Path, typer.Option(help="bundle folder")]) 
 @app.command("evaluate")
 def evaluate_command(
     bundle: Annotated[Path, typer.Option(help="bundle folder")],
-    data: Annotated[str | None, typer.Option(help="dataset (default: the one it was trained on)")]
-    = None,
+    data: Annotated[
+        str | None, typer.Option(help="dataset (default: the one it was trained on)")
+    ] = None,
 ) -> None:
     """Re-score a bundle's stored embeddings on its dataset's validation and test splits."""
     import torch

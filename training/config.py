@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import tomllib
 from pydantic import BaseModel, ConfigDict, Field
@@ -19,7 +19,12 @@ class TrainConfig(BaseModel):
     max_epochs: int = Field(300, ge=1)
     batch_size: int = Field(3000, ge=1)
     lr: float = Field(1e-3, gt=0)
-    l2: float = Field(1e-6, ge=0, description="lambda of eq. 19 (L2 over all parameters)")
+    l2: float = Field(1e-6, ge=0, description="lambda of eq. 19")
+    l2_scope: Literal["batch", "all"] = Field(
+        "batch",
+        description="batch: the rows a batch touches + shared weights (Recommender.l2_penalty); "
+        "all: every parameter at every step, eq. 19 as written",
+    )
     patience: int = Field(20, ge=1, description="epochs without a better valid Recall@20")
     seed: int = 2024
     device: str = "auto"

@@ -6,9 +6,7 @@ import torch
 import torch.nn.functional as F
 
 
-def bpr_loss(
-    user: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor
-) -> torch.Tensor:
+def bpr_loss(user: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
     """Mean over the batch of -ln sigma(y_ui - y_uj) with inner-product scores."""
     margin = (user * positive).sum(-1) - (user * negative).sum(-1)
     return F.softplus(-margin).mean()  # softplus(-x) == -ln sigma(x), numerically stable

@@ -100,6 +100,13 @@ def _item_mask(dataset: Dataset) -> np.ndarray:
     return mask
 
 
+def _l2(model: Recommender, config: TrainConfig, users: torch.Tensor, items: torch.Tensor):
+    """The L2 term of eq. 19 in the configured scope (see ``TrainConfig.l2_scope``)."""
+    if config.l2_scope == "all":
+        return torch.stack([p.pow(2).sum() for p in model.parameters()]).sum()
+    return model.l2_penalty(users, items)
+
+
 def train(dataset: Dataset, config: TrainConfig, *, progress: bool = True) -> TrainResult:
     """Fit ``config.model`` on ``dataset.train``; keep the best epoch on validation."""
     device = choose_device(config.device)
@@ -127,7 +134,7 @@ def train(dataset: Dataset, config: TrainConfig, *, progress: bool = True) -> Tr
             neg = torch.as_tensor(negatives, device=device)
             loss = bpr_loss(user_emb[u], item_emb[pos], item_emb[neg])
             if config.l2 > 0:
-                loss = loss + config.l2 * model.l2_penalty(u, torch.cat([pos, neg]))
+                loss = loss + config.l2 * _l2(model, config, u, torch.cat([pos, neg]))
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()

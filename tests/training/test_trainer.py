@@ -74,3 +74,17 @@ def test_cold_items_are_scored_from_features(planted) -> None:
     assert result.cold_metrics is not None and result.cold_metrics["users"] > 0
     # features carry the group, so held-out items must rank far above chance (10/36 at 10)
     assert result.cold_metrics["recall@10"] > 0.5, result.cold_metrics
+
+
+def test_l2_scope_all_penalises_every_parameter(planted) -> None:
+    import torch
+
+    from training.trainer import _l2, build_for
+
+    model = build_for(planted, TrainConfig(model="bpr"), torch.device("cpu"))
+    users, items = torch.tensor([0]), torch.tensor([1, 2])
+    everything = sum(p.pow(2).sum() for p in model.parameters())
+    scoped = _l2(model, TrainConfig(model="bpr", l2_scope="all"), users, items)
+    batch = _l2(model, TrainConfig(model="bpr"), users, items)
+    assert torch.isclose(scoped, everything)
+    assert batch < scoped  # only three rows of the two tables
