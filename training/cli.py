@@ -40,6 +40,9 @@ def train_command(
     batch_size: Annotated[int | None, typer.Option()] = None,
     lr: Annotated[float | None, typer.Option()] = None,
     l2: Annotated[float | None, typer.Option()] = None,
+    l2_scope: Annotated[
+        str | None, typer.Option(help="batch (rows a batch touches) or all (eq. 19 as written)")
+    ] = None,
     patience: Annotated[int | None, typer.Option()] = None,
     seed: Annotated[int | None, typer.Option()] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda")] = None,
@@ -64,6 +67,7 @@ def train_command(
         "batch_size": batch_size,
         "lr": lr,
         "l2": l2,
+        "l2_scope": l2_scope,
         "patience": patience,
         "seed": seed,
         "device": device,
