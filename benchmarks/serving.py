@@ -465,6 +465,26 @@ def ann_section(n: int, dim: int, queries: int, k: int = 100) -> list[dict]:
 # ---- report ---------------------------------------------------------------------------------
 
 
+def goal_lines(cells: list[Cell], concurrency: int = 8) -> list[str]:
+    """The issue's goals as ratios to the empty endpoint, all at one concurrency, same run."""
+    at = {c.name: c for c in cells if c.concurrency == concurrency}
+    floor = at.get("floor: empty FastAPI endpoint")
+    hit, miss = at.get("GET /recommend, cache hit"), at.get("GET /recommend, cache miss")
+    naive = at.get("naive full product, 6,710 items")
+    if not (floor and hit and miss):
+        return []
+    rows = [
+        ("cache hit throughput / floor", hit.rps / floor.rps, ">= 0.7"),
+        ("cache hit p99 / floor p99", hit.p99_ms / floor.p99_ms, "<= 1.5"),
+        ("cache miss throughput / floor", miss.rps / floor.rps, ">= 0.5"),
+    ]
+    if naive:
+        rows.append(("cache miss throughput / naive full product", miss.rps / naive.rps, ""))
+    return [f"## Goals at concurrency {concurrency} (ratios within this run)", "",
+            "| ratio | measured | goal |", "| --- | ---: | --- |",
+            *[f"| {name} | {value:.2f} | {goal} |" for name, value, goal in rows], ""]
+
+
 def write_report(out: Path, bundle_note: str, info: dict, cells: list[Cell], ann: list[dict],
                  ann_items: int, duration: float) -> None:
     import faiss
@@ -491,6 +511,7 @@ def write_report(out: Path, bundle_note: str, info: dict, cells: list[Cell], ann
                   "runs the user tower over the posted history. The floor and every cell ran in "
                   "the same session on the same shared cores, so compare rows with each other "
                   "rather than with other machines.", ""]
+        lines += goal_lines(cells)
     if ann:
         exact = ann[0]
         lines += [f"## Exact vs approximate index, {ann_items:,} synthetic items", "",
