@@ -75,6 +75,7 @@ class FusedItemRecommender(Recommender):
         embed_dim: int = 64,
         id_dropout: float = 0.0,
         cold_items: torch.Tensor | None = None,
+        standardize: bool = False,
     ) -> None:
         super().__init__()
         features = _check_features(item_features, modality_dims, graph.num_items)
@@ -97,6 +98,13 @@ class FusedItemRecommender(Recommender):
                 f"fusion outputs {fusion_out} dims but d_m = embed_dim // 2 = {self.fusion_dim}"
             )
         self.register_buffer("item_features", features, persistent=False)
+        # Optional z-scoring of every feature dimension over the catalogue, inside the model so
+        # that the exported item tower applies it to raw features too. (TikTok's visual features
+        # are all positive with mean 2.7, norm ~33 against ~4.5 for audio.)
+        mean = features.mean(0) if standardize else torch.zeros(features.shape[1])
+        std = features.std(0).clamp(min=1e-6) if standardize else torch.ones(features.shape[1])
+        self.register_buffer("feature_mean", mean, persistent=False)
+        self.register_buffer("feature_std", std, persistent=False)
         cold = torch.zeros(graph.num_items, dtype=torch.bool)
         if cold_items is not None:
             cold_items = torch.as_tensor(cold_items, dtype=torch.long).cpu()
@@ -117,6 +125,7 @@ class FusedItemRecommender(Recommender):
         return mask if bool(mask.any()) else None
 
     def _layer0(self, features: torch.Tensor, id_part: torch.Tensor) -> torch.Tensor:
+        features = (features - self.feature_mean) / self.feature_std
         return torch.cat([self.fusion(features), id_part], dim=1)
 
     def item_embeddings0(self) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -186,6 +195,7 @@ class FusionGCN(FusedItemRecommender):
         readout: str = "last",
         cold_items: torch.Tensor | None = None,
         negative_slope: float = 0.01,
+        standardize: bool = False,
     ) -> None:
         super().__init__(
             graph,
@@ -195,6 +205,7 @@ class FusionGCN(FusedItemRecommender):
             embed_dim=embed_dim,
             id_dropout=id_dropout,
             cold_items=cold_items,
+            standardize=standardize,
         )
         if readout not in READOUTS:
             raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")

@@ -30,7 +30,7 @@ from models.lightgcn import LightGCN
 from models.metammf import FusedItemRecommender, FusionGCN, FusionMF
 from models.mf import BPRMF, VBPR
 
-_NEW_ITEMS: dict[str, Any] = {"id_dropout": 0.0, "cold_items": None}
+_NEW_ITEMS: dict[str, Any] = {"id_dropout": 0.0, "cold_items": None, "standardize": False}
 _NEW_USERS: dict[str, Any] = {"user_dropout": 0.0, "readout": "last"}
 _STATIC_FUSION: dict[str, Any] = {"fusion_layers": 1, "first_hidden": 256}
 _META_FUSION: dict[str, Any] = {

@@ -160,3 +160,15 @@ def test_item_tower_exports_to_onnx(
     )
     got = ort.InferenceSession(str(path)).run(None, {"features": features.numpy()})[0]
     torch.testing.assert_close(torch.from_numpy(got), model.embed_new_items(features).detach())
+
+
+def test_standardize_z_scores_features_inside_the_model(graph, features, modality_dims) -> None:
+    model = build_model("metammf_gcn", graph, features * 50 + 7, modality_dims, standardize=True)
+    plain = build_model("metammf_gcn", graph, features, modality_dims, standardize=True)
+    plain.load_state_dict(model.state_dict())
+    model.eval(), plain.eval()
+    # an affine change of the raw features is undone by the z-scoring
+    assert torch.allclose(model()[1], plain()[1], atol=1e-4)
+    assert torch.allclose(
+        model.embed_new_items(features[:3] * 50 + 7), plain.embed_new_items(features[:3]), atol=1e-4
+    )

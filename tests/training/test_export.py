@@ -124,7 +124,9 @@ def test_models_without_towers_are_refused_clearly(toy_dataset_dir: Path, tmp_pa
         export_bundle(path)
 
 
-def test_mean_readout_towers_match_torch(toy_dataset_dir: Path, tmp_path: Path) -> None:
-    hparams = {"id_dropout": 0.2, "user_dropout": 0.2, "readout": "mean"}
+def test_mean_readout_and_standardized_towers_match_torch(
+    toy_dataset_dir: Path, tmp_path: Path
+) -> None:
+    hparams = {"id_dropout": 0.2, "user_dropout": 0.2, "readout": "mean", "standardize": True}
     _, path = _train(toy_dataset_dir, tmp_path / "b", hparams=hparams)
     _check_parity_of_bundle(toy_dataset_dir, path)
