@@ -52,8 +52,8 @@ POPULARITY_FLOOR = (0.0597, 0.0255)  # Recall@20, NDCG@20 from the datasets READ
 # model in a first GPU sweep, so the grid starts there.
 COMMON_GRID: dict[str, list[Any]] = {"lr": [5e-3, 1e-2], "l2": [0.0, 1e-5, 1e-4, 1e-3]}
 MODEL_GRID: dict[str, dict[str, list[Any]]] = {
-    "metammf_gcn": {"num_layers": [1, 2]},
-    "early_gcn": {"num_layers": [1, 2]},
+    "metammf_gcn": {"num_layers": [1, 2], "standardize": [False, True]},
+    "early_gcn": {"num_layers": [1, 2], "standardize": [False, True]},
 }
 ABLATIONS = {
     "MetaMMF_GCN, 2 fusion layers": {"fusion_layers": 2},
@@ -93,7 +93,9 @@ def tune(args: argparse.Namespace) -> None:
         settings = [
             s
             for s in grid(model)
-            if (args.lr is None or s["lr"] in args.lr) and (args.l2 is None or s["l2"] in args.l2)
+            if (args.lr is None or s["lr"] in args.lr)
+            and (args.l2 is None or s["l2"] in args.l2)
+            and all(s["hparams"].get(k) == v for k, v in args.where.items())
         ]
         for index, setting in enumerate(settings):
             if index % shards != shard:
@@ -281,6 +283,9 @@ def main() -> None:
     sub.choices["tune"].add_argument("--lr", type=float, nargs="+", help="only these grid lrs")
     sub.choices["tune"].add_argument("--l2", type=float, nargs="+", help="only these grid l2s")
     sub.choices["tune"].add_argument("--tag", default="", help="prefix of the shard file name")
+    sub.choices["tune"].add_argument(
+        "--where", type=lambda s: json.loads(s), default={}, help='JSON, e.g. {"standardize": true}'
+    )
     merger = sub.add_parser("merge")
     merger.add_argument("--runs", default="runs/tuning")
     merger.add_argument("--tuning", default=str(RESULTS / "tuning.json"))
