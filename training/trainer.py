@@ -38,6 +38,7 @@ class TrainResult:
     valid_metrics: dict[str, float]
     test_metrics: dict[str, float]
     cold_metrics: dict[str, float] | None = None
+    cold_only_metrics: dict[str, float] | None = None
     history: list[dict[str, float]] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
@@ -49,6 +50,7 @@ class TrainResult:
             "valid": self.valid_metrics,
             "test": self.test_metrics,
             "cold_start_test": self.cold_metrics,
+            "cold_start_test_among_new_items": self.cold_only_metrics,
         }
 
 
@@ -82,15 +84,20 @@ def embeddings(model: Recommender) -> tuple[torch.Tensor, torch.Tensor]:
 def evaluate_split(
     model: Recommender, dataset: Dataset, split: str, batch_size: int = 2048
 ) -> dict[str, float]:
-    """All-item metrics on ``valid``, ``test`` or ``cold`` (test items held out of training)."""
+    """Metrics on ``valid``, ``test``, ``cold`` (test interactions with held-out items, ranked
+    against all items) or ``cold_only`` (the same, ranked among the held-out items only)."""
     users, items = embeddings(model)
     if split == "valid":
         relevant, seen = dataset.matrix("valid"), dataset.matrix("train")
     else:
         relevant = dataset.matrix("test")
-        if split == "cold":
+        if split in ("cold", "cold_only"):
             relevant = relevant.multiply(_item_mask(dataset)).tocsr()
         seen = dataset.matrix("train", "valid")
+        if split == "cold_only":  # a ranking of the held-out items alone
+            cold = dataset.cold_items
+            items = items[torch.as_tensor(cold, device=items.device)]
+            relevant, seen = relevant[:, cold], seen[:, cold]
     return evaluate(users, items, relevant, seen, batch_size=batch_size)
 
 
@@ -155,10 +162,14 @@ def train(dataset: Dataset, config: TrainConfig, *, progress: bool = True) -> Tr
 
     model.load_state_dict(best_state)
     test = evaluate_split(model, dataset, "test", config.eval_batch_size)
-    cold = (
-        evaluate_split(model, dataset, "cold", config.eval_batch_size)
-        if len(dataset.cold_items) and len(dataset.cold_test())
-        else None
+    has_cold = bool(len(dataset.cold_items) and len(dataset.cold_test()))
+    cold, cold_only = (
+        (
+            evaluate_split(model, dataset, "cold", config.eval_batch_size),
+            evaluate_split(model, dataset, "cold_only", config.eval_batch_size),
+        )
+        if has_cold
+        else (None, None)
     )
     epochs_run = len(history)
     return TrainResult(
@@ -171,5 +182,6 @@ def train(dataset: Dataset, config: TrainConfig, *, progress: bool = True) -> Tr
         valid_metrics=best_valid,
         test_metrics=test,
         cold_metrics=cold,
+        cold_only_metrics=cold_only,
         history=history,
     )

@@ -88,3 +88,16 @@ def test_l2_scope_all_penalises_every_parameter(planted) -> None:
     batch = _l2(model, TrainConfig(model="bpr"), users, items)
     assert torch.isclose(scoped, everything)
     assert batch < scoped  # only three rows of the two tables
+
+
+def test_cold_only_ranking_never_shows_warm_items(planted) -> None:
+    cold = planted.with_cold_items(0.2, seed=3)
+    config = TrainConfig(
+        model="metammf_gcn", max_epochs=2, batch_size=64, hparams={"id_dropout": 0.3}
+    )
+    result = train(cold, config, progress=False)
+    among_new, among_all = result.cold_only_metrics, result.cold_metrics
+    assert among_new["users"] == among_all["users"] > 0
+    # 8 held-out items: every user's held-out test item is within the top 10 of those 8
+    assert among_new["recall@10"] == 1.0
+    assert among_new["recall@10"] >= among_all["recall@10"]
