@@ -33,7 +33,8 @@ from training.config import TrainConfig  # noqa: E402
 from training.data import Dataset, load_dataset  # noqa: E402
 from training.trainer import TrainResult, train  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
 
 # DiffMM paper, Table 1, on this very split (those models also used text features).
 PUBLISHED = {
@@ -208,7 +209,7 @@ def report(args: argparse.Namespace) -> None:
     )
     main_rows = [
         _row(
-            f"{m} (lr {b['lr']}, l2 {b['l2']}, {b['hparams']})",
+            f"{m} (lr {b['lr']}, l2 {b['l2']} {b.get('l2_scope', 'batch')}, {b['hparams']})",
             b["test"],
             b["best_epoch"],
             b["seconds_per_epoch"],
@@ -231,11 +232,12 @@ def report(args: argparse.Namespace) -> None:
     published = "\n".join(
         f"| {name} | {r:.4f} | {p:.4f} | {n:.4f} |" for name, (r, p, n) in PUBLISHED.items()
     )
+    trials_file = Path(args.tuning).resolve().relative_to(ROOT)
     text = f"""# Quality on TikTok (all-item ranking, test split, tuned on validation only)
 
 Produced by `python benchmarks/quality.py report` on {platform.node()} ({torch.get_num_threads()}
 torch threads, CPU), {time.strftime("%Y-%m-%d")}. Each model's setting is the one with the best
-*validation* Recall@20 in the grid of `benchmarks/quality.py` (trials in `{args.tuning}`); its
+*validation* Recall@20 in the grid of `benchmarks/quality.py` (trials in `{trials_file}`); its
 test metrics are reported once, below. Popularity floor on this split: Recall@20
 {POPULARITY_FLOOR[0]}, NDCG@20 {POPULARITY_FLOOR[1]}. Every test user has one test item, so
 Recall@K equals HR@K. Validation has 3,051 users with one item each: one standard error of a
