@@ -273,16 +273,7 @@ def http_section(bundle_path: Path, workdir: Path, duration: float) -> tuple[lis
         floor.stop()
 
     port = free_port()
-    env = {
-        "RECSYS_BUNDLE": str(bundle_path),
-        "RECSYS_PORT": str(port),
-        "RECSYS_DATABASE_URL": f"sqlite:///{workdir / 'bench.db'}",
-        "RECSYS_CACHE_PREFIX": f"bench-{uuid.uuid4().hex[:8]}",
-        "RECSYS_CACHE_TTL_S": "3600",
-        "RECSYS_ACCESS_LOG": "false",
-        "RECSYS_API_KEY": "",
-        "RECSYS_VERIFY_BUNDLE": "false",
-    }
+    env = service_env(bundle_path, port, workdir)
     service = start([sys.executable, "-m", "service"], port, "/readyz", env,
                     log=workdir / "service.log")
     try:
@@ -337,12 +328,9 @@ def http_section(bundle_path: Path, workdir: Path, duration: float) -> tuple[lis
     return cells, info
 
 
-def quick_section(bundle_path: Path, workdir: Path, duration: float, rounds: int,
-                  concurrency: int) -> None:
-    """Floor, cache hit and cache miss side by side, ``rounds`` times; ratios per round."""
-    bundle = bundle_format.load_bundle(bundle_path, check=False)
-    floor_port, port = free_port(), free_port()
-    env = {
+def service_env(bundle_path: Path, port: int, workdir: Path) -> dict[str, str]:
+    """The benchmarked service's settings: fresh store and cache keys, no auth, no access log."""
+    return {
         "RECSYS_BUNDLE": str(bundle_path),
         "RECSYS_PORT": str(port),
         "RECSYS_DATABASE_URL": f"sqlite:///{workdir / 'bench.db'}",
@@ -352,6 +340,14 @@ def quick_section(bundle_path: Path, workdir: Path, duration: float, rounds: int
         "RECSYS_API_KEY": "",
         "RECSYS_VERIFY_BUNDLE": "false",
     }
+
+
+def quick_section(bundle_path: Path, workdir: Path, duration: float, rounds: int,
+                  concurrency: int) -> None:
+    """Floor, cache hit and cache miss side by side, ``rounds`` times; ratios per round."""
+    bundle = bundle_format.load_bundle(bundle_path, check=False)
+    floor_port, port = free_port(), free_port()
+    env = service_env(bundle_path, port, workdir)
     floor = start([sys.executable, "-c", FLOOR_APP, str(floor_port)], floor_port, "/")
     try:
         service = start([sys.executable, "-m", "service"], port, "/readyz", env,
