@@ -26,20 +26,6 @@ class BipartiteGraph:
         return BipartiteGraph(self.num_users, self.num_items, self.edge_index.to(device))
 
 
-def mean_adjacency(
-    index_dst: torch.Tensor, index_src: torch.Tensor, num_dst: int, num_src: int
-) -> torch.Tensor:
-    """Sparse row-normalised adjacency: ``A @ x_src`` is the mean of each dst node's neighbours.
-
-    Rows without neighbours stay zero (their mean aggregation contributes nothing).
-    """
-    degree = torch.bincount(index_dst, minlength=num_dst).clamp(min=1).float()
-    values = 1.0 / degree[index_dst]
-    return torch.sparse_coo_tensor(
-        torch.stack([index_dst, index_src]), values, (num_dst, num_src)
-    ).coalesce()
-
-
 class Recommender(nn.Module):
     """Base class of every model: all-user and all-item embeddings from one forward pass."""
 

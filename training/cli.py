@@ -123,25 +123,21 @@ def evaluate_command(
     import torch
 
     from training.bundle import BundleError, load_bundle
-    from training.data import DataError, load_dataset
-    from training.evaluation import evaluate
+    from training.data import DataError
+    from training.pipeline import prepare_dataset
+    from training.trainer import evaluate_embeddings
 
     try:
         loaded = load_bundle(bundle)
         manifest = loaded.manifest
-        dataset = load_dataset(data or manifest["dataset"]["path"], seed=manifest["config"]["seed"])
-        fraction = manifest["config"].get("cold_start_fraction", 0.0)
-        if fraction:
-            dataset = dataset.with_cold_items(fraction, seed=manifest["config"]["seed"])
-    except (BundleError, DataError) as error:
+        config = TrainConfig(**manifest["config"])
+        dataset = prepare_dataset(data or manifest["dataset"]["path"], config)
+    except (BundleError, DataError, ValueError) as error:
         typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from None
     users = torch.as_tensor(loaded.user_embeddings)
     items = torch.as_tensor(loaded.item_embeddings)
-    results = {
-        "valid": evaluate(users, items, dataset.matrix("valid"), dataset.matrix("train")),
-        "test": evaluate(users, items, dataset.matrix("test"), dataset.matrix("train", "valid")),
-    }
+    results = {s: evaluate_embeddings(users, items, dataset, s) for s in ("valid", "test")}
     typer.echo(f"{manifest['model']} on {dataset.name} (bundle {loaded.version})")
     typer.echo(_metrics_table(results))
 

@@ -86,6 +86,10 @@ class Dataset:
     def matrix(self, *splits: str) -> sp.csr_matrix:
         """Binary user x item matrix of the union of the given splits."""
         pairs = np.concatenate([self.split(s) for s in splits]) if splits else np.zeros((0, 2))
+        return self.pairs_matrix(pairs)
+
+    def pairs_matrix(self, pairs: np.ndarray) -> sp.csr_matrix:
+        """Binary user x item matrix of ``(user, item)`` rows."""
         pairs = pairs.astype(np.int64)
         data = np.ones(len(pairs), dtype=np.float32)
         m = sp.csr_matrix(

@@ -6,14 +6,12 @@ import logging
 import time
 from pathlib import Path
 
-import torch
-
 from training import bundle as bundle_format
 from training.checkpoint import save_checkpoint
 from training.config import TrainConfig
 from training.data import Dataset, load_dataset
 from training.export import can_export, export_bundle
-from training.trainer import TrainResult, embeddings, train
+from training.trainer import TrainResult, embeddings, model_inputs, train
 
 log = logging.getLogger(__name__)
 
@@ -35,22 +33,15 @@ def write_result_bundle(
 ) -> Path:
     """Write the trained model, its final embeddings and metrics as a bundle."""
     users, items = embeddings(result.model)
-    model = result.model
-    graph_edges = torch.as_tensor(dataset.train.T.copy())
-    features = dataset.feature_matrix()
-    hparams = dict(result.config.hparams)
-    if len(dataset.cold_items):
-        hparams["cold_items"] = torch.as_tensor(dataset.cold_items)
+    graph, features, hparams = model_inputs(dataset, result.config)
 
     def write_weights(path: Path) -> None:
-        from models.base import BipartiteGraph
-
         save_checkpoint(
-            model,
+            result.model,
             path,
             name=result.config.model,
-            graph=BipartiteGraph(dataset.num_users, dataset.num_items, graph_edges),
-            item_features=None if features is None else torch.as_tensor(features),
+            graph=graph,
+            item_features=features,
             modality_dims=dataset.modality_dims,
             hparams=hparams,
         )

@@ -54,9 +54,10 @@ class TrainResult:
         }
 
 
-def build_for(dataset: Dataset, config: TrainConfig, device: torch.device) -> Recommender:
-    """Construct ``config.model`` over the dataset's training graph and features."""
-    torch.manual_seed(config.seed)
+def model_inputs(
+    dataset: Dataset, config: TrainConfig
+) -> tuple[BipartiteGraph, torch.Tensor | None, dict[str, Any]]:
+    """What ``build_model`` takes for this dataset: training graph, features, hyperparameters."""
     graph = BipartiteGraph(
         dataset.num_users, dataset.num_items, torch.as_tensor(dataset.train.T.copy())
     )
@@ -64,14 +65,14 @@ def build_for(dataset: Dataset, config: TrainConfig, device: torch.device) -> Re
     hparams = dict(config.hparams)
     if len(dataset.cold_items):
         hparams["cold_items"] = torch.as_tensor(dataset.cold_items)
-    model = build_model(
-        config.model,
-        graph,
-        None if features is None else torch.as_tensor(features),
-        dataset.modality_dims,
-        **hparams,
-    )
-    return model.to(device)
+    return graph, None if features is None else torch.as_tensor(features), hparams
+
+
+def build_for(dataset: Dataset, config: TrainConfig, device: torch.device) -> Recommender:
+    """Construct ``config.model`` over the dataset's training graph and features."""
+    torch.manual_seed(config.seed)
+    graph, features, hparams = model_inputs(dataset, config)
+    return build_model(config.model, graph, features, dataset.modality_dims, **hparams).to(device)
 
 
 @torch.no_grad()
@@ -81,19 +82,18 @@ def embeddings(model: Recommender) -> tuple[torch.Tensor, torch.Tensor]:
     return users.detach(), items.detach()
 
 
-def evaluate_split(
-    model: Recommender, dataset: Dataset, split: str, batch_size: int = 2048
+def evaluate_embeddings(
+    users: torch.Tensor, items: torch.Tensor, dataset: Dataset, split: str, batch_size: int = 2048
 ) -> dict[str, float]:
     """Metrics on ``valid``, ``test``, ``cold`` (test interactions with held-out items, ranked
     against all items) or ``cold_only`` (the same, ranked among the held-out items only)."""
-    users, items = embeddings(model)
     if split == "valid":
         relevant, seen = dataset.matrix("valid"), dataset.matrix("train")
     else:
-        relevant = dataset.matrix("test")
-        if split in ("cold", "cold_only"):
-            relevant = relevant.multiply(_item_mask(dataset)).tocsr()
         seen = dataset.matrix("train", "valid")
+        relevant = dataset.matrix("test") if split == "test" else (
+            dataset.pairs_matrix(dataset.cold_test())
+        )
         if split == "cold_only":  # a ranking of the held-out items alone
             cold = dataset.cold_items
             items = items[torch.as_tensor(cold, device=items.device)]
@@ -101,10 +101,11 @@ def evaluate_split(
     return evaluate(users, items, relevant, seen, batch_size=batch_size)
 
 
-def _item_mask(dataset: Dataset) -> np.ndarray:
-    mask = np.zeros((1, dataset.num_items), dtype=np.float32)
-    mask[0, dataset.cold_items] = 1.0
-    return mask
+def evaluate_split(
+    model: Recommender, dataset: Dataset, split: str, batch_size: int = 2048
+) -> dict[str, float]:
+    """:func:`evaluate_embeddings` of the model's current embeddings (eval mode)."""
+    return evaluate_embeddings(*embeddings(model), dataset, split, batch_size)
 
 
 def _l2(model: Recommender, config: TrainConfig, users: torch.Tensor, items: torch.Tensor):
