@@ -222,9 +222,13 @@ end
 
 
 def cache_counts(url: str) -> dict[str, float]:
+    """Cache lookups by result (hit, miss, bypass), summed over layers."""
     text = httpx.get(url + "/metrics", timeout=10).text
-    return {m.group(1): float(m.group(2)) for m in
-            re.finditer(r'recsys_cache_requests_total\{result="(\w+)"\} ([\d.e+]+)', text)}
+    counts: dict[str, float] = {}
+    for m in re.finditer(r'^recsys_cache_requests_total\{(.*)\} ([\d.e+]+)$', text, re.MULTILINE):
+        result = re.search(r'result="(\w+)"', m.group(1)).group(1)
+        counts[result] = counts.get(result, 0.0) + float(m.group(2))
+    return counts
 
 
 def hit_ratio(before: dict[str, float], after: dict[str, float]) -> str:

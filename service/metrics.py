@@ -6,6 +6,10 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+# Cache.get's outcome -> (result, layer) labels of recsys_cache_requests_total.
+CACHE_LABELS = {"memory": ("hit", "memory"), "redis": ("hit", "redis"), "miss": ("miss", "redis"),
+                "bypass": ("bypass", "none")}
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -13,18 +17,22 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        # One histogram also counts responses (its _count by status): a second metric would
+        # cost every request another locked increment.
         self.latency = Histogram(
-            "recsys_request_seconds", "Request latency by route template.",
-            ["method", "route"], buckets=LATENCY_BUCKETS, registry=r,
-        )
-        self.responses = Counter(
-            "recsys_responses_total", "Responses by route and status code.",
-            ["method", "route", "status"], registry=r,
+            "recsys_request_seconds", "Request latency by route template and status code.",
+            ["method", "route", "status"], buckets=LATENCY_BUCKETS, registry=r,
         )
         self.cache = Counter(
             "recsys_cache_requests_total",
-            "Recommendation cache lookups: hit, miss, or bypass (Redis down or disabled).",
-            ["result"], registry=r,
+            "Recommendation cache lookups: result hit (layer memory or redis), miss, or bypass "
+            "(Redis down or disabled, and not in memory).",
+            ["result", "layer"], registry=r,
+        )
+        self.batch_size = Histogram(
+            "recsys_batch_size", "Requests served together by one micro-batch, by stage "
+            "(rank: one FAISS search; redis_get: one MGET; redis_set: one pipelined write).",
+            ["stage"], buckets=BATCH_BUCKETS, registry=r,
         )
         self.redis_errors = Counter("recsys_redis_errors_total", "Failed Redis calls.", registry=r)
         self.index_items = Gauge("recsys_index_items", "Live items in the index.", registry=r)
@@ -47,26 +55,29 @@ class Metrics:
 
         # Labelled children, looked up once: ``labels()`` takes a lock and validates the
         # labels on every call. Filled on first use, so /metrics shows the same series.
-        self._latency: dict[tuple[str, str], Any] = {}
-        self._responses: dict[tuple[str, str, str], Any] = {}
+        self._latency: dict[tuple[str, str, int], Any] = {}
         self._cache: dict[str, Any] = {}
+        self._batch: dict[str, Any] = {}
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
-        latency = self._latency.get((method, route))
+        key = (method, route, status)
+        latency = self._latency.get(key)
         if latency is None:
-            latency = self._latency[(method, route)] = self.latency.labels(method, route)
+            latency = self._latency[key] = self.latency.labels(method, route, str(status))
         latency.observe(seconds)
-        key = (method, route, str(status))
-        responses = self._responses.get(key)
-        if responses is None:
-            responses = self._responses[key] = self.responses.labels(*key)
-        responses.inc()
 
-    def cache_result(self, result: str) -> None:
-        """``hit``, ``miss`` or ``bypass``."""
-        child = self._cache.get(result)
+    def observe_batch(self, stage: str, size: int) -> None:
+        child = self._batch.get(stage)
         if child is None:
-            child = self._cache[result] = self.cache.labels(result=result)
+            child = self._batch[stage] = self.batch_size.labels(stage=stage)
+        child.observe(size)
+
+    def cache_result(self, outcome: str) -> None:
+        """``memory`` or ``redis`` (a hit in that layer), ``miss`` or ``bypass``."""
+        child = self._cache.get(outcome)
+        if child is None:
+            result, layer = CACHE_LABELS[outcome]
+            child = self._cache[outcome] = self.cache.labels(result=result, layer=layer)
         child.inc()
 
     def set_model(self, version: str, model: str) -> None:

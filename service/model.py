@@ -272,9 +272,6 @@ class ServingModel:
 
     # ---- ranking -----------------------------------------------------------------------
 
-    def search(self, vector: np.ndarray, k: int, exclude: set[str]) -> list[Hit]:
-        return self.index.search(vector.reshape(1, -1), k, [exclude])[0]
-
     def popular_items(self, k: int, exclude: Iterable[str] = ()) -> list[Hit]:
         exclude = set(exclude)
         hits = []

@@ -3,17 +3,20 @@
 Writes (synchronous, run in the thread pool): validate -> embed (outside any lock) -> under the
 one write lock: commit to the store, then apply in memory. A reload replays the store and swaps
 models under the same lock, so no write can fall between the replay and the swap.
-Reads (asynchronous) never take the write lock: the cache is asked on the event loop, and a
-miss ranks (towers + FAISS) on the event loop too while ranking is cheap, in a worker thread when
-it is not (see ``Recommender._rank``).
+Reads (asynchronous) never take the write lock: the cache is asked on the event loop, and the
+misses of concurrent requests are ranked together (one FAISS search for the batch, see
+``service.batching``), on the event loop while that is cheap, in a worker thread when it is not
+(see ``Recommender._rank_batch``).
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +24,10 @@ import pydantic_core
 from starlette.concurrency import run_in_threadpool
 
 from service import schemas
+from service.batching import MicroBatcher
 from service.cache import Cache
 from service.errors import Invalid, NotFound, NotReady, invalid
-from service.index import IndexConfig, choose_device, gpu_count, set_threads
+from service.index import Hit, IndexConfig, choose_device, gpu_count, set_threads
 from service.metrics import Metrics
 from service.model import ServingModel, relayout
 from service.settings import Settings
@@ -31,9 +35,10 @@ from service.store import Store, StoredItem
 
 log = logging.getLogger(__name__)
 REPLAY_BATCH = 1024
-# A miss ranks on the event loop while ranking takes less CPU than this on average: a thread hop
-# costs ~0.3 ms of CPU (measured), more than an exact search over ~10^4 items; a slower rank
-# (big exact index, heavy user tower) goes to the thread pool so it cannot stall the loop.
+# A batch of misses ranks on the event loop while it is expected to take less CPU than this: a
+# thread hop costs ~0.3 ms of CPU (measured), more than an exact search over ~10^4 items; a
+# slower batch (big exact index, heavy user tower) goes to the thread pool so it cannot stall
+# the loop.
 INLINE_RANK_S = 0.0005
 RANK_SMOOTHING = 0.1  # weight of the newest duration in the running average
 
@@ -50,10 +55,12 @@ class Recommender:
         self.cache = Cache(
             settings.redis_url,
             ttl_s=settings.cache_ttl_s,
+            local_items=settings.local_cache_items,
             prefix=settings.cache_prefix,
             timeout_s=settings.redis_timeout_s,
             backoff_s=settings.redis_backoff_s,
             on_error=metrics.redis_errors.inc,
+            on_batch=metrics.observe_batch,
         )
         set_threads(settings.faiss_threads)
         self.index_config = IndexConfig(
@@ -69,8 +76,10 @@ class Recommender:
         self.catalog_generation = 0  # bumped by every delete; part of every cache key
         self._write_lock = threading.Lock()
         self._reload_lock = threading.Lock()
-        # Running average of rank durations, stored vector vs user tower; starts in the pool.
-        self._rank_s = {False: 2 * INLINE_RANK_S, True: 2 * INLINE_RANK_S}
+        # Running average of CPU seconds per ranked request; starts in the pool.
+        self._rank_s = 2 * INLINE_RANK_S
+        self._ranker = MicroBatcher(self._rank_batch,
+                                    on_batch=lambda n: metrics.observe_batch("rank", n))
 
     # ---- lifecycle ---------------------------------------------------------------------
 
@@ -108,17 +117,20 @@ class Recommender:
                 kept = previous.version if previous else "nothing"
                 raise LoadError(f"cannot load bundle {path}: {error} (still serving {kept})") \
                     from error
+            previous_version = previous.version if previous else None
             with self._write_lock:
                 self._replay(model)
                 self.catalog_generation = self.store.catalog_generation()
                 self.model = model  # requests in flight keep their reference to the old one
+            del previous  # no reference of ours may keep the old bundle alive through the freeze
+            freeze_heap()
             self.metrics.reloads.labels(result="ok").inc()
             self.metrics.set_model(model.version, model.model_name)
             self.metrics.index_items.set(len(model.index))
             log.info("serving bundle %s (%s, %d items)", model.version, path, len(model.index))
             return schemas.ReloadOut(
                 model_version=model.version,
-                previous_version=previous.version if previous else None,
+                previous_version=previous_version,
                 items=len(model.index),
             )
 
@@ -253,48 +265,42 @@ class Recommender:
                            "with a `history`, or log interactions first")
         # Read the generations before searching: a delete or interaction that lands later
         # changes the key, so what is cached under this key was computed no earlier than it.
-        key = self.cache.key(
-            CACHE_KIND, model.version, self.catalog_generation, user_id, model.generation(user_id),
-            k, history, sorted(set(exclude)),
-        )
-        cached = await self._cache_get(key)
+        parts = (model.version, self.catalog_generation, user_id, model.generation(user_id), k,
+                 tuple(history), tuple(sorted(set(exclude))))
+        body = self.cache.get_local(parts)  # the whole response, as served from cache
+        if body is not None:
+            self.metrics.cache_result("memory")
+            return body
+        key = self.cache.key(CACHE_KIND, *parts)
+        cached, outcome = await self.cache.get(key)
+        self.metrics.cache_result(outcome)
         if cached is not None:  # b"<source>\n<items JSON>", spliced in without parsing
             source, _, items = cached.partition(b"\n")
-            return recommendation_json(user_id, model.version, True, source, items)
-        hits, source = await self._rank(model, user_id, history, exclude, k)
-        items = items_json(hits)
-        if self.cache.available():
-            await self.cache.set_raw(key, source.encode() + b"\n" + items)
-        return recommendation_json(user_id, model.version, False, source.encode(), items)
+        else:
+            ranked = await self._ranker(RankRequest(model, user_id, history, exclude, k))
+            if isinstance(ranked, Exception):
+                raise ranked
+            hits, source_name = ranked
+            source, items = source_name.encode(), items_json(hits)
+            await self.cache.set(key, source + b"\n" + items)
+        self.cache.set_local(parts, recommendation_json(user_id, model.version, True, source,
+                                                        items))
+        return recommendation_json(user_id, model.version, cached is not None, source, items)
 
-    async def _rank(
-        self, model: ServingModel, user_id: str | None, history: list[str], exclude: list[str],
-        k: int,
-    ) -> tuple[list, str]:
-        """``_rank`` inline or in a worker thread, whichever its recent durations call for."""
-        tower = model.needs_tower(user_id, history)
-        if self._rank_s[tower] < INLINE_RANK_S:
+    async def _rank_batch(self, requests: list[RankRequest]) -> list[Ranked | Exception]:
+        """``rank_batch`` inline or in a worker thread, whichever recent durations call for."""
+        if self._rank_s * len(requests) < INLINE_RANK_S:
             started = time.thread_time()
             try:
-                return _rank(model, user_id, history, exclude, k)
+                return rank_batch(requests)
             finally:
-                self._note_rank(tower, time.thread_time() - started)
-        hits, source, seconds = await run_in_threadpool(_timed_rank, model, user_id, history,
-                                                        exclude, k)
-        self._note_rank(tower, seconds)
-        return hits, source
+                self._note_rank((time.thread_time() - started) / len(requests))
+        results, seconds = await run_in_threadpool(_timed_rank_batch, requests)
+        self._note_rank(seconds / len(requests))
+        return results
 
-    def _note_rank(self, tower: bool, seconds: float) -> None:
-        self._rank_s[tower] += RANK_SMOOTHING * (seconds - self._rank_s[tower])
-
-    async def _cache_get(self, key: str) -> bytes | None:
-        if not self.cache.available():
-            self.metrics.cache_result("bypass")
-            return None
-        value = await self.cache.get_raw(key)
-        result = "hit" if value is not None else "miss" if self.cache.available() else "bypass"
-        self.metrics.cache_result(result)
-        return value
+    def _note_rank(self, seconds: float) -> None:
+        self._rank_s += RANK_SMOOTHING * (seconds - self._rank_s)
 
     # ---- health ------------------------------------------------------------------------
 
@@ -312,6 +318,17 @@ class Recommender:
             store=store_ok,
             redis=await self.cache.state(),
         )
+
+
+def freeze_heap() -> None:
+    """Put every object alive now (the bundle's id maps, histories, sessions: millions of
+    objects) out of the cyclic garbage collector's reach. Otherwise each full collection walks
+    them all and stalls the event loop: p99 of a cache hit 24-30 ms instead of 1.5 ms (measured,
+    ``benchmarks/serving.py --quick``). Frozen objects are still freed by reference counting;
+    unfreezing first lets a collection reclaim the previous bundle's cycles."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 CACHE_KIND = "recjson"  # value: b"<source>\n<items JSON>" (the former "rec" held other JSON)
@@ -336,18 +353,51 @@ def recommendation_json(
     ))
 
 
-def _timed_rank(
-    model: ServingModel, user_id: str | None, history: list[str], exclude: list[str], k: int
-) -> tuple[list, str, float]:
+@dataclass(frozen=True)
+class RankRequest:
+    model: ServingModel
+    user_id: str | None
+    history: list[str]
+    exclude: list[str]
+    k: int
+
+
+Ranked = tuple[list[Hit], str]  # best first, and where the user vector came from
+
+
+def rank_batch(requests: Sequence[RankRequest]) -> list[Ranked | Exception]:
+    """The CPU part of recommendations: user vectors (stored or user tower), then one FAISS
+    search per bundle for the whole batch. A request that fails gets its exception back
+    instead of failing the others."""
+    results: list[Ranked | Exception] = [ValueError("not ranked")] * len(requests)
+    by_model: dict[int, list[int]] = {}
+    for position, request in enumerate(requests):
+        by_model.setdefault(id(request.model), []).append(position)
+    for positions in by_model.values():
+        model = requests[positions[0]].model
+        ranked, vectors, sources, excluded = [], [], [], []
+        for position in positions:
+            request = requests[position]
+            try:
+                vector, source = model.user_vector(request.user_id, request.history)
+            except Exception as error:  # noqa: BLE001 - this request's answer, not the batch's
+                results[position] = error
+                continue
+            ranked.append(position)
+            vectors.append(vector)
+            sources.append(source)
+            excluded.append(model.seen(request.user_id) | set(request.history)
+                            | set(request.exclude))
+        if not ranked:
+            continue
+        k = max(requests[position].k for position in ranked)
+        hits = model.index.search(np.stack(vectors), k, excluded)
+        for position, found, source in zip(ranked, hits, sources, strict=True):
+            results[position] = (found[: requests[position].k], source)
+    return results
+
+
+def _timed_rank_batch(requests: Sequence[RankRequest]) -> tuple[list[Ranked | Exception], float]:
     started = time.thread_time()  # CPU time: other processes on the cores must not count
-    hits, source = _rank(model, user_id, history, exclude, k)
-    return hits, source, time.thread_time() - started
-
-
-def _rank(
-    model: ServingModel, user_id: str | None, history: list[str], exclude: list[str], k: int
-) -> tuple[list, str]:
-    """The CPU part of a recommendation (towers + FAISS)."""
-    vector, source = model.user_vector(user_id, history)
-    excluded = model.seen(user_id) | set(history) | set(exclude)
-    return model.search(vector, k, excluded), source
+    results = rank_batch(requests)
+    return results, time.thread_time() - started

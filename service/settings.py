@@ -25,6 +25,11 @@ class Settings(BaseSettings):
     )
     cache_prefix: str = Field("recsys", description="Namespace of every Redis key.")
     cache_ttl_s: int = Field(300, ge=1, description="Lifetime of a cached recommendation list.")
+    local_cache_items: int = Field(
+        10_000, ge=0,
+        description="Recommendation lists also kept in process memory, in front of Redis "
+        "(hot users without a network round trip); 0 keeps them in Redis only.",
+    )
     redis_timeout_s: float = Field(0.2, gt=0, description="Redis connect and socket timeout.")
     redis_backoff_s: float = Field(3.0, ge=0, description="Pause after a Redis error.")
     api_key: SecretStr | None = Field(None, description="Required on mutating endpoints if set.")

@@ -1,8 +1,8 @@
 """One router a resource; handlers stay thin and call ``Recommender``.
 
 Writes are plain ``def``: ONNX Runtime, FAISS and SQL calls block, so FastAPI runs them in its
-thread pool. Recommendations are ``async``: the Redis cache is asked on the event loop and only
-a miss goes to a worker thread.
+thread pool. Recommendations are ``async``: the cache is asked on the event loop, and misses are
+ranked in batches (see ``service.batching``).
 """
 
 from fastapi import Response

@@ -241,7 +241,14 @@ def test_deleted_item_never_appears_again(client, factory: FactoryBundle):
 
 
 @pytest.mark.skipif(not redis_reachable(), reason="local Redis is not reachable")
-def test_cache_hits_and_every_staleness_rule(client, factory: FactoryBundle, tmp_path):
+@pytest.mark.parametrize(("local_items", "layer"), [(1000, "memory"), (0, "redis")])
+def test_cache_hits_and_every_staleness_rule(make_settings, factory: FactoryBundle, tmp_path,
+                                              local_items, layer):
+    with TestClient(create_app(make_settings(local_cache_items=local_items))) as client:
+        check_cache_rules(client, factory, tmp_path, layer)
+
+
+def check_cache_rules(client: TestClient, factory: FactoryBundle, tmp_path, layer: str) -> None:
     first = client.get("/recommend/u6?k=10").json()
     second = client.get("/recommend/u6?k=10").json()
     assert not first["cached"] and second["cached"] and ids(first) == ids(second)
@@ -275,14 +282,24 @@ def test_cache_hits_and_every_staleness_rule(client, factory: FactoryBundle, tmp
     fresh = client.get("/recommend/u6?k=10").json()
     assert fresh["model_version"] == "v2" and not fresh["cached"]
     metrics = client.get("/metrics").text
-    assert 'recsys_cache_requests_total{result="hit"}' in metrics
+    assert f'recsys_cache_requests_total{{layer="{layer}",result="hit"}}' in metrics
 
 
 def test_service_answers_without_redis(make_settings, factory):
-    with TestClient(create_app(make_settings(redis_url=""))) as client:
+    with TestClient(create_app(make_settings(redis_url="", local_cache_items=0))) as client:
         assert client.get("/readyz").json()["redis"] == "disabled"
         for _ in range(2):
             assert not client.get("/recommend/u0").json()["cached"]
+
+
+def test_memory_layer_caches_without_redis(make_settings, factory):
+    with TestClient(create_app(make_settings(redis_url=""))) as client:
+        first, second = (client.get("/recommend/u0?k=7").json() for _ in range(2))
+        assert not first["cached"] and second["cached"]
+        assert {**first, "cached": True} == second  # the whole body, as computed
+        metrics = client.get("/metrics").text
+        assert 'recsys_cache_requests_total{layer="memory",result="hit"} 1.0' in metrics
+        assert 'recsys_cache_requests_total{layer="none",result="bypass"} 1.0' in metrics
 
 
 def test_openapi_describes_every_field(client):
@@ -301,8 +318,8 @@ def test_openapi_describes_every_field(client):
 
 @pytest.mark.parametrize("index_type", ["ivf", "hnsw"])
 def test_approximate_index_types_serve_the_same_api(make_settings, factory, index_type):
-    settings = make_settings(index_type=index_type, redis_url="", ivf_nprobe=64,
-                             hnsw_ef_search=256)
+    settings = make_settings(index_type=index_type, redis_url="", local_cache_items=0,
+                             ivf_nprobe=64, hnsw_ef_search=256)
     with TestClient(create_app(settings)) as client:
         ready = client.get("/readyz").json()
         assert ready["index_type"] == index_type and ready["index_device"] == "cpu"

@@ -27,9 +27,9 @@ def test_round_trip_with_ttl(prefix):
     async def scenario():
         cache = Cache(LOCAL_REDIS, ttl_s=30, prefix=prefix)
         key = cache.key("rec", "v1", 0, "u1", 0, 20, [], [])
-        assert await cache.get(key) is None
-        await cache.set(key, {"items": [["i1", 1.5]], "source": "stored"})
-        assert await cache.get(key) == {"items": [["i1", 1.5]], "source": "stored"}
+        assert await cache.get(key) == (None, "miss")
+        await cache.set(key, b'stored\n[{"item_id":"i1","score":1.5}]')
+        assert await cache.get(key) == (b'stored\n[{"item_id":"i1","score":1.5}]', "redis")
         assert await cache.state() == "up"
         await cache.close()
         return key
@@ -53,8 +53,8 @@ def test_keys_differ_for_every_part_and_cannot_collide():
 def test_disabled_cache_misses_quietly():
     async def scenario():
         cache = Cache(None)
-        await cache.set("k", 1)
-        assert await cache.get("k") is None and await cache.state() == "disabled"
+        await cache.set("k", b"1")
+        assert await cache.get("k") == (None, "bypass") and await cache.state() == "disabled"
         assert not cache.available()
 
     asyncio.run(scenario())
@@ -65,53 +65,58 @@ def test_redis_down_counts_errors_backs_off_and_recovers(private_redis):
 
     async def scenario():
         cache = Cache(private_redis.url, backoff_s=0.5, on_error=lambda: errors.append(1))
-        await cache.set("k", "v")
-        assert await cache.get("k") == "v"
+        await cache.set("k", b"v")
+        assert await cache.get("k") == (b"v", "redis")
 
         private_redis("stop")
         started = time.monotonic()
-        assert await cache.get("k") is None
+        assert await cache.get("k") == (None, "bypass")
         assert errors and not cache.available()
         for _ in range(50):  # backing off: no further calls, no further errors, no waiting
-            assert await cache.get("k") is None
+            assert await cache.get("k") == (None, "bypass")
         assert len(errors) == 1 and time.monotonic() - started < 1.0
 
         private_redis("start")
         await asyncio.sleep(0.6)
-        await cache.set("k", "again")
-        if await cache.get("k") is None:  # a pooled socket may die once after the restart
+        await cache.set("k", b"again")
+        if (await cache.get("k"))[0] is None:  # a pooled socket may die once after the restart
             await asyncio.sleep(0.6)
-            await cache.set("k", "again")
-        assert await cache.get("k") == "again" and await cache.state() == "up"
+            await cache.set("k", b"again")
+        assert await cache.get("k") == (b"again", "redis") and await cache.state() == "up"
         await cache.close()
 
     asyncio.run(scenario())
 
 
-def test_concurrent_commands_share_one_pipelined_connection(prefix):
+def test_concurrent_calls_are_batched_and_each_gets_its_own_value(prefix):
     async def scenario():
         cache = Cache(LOCAL_REDIS, ttl_s=30, prefix=prefix)
         keys = [cache.key("rec", n) for n in range(50)]
-        await asyncio.gather(*(cache.set_raw(k, b"v%d" % n) for n, k in enumerate(keys)))
-        values = await asyncio.gather(*(cache.get_raw(k) for k in keys))
-        assert values == [b"v%d" % n for n in range(50)]
+        await asyncio.gather(*(cache.set(k, b"v%d" % n) for n, k in enumerate(keys)))
+        found = await asyncio.gather(*(cache.get(k) for k in [*keys, cache.key("rec", "none")]))
+        assert found == [(b"v%d" % n, "redis") for n in range(50)] + [(None, "miss")]
         big = bytes(range(256)) * 4096  # 1 MiB with CR, LF and every other byte: many reads
-        await cache.set_raw(keys[0], big)
-        assert await cache.get_raw(keys[0]) == big
+        await cache.set(keys[0], big)
+        assert await cache.get(keys[0]) == (big, "redis")
         await cache.close()
+        return keys
 
-    asyncio.run(scenario())
+    keys = asyncio.run(scenario())
+    assert all(0 < redis_client().ttl(key) <= 30 for key in keys)  # pipelined writes expire too
 
 
-def test_error_reply_is_counted_and_backs_off(prefix):
+def test_error_reply_is_counted_and_backs_off(private_redis):
     errors = []
+    # No memory for anything: every write gets an OOM error reply (the connection stays up).
+    redis_client(private_redis.url).config_set("maxmemory", 1)
+    redis_client(private_redis.url).config_set("maxmemory-policy", "noeviction")
 
     async def scenario():
-        cache = Cache(LOCAL_REDIS, prefix=prefix, backoff_s=30, on_error=lambda: errors.append(1))
-        key = cache.key("rec", "list")
-        redis_client().rpush(key, "x")  # GET on a list: WRONGTYPE error reply
-        assert await cache.get_raw(key) is None
+        cache = Cache(private_redis.url, backoff_s=30, on_error=lambda: errors.append(1))
+        await cache.set("k", b"v")
         assert errors == [1] and not cache.available()
+        assert await cache.get("k") == (None, "bypass")  # backing off: Redis is not asked
+        assert errors == [1]
         await cache.close()
 
     asyncio.run(scenario())
@@ -124,10 +129,23 @@ def test_unreachable_redis_fails_fast():
         cache = Cache("redis://127.0.0.1:1/0", timeout_s=0.1, backoff_s=0.2,
                       on_error=lambda: errors.append(1))
         started = time.monotonic()
-        assert await cache.get_raw("k") is None
+        assert await cache.get("k") == (None, "bypass")
         assert time.monotonic() - started < 1.0 and errors == [1]
 
     asyncio.run(scenario())
+
+
+def test_local_layer_keeps_bytes_by_parts_until_they_expire():
+    cache = Cache(None, ttl_s=1, local_items=2)
+    cache.set_local(("v1", 0, "u1"), b"body")
+    assert cache.get_local(("v1", 0, "u1")) == b"body"
+    assert cache.get_local(("v1", 1, "u1")) is None  # another generation: another entry
+    cache.set_local(("a",), b"a")
+    cache.set_local(("b",), b"b")  # two entries at most: the oldest goes
+    assert cache.get_local(("v1", 0, "u1")) is None
+    time.sleep(1.1)
+    assert cache.get_local(("b",)) is None
+    assert Cache(None).get_local(("b",)) is None  # local_items=0: no local layer
 
 
 @pytest.mark.parametrize("user_id", ["u1", None, "ü😀\"\\"])

@@ -44,7 +44,8 @@ def test_kill_9_loses_nothing_that_was_acknowledged(live_server, factory: Factor
 
 
 def test_redis_outage_degrades_then_recovers_by_itself(live_server, private_redis):
-    server = live_server(RECSYS_REDIS_URL=private_redis.url, RECSYS_REDIS_BACKOFF_S="0.5")
+    server = live_server(RECSYS_REDIS_URL=private_redis.url, RECSYS_REDIS_BACKOFF_S="0.5",
+                         RECSYS_LOCAL_CACHE_ITEMS="0")  # Redis alone: the memory layer would answer
     with httpx.Client(base_url=server.url, headers=AUTH, timeout=10) as client:
         client.get("/recommend/u0")
         assert client.get("/recommend/u0").json()["cached"]
@@ -74,7 +75,8 @@ def test_redis_outage_degrades_then_recovers_by_itself(live_server, private_redi
 
 
 def test_concurrent_ingest_and_searches_stay_consistent(live_server, factory: FactoryBundle):
-    server = live_server(RECSYS_REDIS_URL="")
+    # Uncached: a new item changes no cache key, so cached lists would not show it until TTL.
+    server = live_server(RECSYS_REDIS_URL="", RECSYS_LOCAL_CACHE_ITEMS="0")
     features = factory.random_features(200, seed=11)
     embeddings, _ = factory.embed(features)
     problems: list[str] = []

@@ -1,0 +1,79 @@
+"""Batched ranking: a batch answers each request exactly as if it were alone."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from bundle_factory import FactoryBundle
+from helpers import brute_force
+
+from service.errors import NotReady
+from service.index import IndexConfig
+from service.metrics import Metrics
+from service.model import ServingModel
+from service.recommender import RankRequest, Recommender, rank_batch
+
+
+@pytest.fixture
+def model(factory: FactoryBundle) -> ServingModel:
+    return ServingModel.load(factory.path, IndexConfig(), verify=False)
+
+
+def names(ranked) -> list[str]:
+    return [item_id for item_id, _ in ranked[0]]
+
+
+def test_a_batch_ranks_every_request_as_if_alone(model, factory: FactoryBundle):
+    requests = [
+        RankRequest(model, "u3", [], [], 10),
+        RankRequest(model, "u4", [], ["i1", "i2"], 3),
+        RankRequest(model, None, ["i5", "i6"], [], 25),
+        RankRequest(model, "u7", ["i9"], ["i0"], 1),
+    ]
+    batched = rank_batch(requests)
+    alone = [rank_batch([request])[0] for request in requests]
+    assert [names(r) for r in batched] == [names(r) for r in alone]
+    assert [r[1] for r in batched] == ["stored", "stored", "tower", "tower"]
+    for together, single in zip(batched, alone, strict=True):
+        assert [s for _, s in together[0]] == pytest.approx([s for _, s in single[0]], abs=1e-5)
+    assert names(batched[0]) == brute_force(factory, factory.user_embeddings[3], 10,
+                                            exclude=factory.trained_items(3))
+    excluded = set(factory.trained_items(4)) | {"i1", "i2"}
+    assert names(batched[1]) == brute_force(factory, factory.user_embeddings[4], 3,
+                                            exclude=excluded)
+
+
+def test_a_failing_request_gets_its_error_and_the_others_their_answers(model, factory):
+    towerless = ServingModel.load(factory.path, IndexConfig(), verify=False)
+    towerless.user_tower = None  # as served from a bundle without user_tower.onnx
+    requests = [RankRequest(model, None, ["i5"], [], 5),
+                RankRequest(towerless, None, ["i5"], [], 5),
+                RankRequest(towerless, "u3", [], [], 5)]
+    ok, failed, stored = rank_batch(requests)
+    assert isinstance(failed, NotReady)
+    assert ok[1] == "tower" and len(ok[0]) == 5 and stored[1] == "stored"
+
+
+def test_concurrent_requests_are_ranked_in_batches_with_the_same_answers(make_settings,
+                                                                         factory):
+    metrics = Metrics()
+    recommender = Recommender(make_settings(redis_url="", local_cache_items=0), metrics)
+    recommender.start()
+
+    def batches() -> tuple[float, float]:  # (number of rank batches, requests in them)
+        count = metrics.registry.get_sample_value("recsys_batch_size_count", {"stage": "rank"})
+        total = metrics.registry.get_sample_value("recsys_batch_size_sum", {"stage": "rank"})
+        return count or 0.0, total or 0.0
+
+    async def scenario():
+        users = [f"u{n}" for n in range(12)]
+        together = await asyncio.gather(*(recommender.recommend_user(u, 7) for u in users))
+        assert batches() == (1, 12)  # one FAISS search for all twelve
+        one_by_one = [await recommender.recommend_user(u, 7) for u in users]
+        assert batches() == (13, 24)
+        return together, one_by_one
+
+    together, one_by_one = asyncio.run(scenario())
+    recommender.store.close()
+    assert together == one_by_one
