@@ -10,8 +10,8 @@ themselves: no hashing) answers hot keys without a network round trip: a Redis G
 redis-py costs more CPU than the rest of a hit together (measured with py-spy). Because keys
 carry every generation, a local entry is exactly as fresh as the Redis one; Redis stays the
 layer shared by replicas and restarts. Both are used on the event loop only (redis.asyncio), so
-the local layer needs no lock, and the Redis calls of concurrent requests are micro-batched
-(one MGET, one pipelined write).
+the local layer needs no lock. Redis is read and written a batch at a time (one MGET, one
+script call): the caller batches concurrent requests (``service.batching``).
 """
 
 from __future__ import annotations
@@ -29,9 +29,15 @@ from cachetools import TTLCache
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from service.batching import MicroBatcher
-
 log = logging.getLogger(__name__)
+
+
+# KEYS: the keys; ARGV[1]: TTL in seconds, ARGV[2..]: the values in the order of KEYS.
+SET_MANY_WITH_TTL = """
+for i, key in ipairs(KEYS) do
+  redis.call('SET', key, ARGV[i + 1], 'EX', ARGV[1])
+end
+"""
 
 
 class Cache:
@@ -45,7 +51,6 @@ class Cache:
         timeout_s: float = 0.2,
         backoff_s: float = 3.0,
         on_error: Callable[[], None] = lambda: None,
-        on_batch: Callable[[str, int], None] = lambda stage, size: None,
     ):
         self.ttl_s = ttl_s
         self.prefix = prefix
@@ -55,9 +60,6 @@ class Cache:
         self._local: TTLCache[tuple, bytes] | None = None
         if local_items > 0:
             self._local = TTLCache(local_items, ttl_s, timer=time.monotonic)
-        # Concurrent requests share one MGET and one pipelined write per loop turn.
-        self._gets = MicroBatcher(self._get_batch, on_batch=lambda n: on_batch("redis_get", n))
-        self._sets = MicroBatcher(self._set_batch, on_batch=lambda n: on_batch("redis_set", n))
         self._redis = None
         if url:
             self._redis = aioredis.Redis.from_url(
@@ -67,6 +69,9 @@ class Cache:
                 retry=Retry(NoBackoff(), 0),  # fail fast; the backoff below paces retries
                 health_check_interval=0,
             )
+            # One command for a batch of writes: redis-py spends ~50 us of CPU a command, and
+            # a pipeline of n SETs nearly n times that (measured: 4 SETs 120 us, this 56 us).
+            self._set_many = self._redis.register_script(SET_MANY_WITH_TTL)
 
     @property
     def enabled(self) -> bool:
@@ -86,37 +91,19 @@ class Cache:
         if self._local is not None:
             self._local[parts] = value
 
-    async def get(self, key: str) -> tuple[bytes | None, str]:
-        """``(value, outcome)`` from Redis; outcome is ``redis`` (a hit), ``miss``, or
-        ``bypass`` (Redis down or disabled)."""
+    async def get_many(self, keys: list[str]) -> list[bytes | None] | None:
+        """The values in Redis (None where a key is not cached), in one MGET; None when Redis
+        is down or disabled."""
         if not self.available():
-            return None, "bypass"
-        value = await self._gets(key)
-        if value is None:
-            return None, "miss" if self.available() else "bypass"
-        return value, "redis"
+            return None
+        return await self._call(lambda r: r.mget(keys))
 
-    async def set(self, key: str, value: bytes) -> None:
-        """Store in Redis unless it is down or disabled."""
-        if self.available():
-            await self._sets((key, value))
-
-    async def _get_batch(self, keys: list[str]) -> list[bytes | None]:
-        values = await self._call(lambda r: r.mget(keys))
-        return values if values is not None else [None] * len(keys)
-
-    async def _set_batch(self, pairs: list[tuple[str, bytes]]) -> list[None]:
-        async def write(r: aioredis.Redis) -> None:
-            if len(pairs) == 1:
-                await r.set(*pairs[0], ex=self.ttl_s)
-                return
-            async with r.pipeline(transaction=False) as pipe:
-                for key, value in pairs:
-                    pipe.set(key, value, ex=self.ttl_s)
-                await pipe.execute()
-
-        await self._call(write)
-        return [None] * len(pairs)
+    async def set_many(self, pairs: list[tuple[str, bytes]]) -> None:
+        """Store in Redis with the TTL, in one command, unless Redis is down or disabled."""
+        if not pairs or not self.available():
+            return
+        keys, values = [key for key, _ in pairs], [value for _, value in pairs]
+        await self._call(lambda r: self._set_many(keys=keys, args=[self.ttl_s, *values]))
 
     def available(self) -> bool:
         """Whether the cache can be used right now (not disabled, not backing off)."""

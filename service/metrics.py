@@ -29,10 +29,10 @@ class Metrics:
             "(Redis down or disabled, and not in memory).",
             ["result", "layer"], registry=r,
         )
-        self.batch_size = Histogram(
-            "recsys_batch_size", "Requests served together by one micro-batch, by stage "
-            "(rank: one FAISS search; redis_get: one MGET; redis_set: one pipelined write).",
-            ["stage"], buckets=BATCH_BUCKETS, registry=r,
+        self.miss_batch = Histogram(
+            "recsys_miss_batch_size", "Requests past the memory cache answered together: one "
+            "Redis MGET, one FAISS search for what Redis lacks, one Redis write.",
+            buckets=BATCH_BUCKETS, registry=r,
         )
         self.redis_errors = Counter("recsys_redis_errors_total", "Failed Redis calls.", registry=r)
         self.index_items = Gauge("recsys_index_items", "Live items in the index.", registry=r)
@@ -57,7 +57,6 @@ class Metrics:
         # labels on every call. Filled on first use, so /metrics shows the same series.
         self._latency: dict[tuple[str, str, int], Any] = {}
         self._cache: dict[str, Any] = {}
-        self._batch: dict[str, Any] = {}
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         key = (method, route, status)
@@ -65,12 +64,6 @@ class Metrics:
         if latency is None:
             latency = self._latency[key] = self.latency.labels(method, route, str(status))
         latency.observe(seconds)
-
-    def observe_batch(self, stage: str, size: int) -> None:
-        child = self._batch.get(stage)
-        if child is None:
-            child = self._batch[stage] = self.batch_size.labels(stage=stage)
-        child.observe(size)
 
     def cache_result(self, outcome: str) -> None:
         """``memory`` or ``redis`` (a hit in that layer), ``miss`` or ``bypass``."""

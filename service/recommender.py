@@ -6,7 +6,7 @@ models under the same lock, so no write can fall between the replay and the swap
 Reads (asynchronous) never take the write lock: the cache is asked on the event loop, and the
 misses of concurrent requests are ranked together (one FAISS search for the batch, see
 ``service.batching``), on the event loop while that is cheap, in a worker thread when it is not
-(see ``Recommender._rank_batch``).
+(see ``Recommender._answer_misses``).
 """
 
 from __future__ import annotations
@@ -60,7 +60,6 @@ class Recommender:
             timeout_s=settings.redis_timeout_s,
             backoff_s=settings.redis_backoff_s,
             on_error=metrics.redis_errors.inc,
-            on_batch=metrics.observe_batch,
         )
         set_threads(settings.faiss_threads)
         self.index_config = IndexConfig(
@@ -78,8 +77,8 @@ class Recommender:
         self._reload_lock = threading.Lock()
         # Running average of CPU seconds per ranked request; starts in the pool.
         self._rank_s = 2 * INLINE_RANK_S
-        self._ranker = MicroBatcher(self._rank_batch,
-                                    on_batch=lambda n: metrics.observe_batch("rank", n))
+        # Concurrent misses are answered together (see ``_answer_misses``).
+        self._misses = MicroBatcher(self._answer_misses, on_batch=metrics.miss_batch.observe)
 
     # ---- lifecycle ---------------------------------------------------------------------
 
@@ -272,31 +271,52 @@ class Recommender:
             self.metrics.cache_result("memory")
             return body
         key = self.cache.key(CACHE_KIND, *parts)
-        cached, outcome = await self.cache.get(key)
-        self.metrics.cache_result(outcome)
-        if cached is not None:  # b"<source>\n<items JSON>", spliced in without parsing
-            source, _, items = cached.partition(b"\n")
-        else:
-            ranked = await self._ranker(RankRequest(model, user_id, history, exclude, k))
-            if isinstance(ranked, Exception):
-                raise ranked
-            hits, source_name = ranked
-            source, items = source_name.encode(), items_json(hits)
-            await self.cache.set(key, source + b"\n" + items)
+        answer = await self._misses(Query(model, user_id, history, exclude, k, key))
+        if isinstance(answer, Exception):
+            raise answer
+        source, items, cached = answer
         self.cache.set_local(parts, recommendation_json(user_id, model.version, True, source,
                                                         items))
-        return recommendation_json(user_id, model.version, cached is not None, source, items)
+        return recommendation_json(user_id, model.version, cached, source, items)
 
-    async def _rank_batch(self, requests: list[RankRequest]) -> list[Ranked | Exception]:
+    async def _answer_misses(self, queries: list[Query]) -> list[Answer | Exception]:
+        """What the memory layer lacked, for a batch of requests: one Redis MGET, one ranking
+        of what Redis lacks too, one Redis write of the new lists."""
+        found = await self.cache.get_many([query.key for query in queries])
+        answers: list[Answer | Exception | None] = []  # None: to be ranked
+        missing: list[int] = []
+        for position, value in enumerate(found or [None] * len(queries)):
+            if value is None:
+                self.metrics.cache_result("miss" if found is not None else "bypass")
+                missing.append(position)
+                answers.append(None)
+            else:  # b"<source>\n<items JSON>", spliced into the response without parsing
+                self.metrics.cache_result("redis")
+                source, _, items = value.partition(b"\n")
+                answers.append((source, items, True))
+        ranked = await self._rank([queries[position] for position in missing]) if missing else []
+        writes = []
+        for position, result in zip(missing, ranked, strict=True):
+            if isinstance(result, Exception):
+                answers[position] = result
+                continue
+            hits, source_name = result
+            source, items = source_name.encode(), items_json(hits)
+            answers[position] = (source, items, False)
+            writes.append((queries[position].key, source + b"\n" + items))
+        await self.cache.set_many(writes)
+        return answers  # type: ignore[return-value]  # every None was ranked above
+
+    async def _rank(self, queries: list[Query]) -> list[Ranked | Exception]:
         """``rank_batch`` inline or in a worker thread, whichever recent durations call for."""
-        if self._rank_s * len(requests) < INLINE_RANK_S:
+        if self._rank_s * len(queries) < INLINE_RANK_S:
             started = time.thread_time()
             try:
-                return rank_batch(requests)
+                return rank_batch(queries)
             finally:
-                self._note_rank((time.thread_time() - started) / len(requests))
-        results, seconds = await run_in_threadpool(_timed_rank_batch, requests)
-        self._note_rank(seconds / len(requests))
+                self._note_rank((time.thread_time() - started) / len(queries))
+        results, seconds = await run_in_threadpool(_timed_rank_batch, queries)
+        self._note_rank(seconds / len(queries))
         return results
 
     def _note_rank(self, seconds: float) -> None:
@@ -354,18 +374,22 @@ def recommendation_json(
 
 
 @dataclass(frozen=True)
-class RankRequest:
+class Query:
+    """One recommendation request that the memory layer could not answer."""
+
     model: ServingModel
     user_id: str | None
     history: list[str]
     exclude: list[str]
     k: int
+    key: str = ""  # its Redis key
 
 
 Ranked = tuple[list[Hit], str]  # best first, and where the user vector came from
+Answer = tuple[bytes, bytes, bool]  # source, items JSON, whether it came from Redis
 
 
-def rank_batch(requests: Sequence[RankRequest]) -> list[Ranked | Exception]:
+def rank_batch(requests: Sequence[Query]) -> list[Ranked | Exception]:
     """The CPU part of recommendations: user vectors (stored or user tower), then one FAISS
     search per bundle for the whole batch. A request that fails gets its exception back
     instead of failing the others."""
@@ -397,7 +421,7 @@ def rank_batch(requests: Sequence[RankRequest]) -> list[Ranked | Exception]:
     return results
 
 
-def _timed_rank_batch(requests: Sequence[RankRequest]) -> tuple[list[Ranked | Exception], float]:
+def _timed_rank_batch(requests: Sequence[Query]) -> tuple[list[Ranked | Exception], float]:
     started = time.thread_time()  # CPU time: other processes on the cores must not count
     results = rank_batch(requests)
     return results, time.thread_time() - started

@@ -12,7 +12,7 @@ from service.errors import NotReady
 from service.index import IndexConfig
 from service.metrics import Metrics
 from service.model import ServingModel
-from service.recommender import RankRequest, Recommender, rank_batch
+from service.recommender import Query, Recommender, rank_batch
 
 
 @pytest.fixture
@@ -26,10 +26,10 @@ def names(ranked) -> list[str]:
 
 def test_a_batch_ranks_every_request_as_if_alone(model, factory: FactoryBundle):
     requests = [
-        RankRequest(model, "u3", [], [], 10),
-        RankRequest(model, "u4", [], ["i1", "i2"], 3),
-        RankRequest(model, None, ["i5", "i6"], [], 25),
-        RankRequest(model, "u7", ["i9"], ["i0"], 1),
+        Query(model, "u3", [], [], 10),
+        Query(model, "u4", [], ["i1", "i2"], 3),
+        Query(model, None, ["i5", "i6"], [], 25),
+        Query(model, "u7", ["i9"], ["i0"], 1),
     ]
     batched = rank_batch(requests)
     alone = [rank_batch([request])[0] for request in requests]
@@ -47,9 +47,9 @@ def test_a_batch_ranks_every_request_as_if_alone(model, factory: FactoryBundle):
 def test_a_failing_request_gets_its_error_and_the_others_their_answers(model, factory):
     towerless = ServingModel.load(factory.path, IndexConfig(), verify=False)
     towerless.user_tower = None  # as served from a bundle without user_tower.onnx
-    requests = [RankRequest(model, None, ["i5"], [], 5),
-                RankRequest(towerless, None, ["i5"], [], 5),
-                RankRequest(towerless, "u3", [], [], 5)]
+    requests = [Query(model, None, ["i5"], [], 5),
+                Query(towerless, None, ["i5"], [], 5),
+                Query(towerless, "u3", [], [], 5)]
     ok, failed, stored = rank_batch(requests)
     assert isinstance(failed, NotReady)
     assert ok[1] == "tower" and len(ok[0]) == 5 and stored[1] == "stored"
@@ -61,9 +61,9 @@ def test_concurrent_requests_are_ranked_in_batches_with_the_same_answers(make_se
     recommender = Recommender(make_settings(redis_url="", local_cache_items=0), metrics)
     recommender.start()
 
-    def batches() -> tuple[float, float]:  # (number of rank batches, requests in them)
-        count = metrics.registry.get_sample_value("recsys_batch_size_count", {"stage": "rank"})
-        total = metrics.registry.get_sample_value("recsys_batch_size_sum", {"stage": "rank"})
+    def batches() -> tuple[float, float]:  # (number of miss batches, requests in them)
+        count = metrics.registry.get_sample_value("recsys_miss_batch_size_count")
+        total = metrics.registry.get_sample_value("recsys_miss_batch_size_sum")
         return count or 0.0, total or 0.0
 
     async def scenario():
