@@ -1,12 +1,13 @@
-"""Redis: a cache of recommendation lists, never the only copy of anything.
+"""The cache of recommendation lists (process memory, then Redis), never the only copy of anything.
 
 Keys include everything an answer depends on (model version, catalog generation, the user's
 generation, the request), so a new bundle, a new interaction or a delete can never serve a
-stale list: they change the key. When Redis fails the service answers uncached: every error is
-counted and Redis is left alone for ``backoff_s`` seconds instead of being hammered.
+stale list: they change the key. When Redis fails the service answers from memory or uncached:
+every error is counted and Redis is left alone for ``backoff_s`` seconds instead of being
+hammered.
 
-Two layers. A small in-process TTL cache (``local_items`` entries, keyed by the parts
-themselves: no hashing) answers hot keys without a network round trip: a Redis GET through
+Two layers. A small in-process LRU with the same TTL (``local_items`` entries, keyed by the
+parts themselves: no hashing) answers hot keys without a network round trip: a Redis GET through
 redis-py costs more CPU than the rest of a hit together (measured with py-spy). Because keys
 carry every generation, a local entry is exactly as fresh as the Redis one; Redis stays the
 layer shared by replicas and restarts. Both are used on the event loop only (redis.asyncio), so
@@ -72,11 +73,6 @@ class Cache:
             # One command for a batch of writes: redis-py spends ~50 us of CPU a command, and
             # a pipeline of n SETs nearly n times that (measured: 4 SETs 120 us, this 56 us).
             self._set_many = self._redis.register_script(SET_MANY_WITH_TTL)
-
-    @property
-    def enabled(self) -> bool:
-        """Whether Redis is configured (the local layer aside)."""
-        return self._redis is not None
 
     def key(self, kind: str, *parts: Any) -> str:
         """A key for ``parts``; hashed so ids with ``:`` or long histories cannot collide."""
