@@ -192,18 +192,21 @@ class BipartiteSAGE(nn.Module):
         self, layer: int, item_prev: torch.Tensor, neigh_mean: torch.Tensor | None
     ) -> torch.Tensor:
         """One item update of eq. 18; ``neigh_mean=None`` means no neighbours (self path)."""
-        out = self.item_self[layer](item_prev)
-        if neigh_mean is not None:
-            out = out + self.item_neigh[layer](neigh_mean)
-        return self._act(out)
+        return self._step(self.item_self[layer], self.item_neigh[layer], item_prev, neigh_mean)
 
     def user_step(
         self, layer: int, user_prev: torch.Tensor, neigh_mean: torch.Tensor | None
     ) -> torch.Tensor:
         """One user update (eq. 18 with the user-side weights)."""
-        out = self.user_self[layer](user_prev)
+        return self._step(self.user_self[layer], self.user_neigh[layer], user_prev, neigh_mean)
+
+    def _step(
+        self, self_weight: nn.Module, neigh_weight: nn.Module, prev: torch.Tensor,
+        neigh_mean: torch.Tensor | None,
+    ) -> torch.Tensor:
+        out = self_weight(prev)
         if neigh_mean is not None:
-            out = out + self.user_neigh[layer](neigh_mean)
+            out = out + neigh_weight(neigh_mean)
         return self._act(out)
 
     def layers(

@@ -238,16 +238,11 @@ class ServingModel:
             return set()
         return set(self.trained_history(user_id)) | set(self.online_history.get(user_id, ()))
 
-    def needs_tower(self, user_id: str | None, extra: Sequence[str] = ()) -> bool:
-        """Whether ``user_vector`` runs the user tower (else: the stored vector)."""
-        return bool(extra) or user_id is None or user_id not in self.user_rows \
-            or bool(self.online_history.get(user_id))
-
     def user_vector(self, user_id: str | None, extra: Sequence[str] = ()) -> tuple[np.ndarray, str]:
         """The stored vector of a known user without new events, else the user tower's."""
         known = user_id is not None and user_id in self.user_rows
         online = self.online_history.get(user_id, []) if user_id is not None else []
-        if not self.needs_tower(user_id, extra):
+        if known and not online and not extra:
             return self.bundle.user_embeddings[self.user_rows[user_id]], "stored"
         if self.user_tower is None or self.item_states is None:
             raise NotReady(f"bundle {self.version} has no user tower or {ITEM_STATES}")

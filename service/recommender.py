@@ -310,12 +310,9 @@ class Recommender:
     async def _rank(self, queries: list[Query]) -> list[Ranked | Exception]:
         """``rank_batch`` inline or in a worker thread, whichever recent durations call for."""
         if self._rank_s * len(queries) < INLINE_RANK_S:
-            started = time.thread_time()
-            try:
-                return rank_batch(queries)
-            finally:
-                self._note_rank((time.thread_time() - started) / len(queries))
-        results, seconds = await run_in_threadpool(_timed_rank_batch, queries)
+            results, seconds = _timed_rank_batch(queries)
+        else:
+            results, seconds = await run_in_threadpool(_timed_rank_batch, queries)
         self._note_rank(seconds / len(queries))
         return results
 
@@ -393,7 +390,7 @@ def rank_batch(requests: Sequence[Query]) -> list[Ranked | Exception]:
     """The CPU part of recommendations: user vectors (stored or user tower), then one FAISS
     search per bundle for the whole batch. A request that fails gets its exception back
     instead of failing the others."""
-    results: list[Ranked | Exception] = [ValueError("not ranked")] * len(requests)
+    results: list[Ranked | Exception | None] = [None] * len(requests)  # each one set below
     by_model: dict[int, list[int]] = {}
     for position, request in enumerate(requests):
         by_model.setdefault(id(request.model), []).append(position)
@@ -418,7 +415,7 @@ def rank_batch(requests: Sequence[Query]) -> list[Ranked | Exception]:
         hits = model.index.search(np.stack(vectors), k, excluded)
         for position, found, source in zip(ranked, hits, sources, strict=True):
             results[position] = (found[: requests[position].k], source)
-    return results
+    return results  # type: ignore[return-value]  # every position is a model's, so set
 
 
 def _timed_rank_batch(requests: Sequence[Query]) -> tuple[list[Ranked | Exception], float]:
