@@ -1,9 +1,21 @@
-"""The contract between every recommender and the trainer.
+"""The contract between every recommender and the trainer, the evaluator and the exporter.
 
 A recommender is an ``nn.Module`` built once over the whole training graph and the item
-features (both kept as buffers). ``forward()`` returns the final embeddings of *all* users
-and *all* items; the score of (u, i) is their inner product. The trainer knows nothing else
-about a model, so adding a model means adding one file and one registry entry.
+features (both kept as buffers). It owns three things, so that the trainer and the exporter know
+nothing model-specific (adding a model means one file and one registry entry):
+
+* **its training loss** on a batch of ``(user, positive, negative)`` triples:
+  :meth:`Recommender.training_losses` returns named terms that the trainer sums (BPR by
+  default; a model adds its auxiliary terms, and later in-batch softmax or distillation terms
+  plug in the same way). Regularisation (eq. 19's L2) stays the trainer's, see
+  :meth:`Recommender.l2_penalty`.
+* **its all-item scores**: ``forward()`` returns the final embeddings of *all* users and
+  *all* items, and the score of (u, i) is their inner product. Evaluation and the bundle use
+  exactly these vectors.
+* **what it exports**: :meth:`Recommender.serving_towers` describes the item tower (raw
+  features -> embedding, history state) and the user tower (history states -> embedding) as
+  torch modules plus the per-item and per-user states they consume, or ``None`` when the model
+  has no feature path (its bundle then serves stored embeddings only).
 """
 
 from __future__ import annotations
@@ -12,6 +24,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from models.losses import bpr_loss
 
 
 @dataclass(frozen=True)
@@ -25,6 +39,44 @@ class BipartiteGraph:
     def to(self, device: torch.device | str) -> BipartiteGraph:
         return BipartiteGraph(self.num_users, self.num_items, self.edge_index.to(device))
 
+    def item_degree(self) -> torch.Tensor:
+        """Training interactions per item, long [I]."""
+        return torch.bincount(self.edge_index[1].long().cpu(), minlength=self.num_items)
+
+
+@dataclass(frozen=True)
+class TrainingBatch:
+    """One mini-batch of BPR triples (long tensors of equal length, on the model's device)."""
+
+    users: torch.Tensor
+    positives: torch.Tensor
+    negatives: torch.Tensor
+
+    @property
+    def items(self) -> torch.Tensor:
+        """Every item id the batch touches (positives then negatives)."""
+        return torch.cat([self.positives, self.negatives])
+
+
+@dataclass
+class ServingTowers:
+    """What a model exports for the service (names and shapes fixed by ``training.export``).
+
+    ``item_tower(features [B, F]) -> (embedding [B, d], history_state [B, S])``: how the model
+    embeds an item from its raw features alone (the path of a brand-new item).
+    ``user_tower(history_state [B, H, S], history_mask [B, H], user_state [B, U0],
+    user_known [B, 1]) -> embedding [B, d]``: a user from the states of its history items,
+    starting from a known user's stored state or the learned unknown-user state.
+    ``item_states`` [I, S] and ``user_states`` [U, U0] are those inputs for the trained items
+    and users.
+    """
+
+    item_tower: nn.Module
+    user_tower: nn.Module
+    item_states: torch.Tensor
+    user_states: torch.Tensor
+    feature_dim: int
+
 
 class Recommender(nn.Module):
     """Base class of every model: all-user and all-item embeddings from one forward pass."""
@@ -36,6 +88,20 @@ class Recommender(nn.Module):
         """Return ``(user_embeddings [U, d], item_embeddings [I, d])``."""
         raise NotImplementedError
 
+    @property
+    def trainable(self) -> bool:
+        """False for training-free baselines (MostPop, content kNN): the trainer skips epochs."""
+        return any(p.requires_grad for p in self.parameters())
+
+    def training_losses(self, batch: TrainingBatch) -> dict[str, torch.Tensor]:
+        """Named loss terms on one batch; the trainer minimises their sum. Default: BPR."""
+        users, items = self()
+        return {
+            "bpr": bpr_loss(
+                users[batch.users], items[batch.positives], items[batch.negatives]
+            )
+        }
+
     def embed_new_items(self, features: torch.Tensor) -> torch.Tensor:
         """Final embeddings [B, d] of items that have features [B, F] but no interactions.
 
@@ -44,8 +110,12 @@ class Recommender(nn.Module):
         """
         raise NotImplementedError(
             f"{type(self).__name__} learns only ID embeddings and cannot embed a new item from "
-            "its features; use a model with uses_features=True (e.g. metammf_gcn, vbpr)"
+            "its features; use a model with uses_features=True (e.g. metammf_lightgcn, vbpr)"
         )
+
+    def serving_towers(self) -> ServingTowers | None:
+        """The towers the service runs, or None (the bundle then holds embeddings only)."""
+        return None
 
     #: Names of parameters indexed by user id / item id (their rows are regularised per batch).
     user_tables: tuple[str, ...] = ("user_embedding",)

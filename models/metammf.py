@@ -28,7 +28,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from models.base import BipartiteGraph, Recommender
+from models.base import BipartiteGraph, Recommender, ServingTowers
 from models.fusion import MetaMMFFusion
 from models.graph import BipartiteMeanAdjacency, BipartiteSAGE
 
@@ -254,3 +254,63 @@ class FusionGCN(FusedItemRecommender):
     def embed_new_items(self, features: torch.Tensor) -> torch.Tensor:
         """Self path of ``[fusion(x) ; unknown_item]``: equals ``forward()``'s cold-item rows."""
         return self.read_out(self.new_item_layers(features))
+
+    def serving_towers(self) -> ServingTowers:
+        """Item tower = the new-item path above; user tower = eq. 18's user side."""
+        self.eval()
+        with torch.no_grad():
+            layers = self.all_layers()
+            item_states = torch.cat([items for _, items in layers[:-1]], dim=1)
+            user_states = layers[0][0]
+        return ServingTowers(
+            item_tower=SAGEItemTower(self),
+            user_tower=SAGEUserTower(self),
+            item_states=item_states,
+            user_states=user_states,
+            feature_dim=self.feature_dim,
+        )
+
+
+class SAGEItemTower(nn.Module):
+    """features -> (final embedding, history state) for items with no interactions.
+
+    The history state is the item's layer 0..L-1 embeddings concatenated (S = L * d): what a
+    user update of eq. 18 aggregates.
+    """
+
+    def __init__(self, model: FusionGCN) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        layers = self.model.new_item_layers(features)
+        return self.model.read_out(layers), torch.cat(layers[:-1], dim=1)
+
+
+class SAGEUserTower(nn.Module):
+    """(history states, mask, stored e_u^(0), known flag) -> final user embedding (eq. 18).
+
+    For a known user whose history is exactly its training items this reproduces the trained
+    model's final user vector, so the same code serves stored users, users with fresh
+    interactions and anonymous histories.
+    """
+
+    def __init__(self, model: FusionGCN) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self,
+        history_state: torch.Tensor,
+        history_mask: torch.Tensor,
+        user_state: torch.Tensor,
+        user_known: torch.Tensor,
+    ) -> torch.Tensor:
+        dim, sage = self.model.embed_dim, self.model.sage
+        users = [user_known * user_state + (1.0 - user_known) * self.model.unknown_user]
+        weights = history_mask / history_mask.sum(dim=1, keepdim=True).clamp(min=1.0)
+        for layer in range(self.model.num_layers):
+            layer_states = history_state[:, :, layer * dim : (layer + 1) * dim]
+            neighbour_mean = torch.einsum("bh,bhd->bd", weights, layer_states)
+            users.append(sage.user_step(layer, users[-1], neighbour_mean))
+        return self.model.read_out(users)

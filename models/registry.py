@@ -25,10 +25,13 @@ from typing import Any
 import torch
 
 from models.base import BipartiteGraph, Recommender
+from models.content_knn import ContentKNN
 from models.fusion import build_fusion
 from models.lightgcn import LightGCN
 from models.metammf import FusedItemRecommender, FusionGCN, FusionMF
+from models.metammf_lightgcn import FusionLightGCN
 from models.mf import BPRMF, VBPR
+from models.popularity import MostPop
 
 _NEW_ITEMS: dict[str, Any] = {"id_dropout": 0.0, "cold_items": None, "standardize": False}
 _NEW_USERS: dict[str, Any] = {"user_dropout": 0.0, "readout": "last"}
@@ -42,6 +45,18 @@ _META_FUSION: dict[str, Any] = {
     "static_weight": True,
 }
 
+# The LightGCN-backbone variant (models.metammf_lightgcn); defaults from validation tuning.
+_LIGHTGCN_FUSED: dict[str, Any] = {
+    "embed_dim": 64,
+    "num_layers": 2,
+    "combine": "beside",
+    "conditioning": "center_l2",
+    "new_item_weight": 0.5,
+    "new_item_dropout": 0.1,
+    "user_dropout": 0.0,
+    "cold_items": None,
+}
+
 _DEFAULTS: dict[str, dict[str, Any]] = {
     "metammf_gcn": {"embed_dim": 64, "num_layers": 2, **_META_FUSION, **_NEW_ITEMS, **_NEW_USERS},
     "metammf_mf": {"embed_dim": 64, **_META_FUSION, **_NEW_ITEMS},
@@ -51,12 +66,29 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     "early_gcn": {"embed_dim": 64, "num_layers": 2, **_STATIC_FUSION, **_NEW_ITEMS, **_NEW_USERS},
     "late_gcn": {"embed_dim": 64, "num_layers": 2, **_STATIC_FUSION, **_NEW_ITEMS, **_NEW_USERS},
     "hybrid_gcn": {"embed_dim": 64, "num_layers": 2, **_STATIC_FUSION, **_NEW_ITEMS, **_NEW_USERS},
+    "metammf_lightgcn": {**_LIGHTGCN_FUSED, **_META_FUSION},
+    "early_lightgcn": {**_LIGHTGCN_FUSED, **_STATIC_FUSION},
+    "late_lightgcn": {**_LIGHTGCN_FUSED, **_STATIC_FUSION},
+    "hybrid_lightgcn": {**_LIGHTGCN_FUSED, **_STATIC_FUSION},
+    "mostpop": {"cold_items": None},
+    "content_knn": {"conditioning": "center_l2", "cold_items": None},
 }
 
 #: Every buildable model name.
 MODEL_NAMES: tuple[str, ...] = tuple(_DEFAULTS)
 
 _FUSION_KEYS = {"fusion_layers", "first_hidden", "meta_dim", "meta_hidden", "rank"}
+
+
+def _fusion_kwargs(hp: dict[str, Any]) -> dict[str, Any]:
+    """Pop the fusion hyperparameters out of ``hp`` as ``build_fusion`` keywords."""
+    kwargs = {k: hp.pop(k) for k in list(hp) if k in _FUSION_KEYS}
+    if "fusion_mode" in hp:
+        kwargs["mode"] = hp.pop("fusion_mode")
+    if "static_weight" in hp:
+        kwargs["static_weight"] = hp.pop("static_weight")
+    kwargs["num_layers"] = kwargs.pop("fusion_layers")
+    return kwargs
 
 
 def default_hparams(name: str) -> dict[str, Any]:
@@ -80,20 +112,27 @@ def _fused(model_cls: type[FusedItemRecommender], kind: str) -> Callable[..., Re
         if item_features is None:
             raise ValueError(f"{kind} fusion needs item_features")
         dims = list(modality_dims) or [int(item_features.shape[1])]
-        fusion_kwargs = {k: hp.pop(k) for k in list(hp) if k in _FUSION_KEYS}
-        if "fusion_mode" in hp:
-            fusion_kwargs["mode"] = hp.pop("fusion_mode")
-        if "static_weight" in hp:
-            fusion_kwargs["static_weight"] = hp.pop("static_weight")
-        fusion = build_fusion(
-            kind,
-            dims,
-            out_dim=hp["embed_dim"] // 2,
-            num_layers=fusion_kwargs.pop("fusion_layers"),
-            first_hidden=fusion_kwargs.pop("first_hidden"),
-            **fusion_kwargs,
-        )
+        fusion = build_fusion(kind, dims, out_dim=hp["embed_dim"] // 2, **_fusion_kwargs(hp))
         return model_cls(graph, item_features, dims, fusion=fusion, **hp)
+
+    return build
+
+
+def _fused_lightgcn(kind: str) -> Callable[..., Recommender]:
+    """Builder of a LightGCN-backbone model whose fusion is built on the conditioned features."""
+
+    def build(
+        graph: BipartiteGraph,
+        item_features: torch.Tensor | None,
+        modality_dims: Sequence[int],
+        **hp: Any,
+    ) -> Recommender:
+        fusion_kwargs = _fusion_kwargs(hp)
+
+        def factory(dims: Sequence[int], out_dim: int) -> torch.nn.Module:
+            return build_fusion(kind, dims, out_dim=out_dim, **fusion_kwargs)
+
+        return FusionLightGCN(graph, item_features, modality_dims, fusion_factory=factory, **hp)
 
     return build
 
@@ -107,6 +146,12 @@ _BUILDERS: dict[str, Callable[..., Recommender]] = {
     "early_gcn": _fused(FusionGCN, "early"),
     "late_gcn": _fused(FusionGCN, "late"),
     "hybrid_gcn": _fused(FusionGCN, "hybrid"),
+    "metammf_lightgcn": _fused_lightgcn("metammf"),
+    "early_lightgcn": _fused_lightgcn("early"),
+    "late_lightgcn": _fused_lightgcn("late"),
+    "hybrid_lightgcn": _fused_lightgcn("hybrid"),
+    "mostpop": MostPop,
+    "content_knn": ContentKNN,
 }
 
 

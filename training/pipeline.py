@@ -10,7 +10,7 @@ from training import bundle as bundle_format
 from training.checkpoint import save_checkpoint
 from training.config import TrainConfig
 from training.data import Dataset, load_dataset
-from training.export import can_export, export_bundle
+from training.export import ExportError, export_bundle
 from training.trainer import TrainResult, embeddings, model_inputs, train
 
 log = logging.getLogger(__name__)
@@ -96,8 +96,8 @@ def train_to_bundle(
     log.info("%s", dataset.summary())
     result = train(dataset, config, progress=progress)
     path = write_result_bundle(result, dataset, out, overwrite=overwrite, data_cutoff=data_cutoff)
-    if can_export(config.model):
+    try:
         export_bundle(path)
-    else:
-        log.info("%s has no serving towers: bundle holds embeddings only", config.model)
+    except ExportError as error:
+        log.info("%s", error)
     return result, path

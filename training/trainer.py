@@ -1,13 +1,16 @@
-"""One trainer for every model: mini-batch BPR, early stopping on valid Recall@20.
+"""One trainer for every model: mini-batches of BPR triples, early stopping on valid Recall@20.
 
-The trainer knows a model only through :class:`models.base.Recommender`: ``forward()`` gives
-all user and item embeddings, scores are inner products.
+The trainer knows a model only through :class:`models.base.Recommender`: the model returns its
+named loss terms for a batch (``training_losses``; the trainer adds eq. 19's L2 and sums them),
+and ``forward()`` gives all user and item embeddings whose inner products are the scores.
+Training-free models (``trainable`` False: MostPop, content kNN) are evaluated as built.
 """
 
 from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,13 +18,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from models.base import BipartiteGraph, Recommender
+from models.base import BipartiteGraph, Recommender, TrainingBatch
 from models.registry import build_model
 from training.config import TrainConfig
 from training.data import Dataset
 from training.device import choose_device
 from training.evaluation import evaluate
-from training.losses import bpr_loss
+from training.report import split_matrices, warm_cold_report
 from training.sampling import BPRSampler
 
 EARLY_STOP_METRIC = "recall@20"
@@ -37,9 +40,19 @@ class TrainResult:
     train_seconds: float
     valid_metrics: dict[str, float]
     test_metrics: dict[str, float]
-    cold_metrics: dict[str, float] | None = None
-    cold_only_metrics: dict[str, float] | None = None
+    valid_report: dict[str, Any] = field(default_factory=dict)
+    test_report: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def cold_metrics(self) -> dict[str, float] | None:
+        """Test rows whose item has no training interaction, ranked among all items."""
+        return self.test_report.get("cold")
+
+    @property
+    def cold_only_metrics(self) -> dict[str, float] | None:
+        """The same rows, ranked among the items without training interactions only."""
+        return self.test_report.get("cold_among_cold")
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -49,8 +62,8 @@ class TrainResult:
             "train_seconds": round(self.train_seconds, 2),
             "valid": self.valid_metrics,
             "test": self.test_metrics,
-            "cold_start_test": self.cold_metrics,
-            "cold_start_test_among_new_items": self.cold_only_metrics,
+            "valid_report": self.valid_report,
+            "test_report": self.test_report,
         }
 
 
@@ -85,19 +98,8 @@ def embeddings(model: Recommender) -> tuple[torch.Tensor, torch.Tensor]:
 def evaluate_embeddings(
     users: torch.Tensor, items: torch.Tensor, dataset: Dataset, split: str, batch_size: int = 2048
 ) -> dict[str, float]:
-    """Metrics on ``valid``, ``test``, ``cold`` (test interactions with held-out items, ranked
-    against all items) or ``cold_only`` (the same, ranked among the held-out items only)."""
-    if split == "valid":
-        relevant, seen = dataset.matrix("valid"), dataset.matrix("train")
-    else:
-        seen = dataset.matrix("train", "valid")
-        relevant = dataset.matrix("test") if split == "test" else (
-            dataset.pairs_matrix(dataset.cold_test())
-        )
-        if split == "cold_only":  # a ranking of the held-out items alone
-            cold = dataset.cold_items
-            items = items[torch.as_tensor(cold, device=items.device)]
-            relevant, seen = relevant[:, cold], seen[:, cold]
+    """All-item metrics on ``valid`` or ``test`` (:mod:`training.report` splits warm/cold)."""
+    relevant, seen = split_matrices(dataset, split)
     return evaluate(users, items, relevant, seen, batch_size=batch_size)
 
 
@@ -115,8 +117,18 @@ def _l2(model: Recommender, config: TrainConfig, users: torch.Tensor, items: tor
     return model.l2_penalty(users, items)
 
 
-def train(dataset: Dataset, config: TrainConfig, *, progress: bool = True) -> TrainResult:
-    """Fit ``config.model`` on ``dataset.train``; keep the best epoch on validation."""
+def train(
+    dataset: Dataset,
+    config: TrainConfig,
+    *,
+    progress: bool = True,
+    after_training: Callable[[Recommender, Dataset], Any] | None = None,
+) -> TrainResult:
+    """Fit ``config.model`` on ``dataset.train``; keep the best epoch on validation.
+
+    ``after_training(model, dataset)`` runs on the best model before the final reports (the
+    pipeline calibrates the new-item scale there, on validation).
+    """
     device = choose_device(config.device)
     np.random.seed(config.seed)
     model = build_for(dataset, config, device)
@@ -124,34 +136,47 @@ def train(dataset: Dataset, config: TrainConfig, *, progress: bool = True) -> Tr
     sampler = BPRSampler(
         dataset.train, dataset.num_items, candidate_items=warm_items, seed=config.seed
     )
-    optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
-
     best_score, best_epoch, best_state = -1.0, 0, copy.deepcopy(model.state_dict())
     best_valid: dict[str, float] = {}
     history: list[dict[str, float]] = []
     train_seconds = 0.0
-    bar = tqdm(range(1, config.max_epochs + 1), desc=config.model, disable=not progress)
+    epochs = config.max_epochs if model.trainable else 0
+    if model.trainable:
+        optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
+    else:
+        best_valid = evaluate_split(model, dataset, "valid", config.eval_batch_size)
+    bar = tqdm(range(1, epochs + 1), desc=config.model, disable=not progress)
     for epoch in bar:
         model.train()
         started = time.perf_counter()
+        terms: dict[str, list[float]] = {}
         losses = []
         for users, positives, negatives in sampler.epoch(config.batch_size):
-            user_emb, item_emb = model()
-            u = torch.as_tensor(users, device=device)
-            pos = torch.as_tensor(positives, device=device)
-            neg = torch.as_tensor(negatives, device=device)
-            loss = bpr_loss(user_emb[u], item_emb[pos], item_emb[neg])
+            batch = TrainingBatch(
+                torch.as_tensor(users, device=device),
+                torch.as_tensor(positives, device=device),
+                torch.as_tensor(negatives, device=device),
+            )
+            named = model.training_losses(batch)
             if config.l2 > 0:
-                loss = loss + config.l2 * _l2(model, config, u, torch.cat([pos, neg]))
+                named["l2"] = config.l2 * _l2(model, config, batch.users, batch.items)
+            loss = torch.stack(list(named.values())).sum()
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
             losses.append(loss.item())
+            for name, value in named.items():
+                terms.setdefault(name, []).append(float(value.detach()))
         train_seconds += time.perf_counter() - started
 
         valid = evaluate_split(model, dataset, "valid", config.eval_batch_size)
         score = valid[EARLY_STOP_METRIC]
-        history.append({"epoch": epoch, "loss": float(np.mean(losses)), **valid})
+        history.append({
+            "epoch": epoch,
+            "loss": float(np.mean(losses)),
+            **{f"loss_{name}": float(np.mean(v)) for name, v in terms.items()},
+            **valid,
+        })
         if score > best_score:
             best_score, best_epoch, best_valid = score, epoch, valid
             best_state = copy.deepcopy(model.state_dict())
@@ -162,16 +187,11 @@ def train(dataset: Dataset, config: TrainConfig, *, progress: bool = True) -> Tr
             break
 
     model.load_state_dict(best_state)
-    test = evaluate_split(model, dataset, "test", config.eval_batch_size)
-    has_cold = bool(len(dataset.cold_items) and len(dataset.cold_test()))
-    cold, cold_only = (
-        (
-            evaluate_split(model, dataset, "cold", config.eval_batch_size),
-            evaluate_split(model, dataset, "cold_only", config.eval_batch_size),
-        )
-        if has_cold
-        else (None, None)
-    )
+    if after_training is not None:
+        after_training(model, dataset)
+    users, items = embeddings(model)
+    valid_report = warm_cold_report(users, items, dataset, "valid", config.eval_batch_size)
+    test_report = warm_cold_report(users, items, dataset, "test", config.eval_batch_size)
     epochs_run = len(history)
     return TrainResult(
         model=model,
@@ -180,9 +200,9 @@ def train(dataset: Dataset, config: TrainConfig, *, progress: bool = True) -> Tr
         epochs_run=epochs_run,
         seconds_per_epoch=train_seconds / max(epochs_run, 1),
         train_seconds=train_seconds,
-        valid_metrics=best_valid,
-        test_metrics=test,
-        cold_metrics=cold,
-        cold_only_metrics=cold_only,
+        valid_metrics=valid_report["all"] if after_training is not None else best_valid,
+        test_metrics=test_report["all"],
+        valid_report=valid_report,
+        test_report=test_report,
         history=history,
     )

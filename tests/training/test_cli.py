@@ -92,4 +92,6 @@ def test_cold_start_training_reports_cold_metrics(toy_dataset_dir: Path, tmp_pat
     assert result.exit_code == 0, result.output
     manifest = bf.load_bundle(tmp_path / "b").manifest
     assert manifest["dataset"]["cold_items"] == 8
-    assert manifest["metrics"]["cold_start_test"]["users"] > 0
+    report = manifest["metrics"]["test_report"]
+    assert report["cold"]["users"] > 0 and report["rows"]["cold"] > 0
+    assert 0.0 <= report["cold_share@20"] <= 1.0

@@ -1,4 +1,4 @@
-"""BPR loss (MetaMMF eq. 19; its L2 term is ``Recommender.l2_penalty``)."""
+"""Ranking losses that models add to their training objective (MetaMMF eq. 19 and friends)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,6 @@ import torch.nn.functional as F
 
 
 def bpr_loss(user: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
-    """Mean over the batch of -ln sigma(y_ui - y_uj) with inner-product scores."""
+    """Mean over the batch of -ln sigma(y_ui - y_uj) with inner-product scores (eq. 19)."""
     margin = (user * positive).sum(-1) - (user * negative).sum(-1)
     return F.softplus(-margin).mean()  # softplus(-x) == -ln sigma(x), numerically stable
