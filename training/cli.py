@@ -1,4 +1,4 @@
-"""Command line: ``python -m training train|evaluate``."""
+"""Command line: ``python -m training train|export|evaluate|features``."""
 
 from __future__ import annotations
 
@@ -88,7 +88,9 @@ def train_command(
             {
                 "valid": result.valid_metrics,
                 "test": result.test_metrics,
-                "cold-start test": result.cold_metrics,
+                "test, warm rows": result.test_report.get("warm"),
+                "test, cold rows": result.cold_metrics,
+                "cold among cold": result.cold_only_metrics,
             }
         )
     )
@@ -140,6 +142,43 @@ def evaluate_command(
     results = {s: evaluate_embeddings(users, items, dataset, s) for s in ("valid", "test")}
     typer.echo(f"{manifest['model']} on {dataset.name} (bundle {loaded.version})")
     typer.echo(_metrics_table(results))
+
+
+@app.command("features")
+def features_command(
+    encoder: Annotated[str, typer.Option(help="encoder name (see training.encoders)")] = "minilm",
+    data: Annotated[
+        str, typer.Option(help="raw MicroLens or derived folder, or a name under RECSYS_DATA_DIR")
+    ] = "microlens-50k",
+    pooling: Annotated[str, typer.Option(help="mean or cls (clip: embed)")] = "mean",
+    layer: Annotated[int, typer.Option(help="hidden state: 0 = embeddings, -1 = last")] = -1,
+    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+) -> None:
+    """Encode a dataset's item titles (cached per text) and write its text_feat.npy."""
+    import numpy as np
+
+    from training import microlens
+    from training.data import DataError, resolve_dataset_path
+    from training.encoders import EncoderError, get_encoder_spec
+    from training.encoders.cache import StateTable
+
+    try:
+        spec = get_encoder_spec(encoder)
+        if pooling not in spec.poolings:
+            raise ValueError(
+                f"encoder {encoder!r} pools {'|'.join(spec.poolings)}, not {pooling!r}"
+            )
+        folder = resolve_dataset_path(data)
+        path = microlens.write_text_features(folder, encoder, pooling, layer, progress=not quiet)
+    except (DataError, EncoderError, ValueError) as error:
+        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+    shape = np.load(path, mmap_mode="r").shape
+    typer.echo(f"encoder cache: {StateTable.of(spec, pooling).folder}")
+    typer.echo(
+        f"text features: {path} ({shape[0]} x {shape[1]} float32; {encoder}, {pooling} pooling, "
+        f"layer {layer})"
+    )
 
 
 def _metrics_table(rows: dict[str, dict[str, float] | None]) -> str:

@@ -5,6 +5,11 @@ optionally ``x_label`` with 0/1/2 = train/validation/test) and one ``<modality>_
 modality whose row ``i`` holds the features of item ``i``. Without ``x_label`` every user's
 interactions are split 8:1:1 at random with a fixed seed.
 
+A folder with raw MicroLens files (``*_pairs.tsv`` + ``*_titles.csv``) and no ``.inter`` is never
+written to: on first use it is derived into this layout in the cache (``$RECSYS_CACHE_DIR`` or
+``~/.cache/mmrec``; leave-one-out split, text features from a frozen encoder, see
+:mod:`training.microlens`) and loaded from there, so ``load_dataset("microlens-50k")`` works.
+
 Every problem with the input is reported as a :class:`DataError` naming the file and what is
 wrong, before any model sees the data.
 """
@@ -36,18 +41,32 @@ def default_data_dir() -> Path:
 
 
 def resolve_dataset_path(name_or_path: str | Path) -> Path:
-    """Accept a folder path, or a dataset name looked up in :func:`default_data_dir`."""
+    """Accept a folder path, or a dataset name looked up in :func:`default_data_dir`.
+
+    A raw MicroLens folder resolves to its derived copy in the cache, derived on first use.
+    """
     path = Path(name_or_path)
     if path.is_dir():
-        return path
+        return _derived_if_raw(path)
     candidate = default_data_dir() / str(name_or_path)
     if candidate.is_dir():
-        return candidate
+        return _derived_if_raw(candidate)
     raise DataError(
         f"dataset {str(name_or_path)!r} not found: neither a folder nor a name under "
         f"{default_data_dir()} (set RECSYS_DATA_DIR or pass a folder path). "
         "The TikTok data comes from the public HKUDS/DiffMM repository (Datasets/tiktok)."
     )
+
+
+def _derived_if_raw(folder: Path) -> Path:
+    """``folder`` itself, unless it holds raw MicroLens files and no ``.inter``."""
+    if any(folder.glob("*.inter")):
+        return folder
+    from training import microlens  # lazy: only MicroLens needs the encoder code
+
+    if microlens.raw_files(folder) is None:
+        return folder
+    return microlens.derive(folder)
 
 
 @dataclass
