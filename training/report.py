@@ -95,3 +95,48 @@ def headline(report: dict[str, Any], metric: str = "recall@20") -> dict[str, flo
         part: (report[part][metric] if part in report else None)
         for part in ("all", "warm", "cold", "cold_among_cold")
     } | {f"cold_share@{SHARE_K}": report[f"cold_share@{SHARE_K}"]}
+
+
+PER_USER_PARTS = ("all", "warm", "cold")
+
+
+def per_user_hits(
+    users: torch.Tensor,
+    items: torch.Tensor,
+    dataset: Dataset,
+    split: str,
+    k: int = 20,
+    part: str = "all",
+    batch_size: int = 2048,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(user_ids, recall@k)`` per evaluated user of one part of :func:`warm_cold_report`.
+
+    Kept per user (not averaged) so two models can be compared by a paired bootstrap over the
+    same users; the mean of the recalls equals ``warm_cold_report(...)[part]["recall@k"]``.
+    ``part`` is 'all', 'warm' or 'cold' (cold rows ranked among all items); a part without
+    rows gives two empty arrays.
+    """
+    if part not in PER_USER_PARTS:
+        raise ValueError(f"part must be one of {PER_USER_PARTS}, got {part!r}")
+    relevant, seen = split_matrices(dataset, split)
+    if part != "all":
+        cold = new_items(dataset)
+        relevant = _columns(relevant, cold if part == "cold" else ~cold)
+    evaluated = np.flatnonzero(np.diff(relevant.indptr))
+    if evaluated.size == 0:
+        return evaluated.astype(np.int64), np.zeros(0, dtype=np.float64)
+    top = top_k_items(
+        users[torch.as_tensor(evaluated, device=users.device)],
+        items,
+        seen[evaluated],
+        k,
+        batch_size=batch_size,
+    )
+    rel = relevant[evaluated]
+    # (row, item) pairs of relevant items; a ranked item is a hit when its pair is among them
+    rel_rows = np.repeat(np.arange(evaluated.size), np.diff(rel.indptr))
+    stride = items.shape[0] + 1
+    rel_keys = rel_rows.astype(np.int64) * stride + rel.indices.astype(np.int64)
+    top_keys = np.where(top >= 0, np.arange(evaluated.size)[:, None] * stride + top, -1)
+    hits = np.isin(top_keys, rel_keys).sum(axis=1)
+    return evaluated.astype(np.int64), hits / np.diff(rel.indptr).astype(np.float64)

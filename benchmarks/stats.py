@@ -1,0 +1,42 @@
+"""Uncertainty of a difference between two models scored on the same users.
+
+Two models evaluated on one test split share its users, so the noise of "which users happen
+to be in the split" cancels in their per-user differences: a paired bootstrap of those
+differences gives a much tighter (and honest) interval than comparing two overall means.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: Cap on the ``[resamples, users]`` index block drawn at once (~40 MB of int64).
+_BLOCK_CELLS = 5_000_000
+
+
+def paired_bootstrap(
+    a: np.ndarray,
+    b: np.ndarray,
+    n: int = 2000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> tuple[float, float, float]:
+    """``(mean(a - b), low, high)``: percentile bootstrap interval over users.
+
+    ``a[u]`` and ``b[u]`` are the two models' scores of user ``u``; users are resampled with
+    replacement ``n`` times (vectorised, in blocks so large splits fit in memory).
+    """
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"a and b must be aligned 1-D arrays, got {a.shape} and {b.shape}")
+    if a.size == 0:
+        raise ValueError("no users to compare")
+    diff = a - b
+    rng = np.random.default_rng(seed)
+    block = max(1, _BLOCK_CELLS // diff.size)
+    means = np.concatenate([
+        diff[rng.integers(0, diff.size, size=(min(block, n - start), diff.size))].mean(axis=1)
+        for start in range(0, n, block)
+    ])
+    tail = 100 * (1 - confidence) / 2
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return float(diff.mean()), float(low), float(high)
