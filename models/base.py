@@ -21,6 +21,7 @@ nothing model-specific (adding a model means one file and one registry entry):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -112,6 +113,10 @@ class Recommender(nn.Module):
             f"{type(self).__name__} learns only ID embeddings and cannot embed a new item from "
             "its features; use a model with uses_features=True (e.g. metammf_lightgcn, vbpr)"
         )
+
+    def diagnostics(self) -> dict[str, Any]:
+        """Numbers worth logging about the trained model (recorded in the bundle manifest)."""
+        return {}
 
     def serving_towers(self) -> ServingTowers | None:
         """The towers the service runs, or None (the bundle then holds embeddings only)."""

@@ -125,6 +125,22 @@ class MetaFusionLayer(nn.Module):
         weights = torch.einsum("pqz,bz->bpq", tensor, s)
         return weights + self.W if self.W is not None else weights
 
+    def dynamic_norms(self, s: torch.Tensor) -> torch.Tensor:
+        """``||T x3 s_i||_F`` [B]: the size of each item's dynamic part of ``W_i`` (eq. 11).
+
+        In CP form ``T x3 s = A diag(C^T s) B^T``, so its squared norm is
+        ``g^T (A^T A * B^T B) g`` with ``g = C^T s``: no per-item matrix is built.
+        """
+        if self.mode == "full":
+            return torch.einsum("pqz,bz->bpq", self.T, s).flatten(1).norm(dim=1)
+        g = s @ self.C
+        gram = (self.A.t() @ self.A) * (self.B.t() @ self.B)
+        return ((g @ gram) * g).sum(1).clamp(min=0).sqrt()
+
+    def static_norm(self) -> float:
+        """``||W||_F`` (0 without static weights)."""
+        return 0.0 if self.W is None else float(self.W.norm())
+
     def forward(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         """``x [B, in]``, ``s [B, d_s]`` -> ``[B, out]``."""
         if self.mode == "full":
@@ -191,6 +207,22 @@ class MetaMMFFusion(nn.Module):
             if n < len(self.layers) - 1:
                 h = nn.functional.leaky_relu(h, self.negative_slope)
         return h
+
+    @torch.no_grad()
+    def dynamic_sizes(self, x: torch.Tensor) -> list[dict[str, float]]:
+        """Per layer: mean ``||T x3 s_i||`` over the items ``x`` against ``||W||``.
+
+        Shows whether the item-specific part is used at all (a ratio near 0 means the layer
+        behaves like static early fusion).
+        """
+        s = self.extractor(x)
+        return [
+            {
+                "dynamic_mean": float(layer.dynamic_norms(s).mean()),
+                "static": layer.static_norm(),
+            }
+            for layer in self.layers
+        ]
 
     def to_full(self) -> MetaMMFFusion:
         """An equivalent ``mode="full"`` fusion: same extractor and ``W``, ``T = cp_tensor()``."""

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -67,9 +68,11 @@ class FusionLightGCN(Recommender):
         *,
         fusion_factory: FusionFactory,
         embed_dim: int = 64,
+        content_dim: int | None = None,
         num_layers: int = 2,
         combine: str = "beside",
         conditioning: str = "center_l2",
+        warm_content: float = 1.0,
         new_item_weight: float = 0.5,
         new_item_dropout: float = 0.1,
         user_dropout: float = 0.0,
@@ -88,8 +91,11 @@ class FusionLightGCN(Recommender):
                 raise ValueError(f"{name} must be in [0, 1), got {share}")
         self.num_users, self.num_items = graph.num_users, graph.num_items
         self.embed_dim, self.num_layers, self.combine = embed_dim, num_layers, combine
-        self.content_dim = embed_dim // 2  # d_m
+        self.content_dim = content_dim or embed_dim // 2  # d_m
+        if not 0 < self.content_dim < embed_dim:
+            raise ValueError(f"content_dim must be in (0, {embed_dim}), got {content_dim}")
         self.id_dim = embed_dim - self.content_dim  # d_c
+        self.warm_content = float(warm_content)
         self.new_item_weight = float(new_item_weight)
         self.new_item_dropout = float(new_item_dropout)
         self.user_dropout = float(user_dropout)
@@ -163,9 +169,9 @@ class FusionLightGCN(Recommender):
                 self._users0(), self._id_layer0(), self.adjacency, self.num_layers
             )
             user_content = self.history_mean.user_mean(content) @ self.user_content_map
-            return (torch.cat([user_content, user_id], 1), torch.cat([content, item_id], 1),
-                    content)
-        items0 = torch.cat([content, self._id_layer0()], dim=1)
+            items = torch.cat([self.warm_content * content, item_id], 1)
+            return torch.cat([user_content, user_id], 1), items, content
+        items0 = torch.cat([self.warm_content * content, self._id_layer0()], dim=1)
         users, items = lightgcn_propagate(self._users0(), items0, self.adjacency, self.num_layers)
         return users, items, content
 
@@ -229,6 +235,21 @@ class FusionLightGCN(Recommender):
         content = self.content(self.conditioner(features.to(self.conditioned.dtype)))
         return self.new_item_vectors(content, self.cold_scale)
 
+    @torch.no_grad()
+    def diagnostics(self) -> dict[str, Any]:
+        """Scale of the content half against the ID half, and MetaMMF's dynamic part."""
+        content = self.content(self.conditioned)
+        warm = ~self.new_mask
+        out: dict[str, Any] = {
+            "content_scale": float(self.log_scale.exp()),
+            "cold_scale": float(self.cold_scale),
+            "content_norm_warm": float(content[warm].norm(dim=1).mean()),
+            "id_norm_warm": float(self.item_id_embedding[warm].norm(dim=1).mean()),
+        }
+        if hasattr(self.fusion, "dynamic_sizes"):
+            out["fusion_layers"] = self.fusion.dynamic_sizes(self.conditioned[warm])
+        return out
+
     # ---- serving towers ----------------------------------------------------------------
 
     def item_states(self) -> torch.Tensor:
@@ -244,7 +265,9 @@ class FusionLightGCN(Recommender):
     def _item_layers(self, content: torch.Tensor) -> list[torch.Tensor]:
         """Item layers 0..L of the propagated part (ID half, or the whole vector)."""
         ids = self._id_layer0()
-        items = ids if self.combine == "beside" else torch.cat([content, ids], dim=1)
+        if self.combine == "propagate":
+            ids = torch.cat([self.warm_content * content, ids], dim=1)
+        items = ids
         users = self.user_embedding
         out = [items]
         for _ in range(self.num_layers):
@@ -278,7 +301,7 @@ class LightGCNItemTower(nn.Module):
         # A new item has degree 1 once a user holds it, and no propagated layers beyond 0.
         layer0 = model.unknown_item.expand(features.shape[0], -1)
         if model.combine == "propagate":
-            layer0 = torch.cat([content, layer0], dim=1)
+            layer0 = torch.cat([model.warm_content * content, layer0], dim=1)
         zeros = [torch.zeros_like(layer0)] * (model.num_layers - 1)
         state = torch.cat([layer0, *zeros], dim=1)
         if model.combine == "beside":

@@ -48,9 +48,11 @@ _META_FUSION: dict[str, Any] = {
 # The LightGCN-backbone variant (models.metammf_lightgcn); defaults from validation tuning.
 _LIGHTGCN_FUSED: dict[str, Any] = {
     "embed_dim": 64,
+    "content_dim": None,
     "num_layers": 2,
     "combine": "beside",
     "conditioning": "center_l2",
+    "warm_content": 1.0,
     "new_item_weight": 0.5,
     "new_item_dropout": 0.1,
     "user_dropout": 0.0,

@@ -42,6 +42,7 @@ class TrainResult:
     test_metrics: dict[str, float]
     valid_report: dict[str, Any] = field(default_factory=dict)
     test_report: dict[str, Any] = field(default_factory=dict)
+    diagnostics: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, float]] = field(default_factory=list)
 
     @property
@@ -64,6 +65,7 @@ class TrainResult:
             "test": self.test_metrics,
             "valid_report": self.valid_report,
             "test_report": self.test_report,
+            "diagnostics": self.diagnostics,
         }
 
 
@@ -204,5 +206,6 @@ def train(
         test_metrics=test_report["all"],
         valid_report=valid_report,
         test_report=test_report,
+        diagnostics=model.diagnostics(),
         history=history,
     )

@@ -121,3 +121,14 @@ def test_build_fusion_rejects_unknown_kind_and_argument() -> None:
         build_fusion("attention", [4])
     with pytest.raises(TypeError):
         build_fusion("early", [4], rank=3)
+
+
+@pytest.mark.parametrize("static_weight", [True, False])
+def test_dynamic_norms_in_cp_form_equal_the_materialised_matrices(static_weight: bool) -> None:
+    torch.manual_seed(0)
+    layer = MetaFusionLayer(7, 5, meta_dim=3, rank=4, mode="cp", static_weight=static_weight)
+    s = torch.randn(6, 3)
+    dynamic = torch.einsum("pqz,bz->bpq", layer.cp_tensor(), s)
+    torch.testing.assert_close(layer.dynamic_norms(s), dynamic.flatten(1).norm(dim=1))
+    torch.testing.assert_close(layer.to_full().dynamic_norms(s), layer.dynamic_norms(s))
+    assert (layer.static_norm() > 0) == static_weight

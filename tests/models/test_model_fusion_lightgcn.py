@@ -100,10 +100,16 @@ def test_cold_scale_moves_only_the_content_half_of_new_items(
 
 
 @pytest.mark.parametrize("combine", COMBINES)
+@pytest.mark.parametrize("warm_content", [1.0, 0.3])
 def test_user_tower_reproduces_trained_users_from_their_training_items(
-    combine: str, graph: BipartiteGraph, features: torch.Tensor, modality_dims: list[int]
+    combine: str,
+    warm_content: float,
+    graph: BipartiteGraph,
+    features: torch.Tensor,
+    modality_dims: list[int],
 ) -> None:
-    model = _model(graph, features, modality_dims, combine=combine).eval()
+    model = _model(graph, features, modality_dims, combine=combine, warm_content=warm_content)
+    model.eval()
     towers = model.serving_towers()
     with torch.no_grad():
         users, _ = model()
