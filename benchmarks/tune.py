@@ -34,7 +34,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.stats import paired_bootstrap  # noqa: E402
 from models.registry import MODEL_NAMES, default_hparams  # noqa: E402
-from training.calibration import calibrate_cold_scale, supports_calibration  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
 from training.data import Dataset  # noqa: E402
 from training.pipeline import prepare_dataset  # noqa: E402
@@ -146,16 +145,10 @@ def fixed_fields(args: argparse.Namespace) -> dict[str, Any]:
 def fit(
     dataset: Dataset, model: str, setting: dict[str, Any], **fields: Any
 ) -> tuple[TrainResult, dict[str, Any] | None]:
-    """Train with early stopping; calibrate the new-item scale on validation where possible."""
+    """Train with early stopping (the trainer calibrates the new-item scale on validation)."""
     config = TrainConfig(model=model, **setting, **fields)
-    calibration: dict[str, Any] = {}
-
-    def after(trained: Any, data: Dataset) -> None:
-        if supports_calibration(trained):
-            calibration.update(calibrate_cold_scale(trained, data))
-
-    result = train(dataset, config, progress=False, after_training=after)
-    return result, calibration or None
+    result = train(dataset, config, progress=False)
+    return result, result.calibration
 
 
 def _write_json(path: Path, record: dict[str, Any]) -> None:
@@ -299,8 +292,11 @@ def seeds(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     fields = fixed_fields(args)
     seed_list = [SEEDS_FROM + i for i in range(args.seeds)]
     datasets: dict[int, Dataset] = {}  # the split (and any held-out items) follows the seed
+    chosen = json.loads(Path(args.settings).read_text()) if args.settings else {}
     for model in [m.strip() for m in args.models.split(",") if m.strip()]:
         setting, tuned = best_setting(Path(args.tuned_dir), tag, model)
+        if model in chosen:  # a setting chosen on validation outside an Optuna study
+            setting, tuned = {"hparams": {}, **chosen[model]}, args.settings
         arrays = {k: v for k, v in arrays.items() if not k.startswith(f"{model}__")}
         runs = []
         for seed in seed_list:
@@ -556,6 +552,9 @@ def build_parser() -> argparse.ArgumentParser:
     seeder.add_argument("--models", required=True, help="comma-separated model names")
     seeder.add_argument("--seeds", type=int, default=3, help=f"seeds {SEEDS_FROM}, +1, ...")
     seeder.add_argument("--tuned-dir", default=str(OPTUNA_DIR), help="where tune wrote JSON")
+    seeder.add_argument(
+        "--settings", help="JSON {model: {lr, l2, l2_scope, hparams}}; wins over --tuned-dir"
+    )
     reporter = sub.add_parser("report", help="markdown tables of the seeds file(s)")
     reporter.add_argument("--data", default="tiktok")
     reporter.add_argument("--baseline", default="lightgcn")

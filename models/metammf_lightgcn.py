@@ -9,14 +9,26 @@ LightGCN. LightGCN's symmetric normalised propagation with a layer-mean readout 
 Item ``i`` is eq. 2's ``[e_m_i ; e_c_i]``: ``e_m_i = exp(log_scale) * fusion(cond(x_i))`` with
 MetaMMF's item-specific fusion (eqs. 7-15, unchanged; or a static control) over features
 conditioned inside the model (:mod:`models.conditioning`), and a learned scale initialised so
-that ``e_m`` starts at the norm of the ID half. Two ways to combine them (``combine``):
+that ``e_m`` starts at the norm of the ID half. ``d_m = content_dim`` (default ``embed_dim // 2``)
+and ``d_c = embed_dim - d_m``. Two ways to combine them (``combine``):
 
 * ``"beside"`` (default): only the ID half is propagated (LightGCN on ``e_u`` and ``e_c``, both
   ``d_c``-d). The user's content half is ``A m_u``, with ``m_u`` the mean ``e_m`` of the
   user's training items and ``A`` a learned ``d_m x d_m`` map (identity at start): a content
-  kNN with a learned metric. Score ``y_ui = (A m_u) . e_m_i + u_c . i_c``.
+  kNN with a learned metric. Score ``y_ui = (A m_u) . e_m_i + u_c . i_c``. In training the
+  positive is left out of ``m_u`` (:meth:`FusionLightGCN._leave_one_out`): otherwise the
+  content half learns to find the positive in the user's own history and collapses.
 * ``"propagate"``: ``[e_m ; e_c]`` is layer 0 of the items, a free ``d``-d vector that of the
   users, and the whole vector is propagated; the user's content comes through the graph.
+
+Two options decided on validation (TikTok numbers in README "Decisions"):
+
+* ``warm_content`` (w): warm items carry ``w * e_m`` (new items always the full ``e_m``); at 0
+  warm items are ranked by the IDs alone and the content serves new items only.
+* ``knn_weight`` (> 0, ``beside`` only): the content half also holds the unit-norm conditioned
+  features, with ``gamma * normalise(mean of the history's features)`` on the user side
+  (gamma learned from ``knn_weight``): a training-free content kNN inside the model, so the
+  fused content only has to add to it.
 
 New items (no training interaction: held-out ``cold_items`` or items that simply have none)
 take the learned ``unknown_item`` vector instead of ``e_c`` and have no neighbours, so their
@@ -30,9 +42,12 @@ item tower computes exactly this from raw features. Two things make it a trained
   with the feature-only vector, so the unknown vector learns where a new item stands against
   warm ones.
 
-``cold_scale`` (a buffer, 1 while training) multiplies the content half of new items at
-serving time: how strongly new items compete with popular warm ones is a product decision,
-chosen on validation after training (:mod:`training.calibration`) and stored in the weights.
+``cold_scale`` (a buffer, 1 while training) multiplies the whole vector of a new item, so it
+sets the level of every new item's score against the warm ones: how strongly new items compete
+with popular warm items is a product decision, chosen on validation (:mod:`training.calibration`)
+and stored in the weights. (Scaling only the content half was tried first: the unknown ID half,
+trained by ``new_item_dropout`` on popularity-weighted positives, then kept new items in 6% of
+the top-20 slots even at the smallest scale.)
 """
 
 from __future__ import annotations
@@ -42,6 +57,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from models.base import BipartiteGraph, Recommender, ServingTowers, TrainingBatch
@@ -73,6 +89,7 @@ class FusionLightGCN(Recommender):
         combine: str = "beside",
         conditioning: str = "center_l2",
         warm_content: float = 1.0,
+        knn_weight: float = 0.0,
         new_item_weight: float = 0.5,
         new_item_dropout: float = 0.1,
         user_dropout: float = 0.0,
@@ -96,6 +113,9 @@ class FusionLightGCN(Recommender):
             raise ValueError(f"content_dim must be in (0, {embed_dim}), got {content_dim}")
         self.id_dim = embed_dim - self.content_dim  # d_c
         self.warm_content = float(warm_content)
+        if knn_weight < 0.0 or (knn_weight > 0.0 and combine != "beside"):
+            raise ValueError("knn_weight must be >= 0, and > 0 only with combine='beside'")
+        self.knn = knn_weight > 0.0
         self.new_item_weight = float(new_item_weight)
         self.new_item_dropout = float(new_item_dropout)
         self.user_dropout = float(user_dropout)
@@ -126,6 +146,9 @@ class FusionLightGCN(Recommender):
                                          minlength=graph.num_users).float()
             self.register_buffer("user_degree", user_degree, persistent=False)
             self.user_content_map = nn.Parameter(torch.eye(self.content_dim))  # A
+        if self.knn:  # gamma, learned in log space like the content scale
+            self.log_knn_weight = nn.Parameter(torch.tensor(math.log(knn_weight)))
+        self.content_width = self.content_dim + (self.conditioner.out_dim if self.knn else 0)
         # e_m starts at the typical norm of a Xavier ID row (~0.1 on TikTok), not ~175x above.
         with torch.no_grad():
             fused_norm = self.fusion(self.conditioned[~new]).norm(dim=1).mean().clamp(min=1e-6)
@@ -136,8 +159,21 @@ class FusionLightGCN(Recommender):
     # ---- pieces ------------------------------------------------------------------------
 
     def content(self, conditioned: torch.Tensor) -> torch.Tensor:
-        """``e_m`` [B, d_m] of conditioned features (eqs. 7-15 times the learned scale)."""
-        return self.log_scale.exp() * self.fusion(conditioned)
+        """``e_m`` [B, d_m] of conditioned features (eqs. 7-15 times the learned scale), and
+        with ``knn_weight`` the unit-norm conditioned features beside it [B, d_m + F']."""
+        fused = self.log_scale.exp() * self.fusion(conditioned)
+        if not self.knn:
+            return fused
+        return torch.cat([fused, F.normalize(conditioned, dim=1)], dim=1)
+
+    def user_content(self, mean_content: torch.Tensor) -> torch.Tensor:
+        """The user's content half from the mean content of its history: ``A m_u``, and with
+        ``knn_weight`` ``gamma * normalise(mean of the features)`` (a content kNN inside)."""
+        fused = mean_content[:, : self.content_dim] @ self.user_content_map
+        if not self.knn:
+            return fused
+        knn = F.normalize(mean_content[:, self.content_dim :], dim=1)
+        return torch.cat([fused, self.log_knn_weight.exp() * knn], dim=1)
 
     def _id_layer0(self) -> torch.Tensor:
         return torch.where(
@@ -153,13 +189,16 @@ class FusionLightGCN(Recommender):
             users = torch.where(draw.unsqueeze(1), self.unknown_user.expand_as(users), users)
         return users
 
-    def new_item_vectors(self, content: torch.Tensor, scale: torch.Tensor | float = 1.0):
-        """Final vectors [B, d] of items without interactions: the self path of
-        ``[scale * e_m ; unknown]`` (``beside`` propagates only the ID half)."""
+    def new_item_vectors(
+        self, content: torch.Tensor, scale: torch.Tensor | float = 1.0
+    ) -> torch.Tensor:
+        """Final vectors [B, d] of items without interactions: ``scale`` times the self path of
+        ``[e_m ; unknown]`` (``beside`` propagates only the ID half, so ``e_m`` is not averaged
+        over layers there)."""
         unknown = self.unknown_item.expand(content.shape[0], -1) / (self.num_layers + 1)
-        if self.combine == "beside":
-            return torch.cat([scale * content, unknown], dim=1)
-        return torch.cat([scale * content / (self.num_layers + 1), unknown], dim=1)
+        if self.combine == "propagate":
+            content = content / (self.num_layers + 1)
+        return scale * torch.cat([content, unknown], dim=1)
 
     def _propagate(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(users [U, d], items [I, d], e_m [I, d_m])`` before the new-item scale."""
@@ -168,7 +207,7 @@ class FusionLightGCN(Recommender):
             user_id, item_id = lightgcn_propagate(
                 self._users0(), self._id_layer0(), self.adjacency, self.num_layers
             )
-            user_content = self.history_mean.user_mean(content) @ self.user_content_map
+            user_content = self.user_content(self.history_mean.user_mean(content))
             items = torch.cat([self.warm_content * content, item_id], 1)
             return torch.cat([user_content, user_id], 1), items, content
         items0 = torch.cat([self.warm_content * content, self._id_layer0()], dim=1)
@@ -197,7 +236,7 @@ class FusionLightGCN(Recommender):
         mean = self.history_mean.user_mean(content)[batch.users]
         others = (mean * count - content[batch.positives]) / (count - 1.0).clamp(min=1.0)
         others = torch.where(count > 1.0, others, torch.zeros_like(others))
-        return torch.cat([others @ self.user_content_map, user[:, self.content_dim :]], dim=1)
+        return torch.cat([self.user_content(others), user[:, self.content_width :]], dim=1)
 
     def training_losses(self, batch: TrainingBatch) -> dict[str, torch.Tensor]:
         users, items, content = self._propagate()
@@ -238,10 +277,11 @@ class FusionLightGCN(Recommender):
     @torch.no_grad()
     def diagnostics(self) -> dict[str, Any]:
         """Scale of the content half against the ID half, and MetaMMF's dynamic part."""
-        content = self.content(self.conditioned)
+        content = self.content(self.conditioned)[:, : self.content_dim]
         warm = ~self.new_mask
         out: dict[str, Any] = {
             "content_scale": float(self.log_scale.exp()),
+            "knn_weight": float(self.log_knn_weight.exp()) if self.knn else 0.0,
             "cold_scale": float(self.cold_scale),
             "content_norm_warm": float(content[warm].norm(dim=1).mean()),
             "id_norm_warm": float(self.item_id_embedding[warm].norm(dim=1).mean()),
@@ -330,7 +370,7 @@ class LightGCNUserTower(nn.Module):
     ) -> torch.Tensor:
         model = self.model
         count = history_mask.sum(dim=1, keepdim=True).clamp(min=1.0)
-        offset = model.content_dim if model.combine == "beside" else 0
+        offset = model.content_width if model.combine == "beside" else 0
         width = model.id_dim if model.combine == "beside" else model.embed_dim
         layers = [user_known * user_state + (1.0 - user_known) * model.unknown_user]
         for k in range(model.num_layers):
@@ -339,6 +379,6 @@ class LightGCNUserTower(nn.Module):
         users = torch.stack(layers).mean(dim=0)
         if model.combine == "propagate":
             return users
-        content = history_state[:, :, : model.content_dim]
+        content = history_state[:, :, : model.content_width]
         mean_content = torch.einsum("bh,bhd->bd", history_mask, content) / count
-        return torch.cat([mean_content @ model.user_content_map, users], dim=1)
+        return torch.cat([model.user_content(mean_content), users], dim=1)

@@ -53,6 +53,7 @@ _LIGHTGCN_FUSED: dict[str, Any] = {
     "combine": "beside",
     "conditioning": "center_l2",
     "warm_content": 1.0,
+    "knn_weight": 0.0,
     "new_item_weight": 0.5,
     "new_item_dropout": 0.1,
     "user_dropout": 0.0,

@@ -1,12 +1,17 @@
 """Choose how strongly new items compete with warm ones, on validation.
 
-A model with a new-item path exposes a ``cold_scale`` buffer: the factor on the content half of
-items without training interactions (see :mod:`models.metammf_lightgcn`). Served at 1, new
-items rarely enter a top-20 because popular warm items hold the top slots; served too high they
-crowd warm items out. Which trade-off is right is a product decision, so it is *chosen on
-validation* (all-row Recall@20, the number a user of the service feels) over a fixed grid,
-stored in the model's weights (and so in the bundle and its exported item tower, which the
-service runs unchanged), and the whole curve is kept for the report.
+A model with a new-item path exposes a ``cold_scale`` buffer: the factor on the vectors of
+items without training interactions (see :mod:`models.metammf_lightgcn`). Served at 1, new items
+may never enter a top-20 (popular warm items hold the top slots) or may crowd warm items out,
+depending on how training left the scale of their vectors. Which trade-off is right is a product
+decision, so it is *chosen on validation* over a fixed grid, with the number a user of the
+service feels as the objective (all-row Recall@20), stored in the model's weights (and so in the
+bundle and its exported item tower, which the service runs unchanged).
+
+The trainer calibrates before every validation, so early stopping compares epochs at their own
+best scale (an uncalibrated epoch can look bad only because its new items flood the lists), and
+once more at the end with the whole curve, test column included, kept for the report. The test
+column is reported, never used to choose.
 """
 
 from __future__ import annotations
@@ -17,9 +22,14 @@ import torch
 
 from models.base import Recommender
 from training.data import Dataset
-from training.report import headline, warm_cold_report
+from training.report import evaluate_embeddings, headline, new_item_share, warm_cold_report
 
-SCALE_GRID: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
+#: The final choice (and the reported trade-off curve) is made on this grid ...
+SCALE_GRID: tuple[float, ...] = (
+    0.1, 0.25, 0.4, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.9, 1.0, 1.25, 1.5, 2.0, 3.0
+)
+#: ... and every epoch's early-stopping score on this coarse one (each point is one validation).
+EPOCH_GRID: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0, 2.0)
 OBJECTIVE = "recall@20"
 
 
@@ -33,23 +43,47 @@ def calibrate_cold_scale(
     dataset: Dataset,
     grid: tuple[float, ...] = SCALE_GRID,
     batch_size: int = 2048,
+    *,
+    min_share: float = 0.0,
+    with_curve: bool = False,
 ) -> dict[str, Any]:
-    """Set ``model.cold_scale`` to the grid value with the best validation Recall@20.
+    """Set ``model.cold_scale`` to the grid value with the best validation Recall@20 among
+    those that give new items at least ``min_share`` of the validation top-20 slots (an
+    exposure floor; 0 = none). When no scale reaches the floor, the one closest to it wins.
 
-    Returns ``{"chosen": scale, "curve": [{"scale", "valid": headline, "test": headline}]}``;
-    the test column is reported, never used to choose. Ties keep the smaller scale.
+    Returns ``{"chosen", "valid": metrics at the chosen scale, "valid_share"}`` and, with
+    ``with_curve``, ``"curve": [{"scale", "valid": headline, "test": headline}]`` (the warm/cold
+    trade-off per scale). Ties keep the smaller scale.
     """
     if not supports_calibration(model):
         raise TypeError(f"{type(model).__name__} has no cold_scale to calibrate")
     model.eval()
-    curve, best = [], (-1.0, None)
+    curve: list[dict[str, Any]] = []
+    best: tuple[tuple[bool, float], float, dict[str, float], float] = ((False, -1.0), grid[0], {},
+                                                                         0.0)
     for scale in grid:
         model.cold_scale.fill_(scale)
         users, items = model()
-        valid = warm_cold_report(users, items, dataset, "valid", batch_size)
-        test = warm_cold_report(users, items, dataset, "test", batch_size)
-        curve.append({"scale": scale, "valid": headline(valid), "test": headline(test)})
-        if valid["all"][OBJECTIVE] > best[0]:
-            best = (valid["all"][OBJECTIVE], scale)
+        valid = evaluate_embeddings(users, items, dataset, "valid", batch_size)
+        share = new_item_share(users, items, dataset, "valid", batch_size) if min_share else 0.0
+        # reaching the floor beats missing it; then the objective (or, below it, the share)
+        key = (share >= min_share, valid[OBJECTIVE] if share >= min_share else share)
+        if key > best[0]:
+            best = (key, scale, valid, share)
+        if with_curve:
+            curve.append({
+                "scale": scale,
+                "valid": headline(warm_cold_report(users, items, dataset, "valid", batch_size)),
+                "test": headline(warm_cold_report(users, items, dataset, "test", batch_size)),
+            })
     model.cold_scale.fill_(best[1])
-    return {"objective": f"valid {OBJECTIVE}", "chosen": best[1], "curve": curve}
+    out: dict[str, Any] = {
+        "objective": f"valid {OBJECTIVE}",
+        "min_share": min_share,
+        "chosen": best[1],
+        "valid": best[2],
+        "valid_share": best[3],
+    }
+    if with_curve:
+        out["curve"] = curve
+    return out

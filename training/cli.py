@@ -127,7 +127,7 @@ def evaluate_command(
     from training.bundle import BundleError, load_bundle
     from training.data import DataError
     from training.pipeline import prepare_dataset
-    from training.trainer import evaluate_embeddings
+    from training.report import evaluate_embeddings
 
     try:
         loaded = load_bundle(bundle)

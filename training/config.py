@@ -33,6 +33,14 @@ class TrainConfig(BaseModel):
     cold_start_fraction: float = Field(
         0.0, ge=0, lt=1, description="share of items held out of training (cold-start protocol)"
     )
+    new_item_share: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="exposure floor: the least share of validation top-20 slots that items "
+        "without training interactions must hold when the new-item scale is chosen (0 = the "
+        "scale with the best validation Recall@20 wins); see training.calibration",
+    )
     eval_batch_size: int = Field(2048, ge=1)
     hparams: dict[str, Any] = Field(default_factory=dict, description="model hyperparameters")
 

@@ -42,6 +42,14 @@ def split_matrices(dataset: Dataset, split: str) -> tuple[sp.csr_matrix, sp.csr_
     raise ValueError(f"split must be 'valid' or 'test', got {split!r}")
 
 
+def evaluate_embeddings(
+    users: torch.Tensor, items: torch.Tensor, dataset: Dataset, split: str, batch_size: int = 2048
+) -> dict[str, float]:
+    """All-item metrics of one split on all its rows (what early stopping watches)."""
+    relevant, seen = split_matrices(dataset, split)
+    return evaluate(users, items, relevant, seen, batch_size=batch_size)
+
+
 def _columns(matrix: sp.csr_matrix, keep: np.ndarray) -> sp.csr_matrix:
     """``matrix`` with the entries of columns outside ``keep`` (bool [I]) removed."""
     out = matrix.multiply(sp.csr_matrix(keep.astype(np.float32))).tocsr()
@@ -76,17 +84,20 @@ def warm_cold_report(
             seen[:, cold_ids],
             batch_size=batch_size,
         )
-    evaluated = np.flatnonzero(np.diff(relevant.indptr))
-    top = top_k_items(
-        users[torch.as_tensor(evaluated, device=users.device)],
-        items,
-        seen[evaluated],
-        SHARE_K,
-        batch_size=batch_size,
-    )
-    listed = top[top >= 0]
-    report[f"cold_share@{SHARE_K}"] = float(cold[listed].mean()) if listed.size else 0.0
+    report[f"cold_share@{SHARE_K}"] = new_item_share(users, items, dataset, split, batch_size)
     return report
+
+
+def new_item_share(
+    users: torch.Tensor, items: torch.Tensor, dataset: Dataset, split: str, batch_size: int = 2048
+) -> float:
+    """Share of the top-20 slots of a split's evaluated users that go to new items."""
+    relevant, seen = split_matrices(dataset, split)
+    evaluated = np.flatnonzero(np.diff(relevant.indptr))
+    index = torch.as_tensor(evaluated, device=users.device)
+    top = top_k_items(users[index], items, seen[evaluated], SHARE_K, batch_size=batch_size)
+    listed = top[top >= 0]
+    return float(new_items(dataset)[listed].mean()) if listed.size else 0.0
 
 
 def headline(report: dict[str, Any], metric: str = "recall@20") -> dict[str, float | None]:

@@ -14,6 +14,13 @@ from models.registry import build_model
 
 SMALL = {"embed_dim": 16, "first_hidden": 16}
 COMBINES = ("beside", "propagate")
+# every way of building the content half: learned fusion beside the IDs (with and without the
+# content-kNN part) or propagated with them
+VARIANTS = (
+    {"combine": "beside"},
+    {"combine": "beside", "knn_weight": 0.5},
+    {"combine": "propagate"},
+)
 
 
 def _model(graph, features, dims, **hp):
@@ -68,11 +75,11 @@ def test_content_starts_at_the_norm_of_the_id_half(
     assert 0.99 < ratio < 1.01
 
 
-@pytest.mark.parametrize("combine", COMBINES)
+@pytest.mark.parametrize("variant", VARIANTS)
 def test_new_items_are_scored_exactly_as_the_item_tower_embeds_them(
-    combine: str, graph: BipartiteGraph, features: torch.Tensor, modality_dims: list[int]
+    variant: dict, graph: BipartiteGraph, features: torch.Tensor, modality_dims: list[int]
 ) -> None:
-    model = _model(graph, features, modality_dims, combine=combine).eval()
+    model = _model(graph, features, modality_dims, **variant).eval()
     new = model.new_mask.nonzero().squeeze(1)
     assert len(new) >= 1  # the fixture's last item has no edges
     model.cold_scale.fill_(2.5)
@@ -84,7 +91,7 @@ def test_new_items_are_scored_exactly_as_the_item_tower_embeds_them(
 
 
 @pytest.mark.parametrize("combine", COMBINES)
-def test_cold_scale_moves_only_the_content_half_of_new_items(
+def test_cold_scale_moves_only_new_items(
     combine: str, graph: BipartiteGraph, features: torch.Tensor, modality_dims: list[int]
 ) -> None:
     model = _model(graph, features, modality_dims, combine=combine).eval()
@@ -94,21 +101,19 @@ def test_cold_scale_moves_only_the_content_half_of_new_items(
         _, after = model()
     new = model.new_mask
     torch.testing.assert_close(after[~new], before[~new])
-    d_m = model.content_dim
-    torch.testing.assert_close(after[new][:, :d_m], 3.0 * before[new][:, :d_m])
-    torch.testing.assert_close(after[new][:, d_m:], before[new][:, d_m:])
+    torch.testing.assert_close(after[new], 3.0 * before[new])
 
 
-@pytest.mark.parametrize("combine", COMBINES)
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("warm_content", [1.0, 0.3])
 def test_user_tower_reproduces_trained_users_from_their_training_items(
-    combine: str,
+    variant: dict,
     warm_content: float,
     graph: BipartiteGraph,
     features: torch.Tensor,
     modality_dims: list[int],
 ) -> None:
-    model = _model(graph, features, modality_dims, combine=combine, warm_content=warm_content)
+    model = _model(graph, features, modality_dims, warm_content=warm_content, **variant)
     model.eval()
     towers = model.serving_towers()
     with torch.no_grad():
@@ -126,10 +131,11 @@ def test_user_tower_reproduces_trained_users_from_their_training_items(
             torch.testing.assert_close(vector[0], users[user], atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("knn_weight", [0.0, 0.5])
 def test_beside_content_of_a_user_leaves_the_positive_out(
-    graph: BipartiteGraph, features: torch.Tensor, modality_dims: list[int]
+    knn_weight: float, graph: BipartiteGraph, features: torch.Tensor, modality_dims: list[int]
 ) -> None:
-    model = _model(graph, features, modality_dims).eval()
+    model = _model(graph, features, modality_dims, knn_weight=knn_weight).eval()
     degree = torch.bincount(graph.edge_index[0], minlength=graph.num_users)
     user = int(degree.argmax())
     history = _history(graph, user)
@@ -138,11 +144,33 @@ def test_beside_content_of_a_user_leaves_the_positive_out(
         batch = TrainingBatch(
             torch.full((len(history),), user), history, torch.zeros_like(history)
         )
-        loo = model._leave_one_out(users, content, batch)[:, : model.content_dim]
+        loo = model._leave_one_out(users, content, batch)[:, : model.content_width]
     for row, positive in enumerate(history.tolist()):
         others = [i for i in history.tolist() if i != positive]
-        expected = content[others].mean(0) @ model.user_content_map
-        torch.testing.assert_close(loo[row], expected)
+        expected = content[others].mean(0, keepdim=True)
+        torch.testing.assert_close(loo[row], model.user_content(expected)[0])
+        d_m = model.content_dim
+        torch.testing.assert_close(
+            loo[row, :d_m], content[others, :d_m].mean(0) @ model.user_content_map
+        )
+
+
+def test_knn_part_scores_the_cosine_to_the_history_mean(
+    graph: BipartiteGraph, features: torch.Tensor, modality_dims: list[int]
+) -> None:
+    """With knn_weight the model holds content kNN: its extra part scores gamma * cosine."""
+    model = _model(graph, features, modality_dims, knn_weight=0.7).eval()
+    knn = build_model("content_knn", graph, features, modality_dims)
+    with torch.no_grad():
+        users, items = model()
+    part = slice(model.content_dim, model.content_width)
+    knn_users, knn_items = knn()
+    torch.testing.assert_close(
+        users[:, part] @ items[~model.new_mask][:, part].T,
+        0.7 * knn_users @ knn_items[~model.new_mask].T,
+        atol=1e-5,
+        rtol=1e-4,
+    )
 
 
 def test_new_item_loss_trains_the_feature_only_path(
