@@ -49,6 +49,10 @@ def train_command(
     cold_start: Annotated[
         float | None, typer.Option(help="share of items held out of training (0 = none)")
     ] = None,
+    new_item_share: Annotated[
+        float | None,
+        typer.Option(help="least share of validation top-20 slots for items without interactions"),
+    ] = None,
     hparam: Annotated[
         list[str] | None, typer.Option(help="model hyperparameter key=value (repeatable)")
     ] = None,
@@ -72,6 +76,7 @@ def train_command(
         "seed": seed,
         "device": device,
         "cold_start_fraction": cold_start,
+        "new_item_share": new_item_share,
     }
     fields.update({k: v for k, v in overrides.items() if v is not None})
     if hparam:

@@ -1,0 +1,75 @@
+"""The new-item scale is chosen on validation, honours an exposure floor, and is kept."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from training.calibration import SCALE_GRID, calibrate_cold_scale, supports_calibration
+from training.config import TrainConfig
+from training.pipeline import prepare_dataset
+from training.report import new_item_share
+from training.trainer import embeddings, train
+
+
+@pytest.fixture
+def trained(toy_dataset_dir: Path):
+    config = TrainConfig(
+        model="metammf_lightgcn", max_epochs=2, cold_start_fraction=0.2, seed=3,
+        hparams={"embed_dim": 16, "first_hidden": 16},
+    )
+    dataset = prepare_dataset(toy_dataset_dir, config)
+    return train(dataset, config, progress=False), dataset
+
+
+def test_trainer_calibrates_and_records_the_trade_off_curve(trained) -> None:
+    result, _ = trained
+    assert supports_calibration(result.model)
+    calibration = result.calibration
+    assert calibration is not None and calibration["chosen"] in SCALE_GRID
+    assert float(result.model.cold_scale) == pytest.approx(calibration["chosen"])
+    assert [c["scale"] for c in calibration["curve"]] == list(SCALE_GRID)
+    best = max(c["valid"]["all"] for c in calibration["curve"])
+    chosen = next(c for c in calibration["curve"] if c["scale"] == calibration["chosen"])
+    assert chosen["valid"]["all"] == pytest.approx(best)
+    assert result.summary()["new_item_scale"]["chosen"] == calibration["chosen"]
+
+
+def test_the_scale_decides_how_many_slots_new_items_get(trained) -> None:
+    """Not monotonic in general: a new item whose raw score is negative sinks as it grows."""
+    result, dataset = trained
+    shares = []
+    for scale in (0.1, 1.0, 10.0):
+        result.model.cold_scale.fill_(scale)
+        shares.append(new_item_share(*embeddings(result.model), dataset, "valid"))
+    assert len(set(shares)) > 1
+
+
+@pytest.mark.parametrize("floor", [0.2, 0.6])
+def test_exposure_floor_is_met_on_validation(trained, floor: float) -> None:
+    result, dataset = trained
+    model = result.model
+    out = calibrate_cold_scale(model, dataset, min_share=floor)
+    users, items = embeddings(model)
+    share = new_item_share(users, items, dataset, "valid")
+    assert share == pytest.approx(out["valid_share"])
+    reachable = []
+    for scale in SCALE_GRID:
+        model.cold_scale.fill_(scale)
+        reachable.append(new_item_share(*embeddings(model), dataset, "valid"))
+    if max(reachable) >= floor:
+        assert share >= floor
+    else:  # unreachable: the scale closest to the floor
+        assert share == pytest.approx(max(reachable))
+
+
+def test_models_without_a_new_item_scale_are_refused(toy_dataset_dir: Path) -> None:
+    config = TrainConfig(model="lightgcn", max_epochs=1)
+    dataset = prepare_dataset(toy_dataset_dir, config)
+    result = train(dataset, config, progress=False)
+    assert result.calibration is None
+    with pytest.raises(TypeError, match="no cold_scale"):
+        calibrate_cold_scale(result.model, dataset)
+    assert torch.isfinite(embeddings(result.model)[0]).all()
