@@ -9,7 +9,7 @@ cd "$(dirname "$0")"
 
 export RECSYS_BUNDLE="${RECSYS_BUNDLE:-bundles/tiktok}"
 if [ ! -f "$RECSYS_BUNDLE/manifest.json" ]; then
-  echo "no bundle at $RECSYS_BUNDLE: training MetaMMF_GCN on TikTok first (a few minutes)"
+  echo "no bundle at $RECSYS_BUNDLE: training the validation-chosen model on TikTok first (a few minutes)"
   python -m training train --data tiktok --config configs/tiktok_serving.json --out "$RECSYS_BUNDLE"
 fi
 exec python -m service

@@ -271,6 +271,18 @@ def _calibration_record(calibration: dict[str, Any] | None) -> dict[str, Any] | 
     return {"chosen": calibration["chosen"], "curve": curve}
 
 
+def _parse_pairs(pairs: list[str]) -> dict[str, Any]:
+    """``key=value`` pairs, values parsed as JSON where they can be (numbers, booleans)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        name, _, value = pair.partition("=")
+        try:
+            out[name] = json.loads(value)
+        except json.JSONDecodeError:
+            out[name] = value
+    return out
+
+
 def array_key(model: str, seed: int, part: str, what: str) -> str:
     return f"{model}__{seed}__{part}__{what}"
 
@@ -297,7 +309,10 @@ def seeds(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
         setting, tuned = best_setting(Path(args.tuned_dir), tag, model)
         if model in chosen:  # a setting chosen on validation outside an Optuna study
             setting, tuned = {"hparams": {}, **chosen[model]}, args.settings
-        arrays = {k: v for k, v in arrays.items() if not k.startswith(f"{model}__")}
+        key = model + args.label  # the row name: an ablation of a model gets its own row
+        if args.hparam:
+            setting = {**setting, "hparams": {**setting["hparams"], **_parse_pairs(args.hparam)}}
+        arrays = {k: v for k, v in arrays.items() if not k.startswith(f"{key}__")}
         runs = []
         for seed in seed_list:
             if seed not in datasets:
@@ -308,8 +323,8 @@ def seeds(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
             users, items = embeddings(result.model)
             for part in PER_USER_PARTS:
                 ids, recall = per_user_hits(users, items, dataset, "test", 20, part)
-                arrays[array_key(model, seed, part, "users")] = ids
-                arrays[array_key(model, seed, part, "recall")] = recall
+                arrays[array_key(key, seed, part, "users")] = ids
+                arrays[array_key(key, seed, part, "recall")] = recall
             runs.append({
                 "seed": seed,
                 "valid": _both_metrics(result.valid_report),
@@ -320,11 +335,11 @@ def seeds(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
                 "calibration": _calibration_record(calibration),
             })
             print(
-                f"{model} seed {seed}: test R@20 {result.test_metrics['recall@20']:.4f}, "
+                f"{key} seed {seed}: test R@20 {result.test_metrics['recall@20']:.4f}, "
                 f"epoch {result.best_epoch}, {result.seconds_per_epoch:.2f} s/epoch",
                 flush=True,
             )
-        record["models"][model] = {
+        record["models"][key] = {
             "setting": setting,
             "tuned": tuned,
             "fixed": fields,
@@ -472,8 +487,10 @@ def report(args: argparse.Namespace, argv: Sequence[str]) -> str:
     tune_commands = []
     for entry in models.values():
         if entry.get("tuned") and Path(entry["tuned"]).exists():
-            tune_commands.append(json.loads(Path(entry["tuned"]).read_text())["command"])
-    commands = [*tune_commands, *seed_commands, command_line(argv)]
+            source = json.loads(Path(entry["tuned"]).read_text())
+            if "command" in source:  # an Optuna study; a --settings file has no command
+                tune_commands.append(source["command"])
+    commands = [*dict.fromkeys(tune_commands), *seed_commands, command_line(argv)]
     references = [r for r in dict.fromkeys([args.baseline, CONTENT_REFERENCE]) if r in models]
     fixed = sorted({json.dumps(e.get("fixed", {}), sort_keys=True) for e in models.values()})
     machines = sorted({e.get("machine", "?") for e in models.values()})
@@ -552,6 +569,8 @@ def build_parser() -> argparse.ArgumentParser:
     seeder.add_argument("--models", required=True, help="comma-separated model names")
     seeder.add_argument("--seeds", type=int, default=3, help=f"seeds {SEEDS_FROM}, +1, ...")
     seeder.add_argument("--tuned-dir", default=str(OPTUNA_DIR), help="where tune wrote JSON")
+    seeder.add_argument("--label", default="", help="suffix of the row name, e.g. '[rank=8]'")
+    seeder.add_argument("--hparam", action="append", help="key=value over the setting (ablations)")
     seeder.add_argument(
         "--settings", help="JSON {model: {lr, l2, l2_scope, hparams}}; wins over --tuned-dir"
     )

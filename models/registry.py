@@ -14,6 +14,11 @@ representation size 64, two GCN layers).
 Every model takes ``cold_items`` (items held out of training, see :mod:`models.metammf`); the
 ID-only models accept it and ignore it (they have no path for an item without interactions),
 VBPR gives those items ``[0 ; E f_i]``.
+
+``metammf_lightgcn`` and its static controls ``early_/late_/hybrid_lightgcn`` are MetaMMF's
+fusion on a LightGCN backbone (:mod:`models.metammf_lightgcn`, a variant the paper allows, not
+eq. 18); their fusion is built on the conditioned features. ``mostpop`` and ``content_knn`` are
+training-free baselines (:mod:`models.popularity`, :mod:`models.content_knn`).
 """
 
 from __future__ import annotations

@@ -1,0 +1,89 @@
+"""Cost of a training epoch, models measured back to back in one process (ratios only compare
+inside one run: the machine's speed varies between days).
+
+python benchmarks/epoch_cost.py --data tiktok --models lightgcn,metammf_lightgcn,early_lightgcn \
+    --settings configs/tiktok_validation.json --epochs 5 --repeats 2
+
+Per model: the training loop's seconds per epoch (the trainer's own clock: batches, loss,
+backward, step), and the seconds one per-epoch new-item calibration adds (the coarse grid of
+:data:`training.calibration.EPOCH_GRID`, one validation per point) for models that have one.
+Repeats are interleaved (A B A B) and the median is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from training.calibration import EPOCH_GRID, calibrate_cold_scale, supports_calibration  # noqa: E402
+from training.config import TrainConfig  # noqa: E402
+from training.pipeline import prepare_dataset  # noqa: E402
+from training.trainer import train  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="tiktok")
+    parser.add_argument("--models", default="lightgcn,metammf_lightgcn")
+    parser.add_argument("--settings", help="JSON {model: {lr, l2, l2_scope, hparams}}")
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    settings = json.loads(Path(args.settings).read_text()) if args.settings else {}
+    models = [m for m in args.models.split(",") if m]
+    loop: dict[str, list[float]] = {m: [] for m in models}
+    calibration: dict[str, list[float]] = {m: [] for m in models}
+    dataset = None
+    for _ in range(args.repeats):
+        for model in models:
+            config = TrainConfig(
+                model=model, max_epochs=args.epochs, patience=args.epochs + 1,
+                **{"hparams": {}, **settings.get(model, {})},
+            )
+            dataset = dataset or prepare_dataset(args.data, config)
+            result = train(dataset, config, progress=False)
+            loop[model].append(result.seconds_per_epoch)
+            if supports_calibration(result.model):
+                started = time.perf_counter()
+                calibrate_cold_scale(result.model, dataset, EPOCH_GRID)
+                calibration[model].append(time.perf_counter() - started)
+    base = statistics.median(loop[models[0]])
+    lines = [
+        f"# Seconds per training epoch on {args.data}",
+        "",
+        "```",
+        shlex.join(["python", *sys.argv]),
+        "```",
+        "",
+        f"{args.threads} torch threads, {args.epochs} epochs per run, median of "
+        f"{args.repeats} interleaved runs. Ratio against {models[0]}.",
+        "",
+        "| model | training loop s/epoch | ratio | + per-epoch calibration s |",
+        "| --- | --- | --- | --- |",
+    ]
+    for model in models:
+        seconds = statistics.median(loop[model])
+        cal = f"{statistics.median(calibration[model]):.2f}" if calibration[model] else "-"
+        lines.append(f"| {model} | {seconds:.2f} | {seconds / base:.2f}x | {cal} |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    out = Path(args.out or RESULTS / f"epoch_cost_{Path(args.data).name}.md")
+    out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
