@@ -139,7 +139,7 @@ class MetaFusionLayer(nn.Module):
 
     def static_norm(self) -> float:
         """``||W||_F`` (0 without static weights)."""
-        return 0.0 if self.W is None else float(self.W.norm())
+        return 0.0 if self.W is None else float(self.W.detach().norm())
 
     def forward(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         """``x [B, in]``, ``s [B, d_s]`` -> ``[B, out]``."""
