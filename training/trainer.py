@@ -132,7 +132,8 @@ def train(
     # Negatives come from items with training interactions: an item nobody has interacted with
     # (held out, or new in the split) is no evidence of dislike, and a model that scores all such
     # items through one shared unknown-item vector is pushed down as a whole by them (measured on
-    # TikTok: MetaMMF on LightGCN with warm_content=0 peaked at 0.089 valid Recall@20 with them, 0.096 without).
+    # TikTok: MetaMMF on LightGCN with warm_content=0 peaked at 0.089 valid Recall@20 with them,
+    # 0.096 without).
     warm_items = np.flatnonzero(np.bincount(dataset.train[:, 1], minlength=dataset.num_items))
     sampler = BPRSampler(
         dataset.train, dataset.num_items, candidate_items=warm_items, seed=config.seed
