@@ -22,7 +22,7 @@ import torch
 
 from models.base import Recommender
 from training.data import Dataset
-from training.report import evaluate_embeddings, headline, new_item_share, warm_cold_report
+from training.report import SHARE_K, all_rows_and_share, headline, warm_cold_report
 
 #: The final choice (and the reported trade-off curve) is made on this grid ...
 SCALE_GRID: tuple[float, ...] = (
@@ -64,18 +64,20 @@ def calibrate_cold_scale(
     for scale in grid:
         model.cold_scale.fill_(scale)
         users, items = model()
-        valid = evaluate_embeddings(users, items, dataset, "valid", batch_size)
-        share = new_item_share(users, items, dataset, "valid", batch_size) if min_share else 0.0
+        if with_curve:
+            report = warm_cold_report(users, items, dataset, "valid", batch_size)
+            valid, share = report["all"], report[f"cold_share@{SHARE_K}"]
+            curve.append({
+                "scale": scale,
+                "valid": headline(report),
+                "test": headline(warm_cold_report(users, items, dataset, "test", batch_size)),
+            })
+        else:
+            valid, share = all_rows_and_share(users, items, dataset, "valid", batch_size)
         # reaching the floor beats missing it; then the objective (or, below it, the share)
         key = (share >= min_share, valid[OBJECTIVE] if share >= min_share else share)
         if key > best[0]:
             best = (key, scale, valid, share)
-        if with_curve:
-            curve.append({
-                "scale": scale,
-                "valid": headline(warm_cold_report(users, items, dataset, "valid", batch_size)),
-                "test": headline(warm_cold_report(users, items, dataset, "test", batch_size)),
-            })
     model.cold_scale.fill_(best[1])
     out: dict[str, Any] = {
         "objective": f"valid {OBJECTIVE}",

@@ -25,7 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-__all__ = ["DEFAULT_KS", "evaluate", "rank_metrics", "top_k_items"]
+__all__ = ["DEFAULT_KS", "evaluate", "list_metrics", "rank_metrics", "top_k_items"]
 
 DEFAULT_KS: tuple[int, ...] = (10, 20, 50)
 
@@ -315,9 +315,21 @@ def evaluate(
     excl = None if exclude is None else _as_csr(exclude, shape, "exclude")[users]
     index = torch.from_numpy(users).to(user_emb.device)
     top = top_k_items(user_emb[index], item_emb, excl, max(ks), batch_size=batch_size)
+    return list_metrics(top, rel, ks)
 
-    n_relevant = np.diff(rel.indptr).astype(np.int64)
-    rel_users = np.repeat(np.arange(users.size, dtype=np.int64), n_relevant)
-    metrics = _metrics_from_pairs(top, rel_users, rel.indices.astype(np.int64), n_relevant, ks)
-    metrics["users"] = int(users.size)
+
+def list_metrics(
+    top_items: np.ndarray, relevant: sp.csr_matrix, ks: Sequence[int] = DEFAULT_KS
+) -> dict[str, float]:
+    """Metrics of ranked lists ``top_items [U, Kmax]`` against ``relevant`` [U, I] (row ``u``
+    holds user ``u``'s relevant items), over the users with at least one relevant item, plus
+    ``"users"``: how many they are. Lets one ranking be scored against several relevance sets.
+    """
+    n_relevant = np.diff(relevant.indptr).astype(np.int64)
+    rel_users = np.repeat(np.arange(len(n_relevant), dtype=np.int64), n_relevant)
+    ks = _check_ks(ks, top_items.shape[1])
+    metrics = _metrics_from_pairs(
+        top_items, rel_users, relevant.indices.astype(np.int64), n_relevant, ks
+    )
+    metrics["users"] = int((n_relevant > 0).sum())
     return metrics

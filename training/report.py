@@ -23,7 +23,7 @@ import scipy.sparse as sp
 import torch
 
 from training.data import Dataset
-from training.evaluation import evaluate, top_k_items
+from training.evaluation import DEFAULT_KS, evaluate, list_metrics, top_k_items
 
 SHARE_K = 20
 
@@ -57,6 +57,28 @@ def _columns(matrix: sp.csr_matrix, keep: np.ndarray) -> sp.csr_matrix:
     return out
 
 
+def _ranked(
+    users: torch.Tensor, items: torch.Tensor, seen: sp.csr_matrix, evaluated: np.ndarray,
+    batch_size: int,
+) -> np.ndarray:
+    """Top-``max(DEFAULT_KS)`` lists over all items of the ``evaluated`` users: one ranking
+    that every part of a report is scored on."""
+    index = torch.as_tensor(evaluated, device=users.device)
+    return top_k_items(users[index], items, seen[evaluated], max(DEFAULT_KS), batch_size)
+
+
+def _share(top: np.ndarray, cold: np.ndarray) -> float:
+    listed = top[:, :SHARE_K]
+    listed = listed[listed >= 0]
+    return float(cold[listed].mean()) if listed.size else 0.0
+
+
+def _part(top: np.ndarray, relevant_rows: sp.csr_matrix) -> dict[str, float]:
+    """Metrics of the ranked rows that have relevant items in ``relevant_rows``."""
+    keep = np.diff(relevant_rows.indptr) > 0
+    return list_metrics(top[keep], relevant_rows[keep])
+
+
 def warm_cold_report(
     users: torch.Tensor,
     items: torch.Tensor,
@@ -64,18 +86,24 @@ def warm_cold_report(
     split: str,
     batch_size: int = 2048,
 ) -> dict[str, Any]:
-    """The report described in the module docstring for ``split`` ('valid' or 'test')."""
+    """The report described in the module docstring for ``split`` ('valid' or 'test').
+
+    All, warm and cold rows and the share are scored on one ranking of all items; the cold
+    rows among cold items need a ranking of their own.
+    """
     relevant, seen = split_matrices(dataset, split)
     cold = new_items(dataset)
     warm_rel, cold_rel = _columns(relevant, ~cold), _columns(relevant, cold)
+    evaluated = np.flatnonzero(np.diff(relevant.indptr))
+    top = _ranked(users, items, seen, evaluated, batch_size)
     report: dict[str, Any] = {
-        "all": evaluate(users, items, relevant, seen, batch_size=batch_size),
+        "all": _part(top, relevant[evaluated]),
         "rows": {"warm": int(warm_rel.nnz), "cold": int(cold_rel.nnz)},
     }
     if warm_rel.nnz:
-        report["warm"] = evaluate(users, items, warm_rel, seen, batch_size=batch_size)
+        report["warm"] = _part(top, warm_rel[evaluated])
     if cold_rel.nnz:
-        report["cold"] = evaluate(users, items, cold_rel, seen, batch_size=batch_size)
+        report["cold"] = _part(top, cold_rel[evaluated])
         cold_ids = np.flatnonzero(cold)
         report["cold_among_cold"] = evaluate(
             users,
@@ -84,20 +112,25 @@ def warm_cold_report(
             seen[:, cold_ids],
             batch_size=batch_size,
         )
-    report[f"cold_share@{SHARE_K}"] = new_item_share(users, items, dataset, split, batch_size)
+    report[f"cold_share@{SHARE_K}"] = _share(top, cold)
     return report
+
+
+def all_rows_and_share(
+    users: torch.Tensor, items: torch.Tensor, dataset: Dataset, split: str, batch_size: int = 2048
+) -> tuple[dict[str, float], float]:
+    """All-row metrics of a split and the new items' share of its top-20 slots, one ranking."""
+    relevant, seen = split_matrices(dataset, split)
+    evaluated = np.flatnonzero(np.diff(relevant.indptr))
+    top = _ranked(users, items, seen, evaluated, batch_size)
+    return _part(top, relevant[evaluated]), _share(top, new_items(dataset))
 
 
 def new_item_share(
     users: torch.Tensor, items: torch.Tensor, dataset: Dataset, split: str, batch_size: int = 2048
 ) -> float:
     """Share of the top-20 slots of a split's evaluated users that go to new items."""
-    relevant, seen = split_matrices(dataset, split)
-    evaluated = np.flatnonzero(np.diff(relevant.indptr))
-    index = torch.as_tensor(evaluated, device=users.device)
-    top = top_k_items(users[index], items, seen[evaluated], SHARE_K, batch_size=batch_size)
-    listed = top[top >= 0]
-    return float(new_items(dataset)[listed].mean()) if listed.size else 0.0
+    return all_rows_and_share(users, items, dataset, split, batch_size)[1]
 
 
 def headline(report: dict[str, Any], metric: str = "recall@20") -> dict[str, float | None]:
