@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.stats import paired_bootstrap  # noqa: E402
 from models.registry import MODEL_NAMES, default_hparams  # noqa: E402
-from training.config import TrainConfig  # noqa: E402
+from training.config import TrainConfig, parse_hparams  # noqa: E402
 from training.data import Dataset  # noqa: E402
 from training.pipeline import prepare_dataset  # noqa: E402
 from training.report import PER_USER_PARTS, headline, per_user_hits  # noqa: E402
@@ -271,18 +271,6 @@ def _calibration_record(calibration: dict[str, Any] | None) -> dict[str, Any] | 
     return {"chosen": calibration["chosen"], "curve": curve}
 
 
-def _parse_pairs(pairs: list[str]) -> dict[str, Any]:
-    """``key=value`` pairs, values parsed as JSON where they can be (numbers, booleans)."""
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        name, _, value = pair.partition("=")
-        try:
-            out[name] = json.loads(value)
-        except json.JSONDecodeError:
-            out[name] = value
-    return out
-
-
 def array_key(model: str, seed: int, part: str, what: str) -> str:
     return f"{model}__{seed}__{part}__{what}"
 
@@ -311,7 +299,7 @@ def seeds(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
             setting, tuned = {"hparams": {}, **chosen[model]}, args.settings
         key = model + args.label  # the row name: an ablation of a model gets its own row
         if args.hparam:
-            setting = {**setting, "hparams": {**setting["hparams"], **_parse_pairs(args.hparam)}}
+            setting = {**setting, "hparams": {**setting["hparams"], **parse_hparams(args.hparam)}}
         arrays = {k: v for k, v in arrays.items() if not k.startswith(f"{key}__")}
         runs = []
         for seed in seed_list:

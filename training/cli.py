@@ -2,30 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from training.config import TrainConfig, load_config_file
+from training.config import TrainConfig, load_config_file, parse_hparams
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
 
 def _parse_hparams(pairs: list[str]) -> dict[str, Any]:
-    """``key=value`` pairs; values parsed as JSON when they can be (numbers, booleans)."""
-    parsed: dict[str, Any] = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise typer.BadParameter(f"--hparam expects key=value, got {pair!r}")
-        key, value = pair.split("=", 1)
-        try:
-            parsed[key] = json.loads(value)
-        except json.JSONDecodeError:
-            parsed[key] = value
-    return parsed
+    try:
+        return parse_hparams(pairs)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
 
 
 @app.command("train")

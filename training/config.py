@@ -54,3 +54,18 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     if path.suffix == ".toml":
         return tomllib.loads(text)
     return json.loads(text)
+
+
+def parse_hparams(pairs: list[str]) -> dict[str, Any]:
+    """``key=value`` pairs (``--hparam``); values parsed as JSON when they can be (numbers,
+    booleans), else kept as strings. A pair without ``=`` raises ``ValueError``."""
+    parsed: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ValueError(f"--hparam expects key=value, got {pair!r}")
+        key, value = pair.split("=", 1)
+        try:
+            parsed[key] = json.loads(value)
+        except json.JSONDecodeError:
+            parsed[key] = value
+    return parsed
