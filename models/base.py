@@ -45,6 +45,18 @@ class BipartiteGraph:
         return torch.bincount(self.edge_index[1].long().cpu(), minlength=self.num_items)
 
 
+def item_mask(num_items: int, items: torch.Tensor | None) -> torch.Tensor:
+    """Bool [num_items] marking ``items`` (e.g. the ``cold_items`` held out of training)."""
+    mask = torch.zeros(num_items, dtype=torch.bool)
+    if items is not None:
+        items = torch.as_tensor(items, dtype=torch.long).cpu()
+        if items.numel() and (items.min() < 0 or items.max() >= num_items):
+            lo, hi = int(items.min()), int(items.max())
+            raise ValueError(f"item ids must lie in [0, {num_items}), got ids from {lo} to {hi}")
+        mask[items] = True
+    return mask
+
+
 @dataclass(frozen=True)
 class TrainingBatch:
     """One mini-batch of BPR triples (long tensors of equal length, on the model's device)."""

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from models.base import BipartiteGraph, Recommender
+from models.base import BipartiteGraph, Recommender, item_mask
 from models.conditioning import FeatureConditioner
 from models.graph import BipartiteMeanAdjacency
 from models.metammf import _check_features, drop_item_edges
@@ -36,10 +36,7 @@ class ContentKNN(Recommender):
     ) -> None:
         super().__init__()
         features = _check_features(item_features, modality_dims, graph.num_items)
-        held_out = torch.zeros(graph.num_items, dtype=torch.bool)
-        if cold_items is not None:
-            held_out[torch.as_tensor(cold_items, dtype=torch.long).cpu()] = True
-        graph = drop_item_edges(graph, held_out)
+        graph = drop_item_edges(graph, item_mask(graph.num_items, cold_items))
         self.conditioner = FeatureConditioner(
             features, modality_dims, conditioning, graph.item_degree() > 0
         )

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from models.base import BipartiteGraph, Recommender, ServingTowers
+from models.base import BipartiteGraph, Recommender, ServingTowers, item_mask
 from models.fusion import MetaMMFFusion
 from models.graph import BipartiteMeanAdjacency, BipartiteSAGE
 
@@ -105,13 +105,7 @@ class FusedItemRecommender(Recommender):
         std = features.std(0).clamp(min=1e-6) if standardize else torch.ones(features.shape[1])
         self.register_buffer("feature_mean", mean, persistent=False)
         self.register_buffer("feature_std", std, persistent=False)
-        cold = torch.zeros(graph.num_items, dtype=torch.bool)
-        if cold_items is not None:
-            cold_items = torch.as_tensor(cold_items, dtype=torch.long).cpu()
-            if cold_items.numel() and (cold_items.min() < 0 or cold_items.max() >= graph.num_items):
-                raise ValueError("cold_items holds ids outside [0, num_items)")
-            cold[cold_items] = True
-        self.register_buffer("cold_mask", cold, persistent=False)
+        self.register_buffer("cold_mask", item_mask(graph.num_items, cold_items), persistent=False)
         self.user_embedding = _xavier_parameter(graph.num_users, embed_dim)  # e_u
         self.item_id_embedding = _xavier_parameter(graph.num_items, self.id_dim)  # e_c
         self.unknown_item = _xavier_parameter(self.id_dim)  # replaces e_c of new items

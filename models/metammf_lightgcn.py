@@ -60,7 +60,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.base import BipartiteGraph, Recommender, ServingTowers, TrainingBatch
+from models.base import (
+    BipartiteGraph,
+    Recommender,
+    ServingTowers,
+    TrainingBatch,
+    item_mask,
+)
 from models.conditioning import FeatureConditioner
 from models.graph import BipartiteMeanAdjacency, SymmetricAdjacency, lightgcn_propagate
 from models.losses import bpr_loss
@@ -121,10 +127,7 @@ class FusionLightGCN(Recommender):
         self.user_dropout = float(user_dropout)
         self.feature_dim = int(features.shape[1])
 
-        held_out = torch.zeros(graph.num_items, dtype=torch.bool)
-        if cold_items is not None:
-            held_out[torch.as_tensor(cold_items, dtype=torch.long).cpu()] = True
-        graph = drop_item_edges(graph, held_out)
+        graph = drop_item_edges(graph, item_mask(graph.num_items, cold_items))
         new = graph.item_degree() == 0  # held out, or simply never interacted with in training
         self.register_buffer("new_mask", new, persistent=False)
         self.register_buffer("item_degree", graph.item_degree().clamp(min=1).float(),

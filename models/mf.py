@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from models.base import BipartiteGraph, Recommender
+from models.base import BipartiteGraph, Recommender, item_mask
 
 
 def _xavier(*shape: int) -> nn.Parameter:
@@ -93,10 +93,7 @@ class VBPR(Recommender):
         self.item_gamma = _xavier(graph.num_items, embed_dim - feature_dim)  # gamma_i
         self.projection = nn.Linear(item_features.shape[1], feature_dim, bias=False)  # E
         nn.init.xavier_uniform_(self.projection.weight)
-        cold = torch.zeros(graph.num_items, dtype=torch.bool)
-        if cold_items is not None:
-            cold[torch.as_tensor(cold_items, dtype=torch.long).cpu()] = True
-        self.register_buffer("cold_mask", cold, persistent=False)
+        self.register_buffer("cold_mask", item_mask(graph.num_items, cold_items), persistent=False)
 
     def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
         gamma = self.item_gamma.masked_fill(self.cold_mask.unsqueeze(1), 0.0)

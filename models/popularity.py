@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
-from models.base import BipartiteGraph, Recommender
+from models.base import BipartiteGraph, Recommender, item_mask
 
 
 class MostPop(Recommender):
@@ -29,8 +29,7 @@ class MostPop(Recommender):
     ) -> None:
         super().__init__()
         degree = graph.item_degree().float()
-        if cold_items is not None:
-            degree[torch.as_tensor(cold_items, dtype=torch.long)] = 0.0
+        degree[item_mask(graph.num_items, cold_items)] = 0.0
         self.register_buffer("counts", degree.unsqueeze(1), persistent=False)
         self.register_buffer("ones", torch.ones(graph.num_users, 1), persistent=False)
 
