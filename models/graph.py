@@ -271,6 +271,20 @@ class SymmetricAdjacency(nn.Module):
         )
 
 
+def lightgcn_layers(
+    user_emb: torch.Tensor,
+    item_emb: torch.Tensor,
+    adjacency: SymmetricAdjacency,
+    num_layers: int,
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``[(e_u^(k), e_i^(k)) for k = 0..K]`` with ``e^(k+1) = D^-1/2 A D^-1/2 e^(k)``."""
+    out = [(user_emb, item_emb)]
+    for _ in range(num_layers):
+        users, items = out[-1]
+        out.append((adjacency.users_from_items(items), adjacency.items_from_users(users)))
+    return out
+
+
 def lightgcn_propagate(
     user_emb: torch.Tensor,
     item_emb: torch.Tensor,
@@ -281,10 +295,9 @@ def lightgcn_propagate(
 
     No weights, no activation, no self loops (He et al., SIGIR'20, eqs. 3-4).
     """
-    users, items = user_emb, item_emb
-    user_sum, item_sum = user_emb, item_emb
-    for _ in range(num_layers):
-        users, items = adjacency.users_from_items(items), adjacency.items_from_users(users)
+    layers = lightgcn_layers(user_emb, item_emb, adjacency, num_layers)
+    user_sum, item_sum = layers[0]
+    for users, items in layers[1:]:
         user_sum = user_sum + users
         item_sum = item_sum + items
     return user_sum / (num_layers + 1), item_sum / (num_layers + 1)

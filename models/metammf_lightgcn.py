@@ -68,7 +68,12 @@ from models.base import (
     item_mask,
 )
 from models.conditioning import FeatureConditioner
-from models.graph import BipartiteMeanAdjacency, SymmetricAdjacency, lightgcn_propagate
+from models.graph import (
+    BipartiteMeanAdjacency,
+    SymmetricAdjacency,
+    lightgcn_layers,
+    lightgcn_propagate,
+)
 from models.losses import bpr_loss
 from models.metammf import _check_features, _xavier_parameter, drop_item_edges
 
@@ -151,6 +156,11 @@ class FusionLightGCN(Recommender):
             self.user_content_map = nn.Parameter(torch.eye(self.content_dim))  # A
         if self.knn:  # gamma, learned in log space like the content scale
             self.log_knn_weight = nn.Parameter(torch.tensor(math.log(knn_weight)))
+            # the kNN part is fixed: its items and their history means are computed once
+            knn_items = F.normalize(self.conditioned, dim=1)
+            self.register_buffer("knn_items", knn_items, persistent=False)
+            self.register_buffer("knn_history", self.history_mean.user_mean(knn_items),
+                                 persistent=False)
         self.content_width = self.content_dim + (self.conditioner.out_dim if self.knn else 0)
         # e_m starts at the typical norm of a Xavier ID row (~0.1 on TikTok), not ~175x above.
         with torch.no_grad():
@@ -161,13 +171,30 @@ class FusionLightGCN(Recommender):
 
     # ---- pieces ------------------------------------------------------------------------
 
+    def fused(self, conditioned: torch.Tensor) -> torch.Tensor:
+        """``e_m`` [B, d_m] of conditioned features (eqs. 7-15 times the learned scale)."""
+        return self.log_scale.exp() * self.fusion(conditioned)
+
     def content(self, conditioned: torch.Tensor) -> torch.Tensor:
-        """``e_m`` [B, d_m] of conditioned features (eqs. 7-15 times the learned scale), and
-        with ``knn_weight`` the unit-norm conditioned features beside it [B, d_m + F']."""
-        fused = self.log_scale.exp() * self.fusion(conditioned)
+        """The content half [B, content_width] of conditioned features: ``e_m``, and with
+        ``knn_weight`` the unit-norm conditioned features beside it."""
+        fused = self.fused(conditioned)
         if not self.knn:
             return fused
         return torch.cat([fused, F.normalize(conditioned, dim=1)], dim=1)
+
+    def _graph_content(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(content [I, w], mean content of each user's history [U, w])`` of the trained
+        items (``beside``; the history is None for ``propagate``). Equal to
+        :meth:`content` of the stored features, with the fixed kNN part read from buffers."""
+        fused = self.fused(self.conditioned)
+        if self.combine == "propagate":
+            return fused, None
+        history = self.history_mean.user_mean(fused)
+        if not self.knn:
+            return fused, history
+        return (torch.cat([fused, self.knn_items], dim=1),
+                torch.cat([history, self.knn_history], dim=1))
 
     def user_content(self, mean_content: torch.Tensor) -> torch.Tensor:
         """The user's content half from the mean content of its history: ``A m_u``, and with
@@ -178,12 +205,17 @@ class FusionLightGCN(Recommender):
         knn = F.normalize(mean_content[:, self.content_dim :], dim=1)
         return torch.cat([fused, self.log_knn_weight.exp() * knn], dim=1)
 
-    def _id_layer0(self) -> torch.Tensor:
-        return torch.where(
+    def _items0(self, content: torch.Tensor) -> torch.Tensor:
+        """Layer 0 of the propagated item part: the ID half (new items: unknown), and with
+        ``propagate`` the warm-weighted ``e_m`` before it."""
+        ids = torch.where(
             self.new_mask.unsqueeze(1),
             self.unknown_item.expand_as(self.item_id_embedding),
             self.item_id_embedding,
         )
+        if self.combine == "beside":
+            return ids
+        return torch.cat([self.warm_content * content, ids], dim=1)
 
     def _users0(self) -> torch.Tensor:
         users = self.user_embedding
@@ -203,30 +235,30 @@ class FusionLightGCN(Recommender):
             content = content / (self.num_layers + 1)
         return scale * torch.cat([content, unknown], dim=1)
 
-    def _propagate(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(users [U, d], items [I, d], e_m [I, d_m])`` before the new-item scale."""
-        content = self.content(self.conditioned)
-        if self.combine == "beside":
-            user_id, item_id = lightgcn_propagate(
-                self._users0(), self._id_layer0(), self.adjacency, self.num_layers
-            )
-            user_content = self.user_content(self.history_mean.user_mean(content))
-            items = torch.cat([self.warm_content * content, item_id], 1)
-            return torch.cat([user_content, user_id], 1), items, content
-        items0 = torch.cat([self.warm_content * content, self._id_layer0()], dim=1)
-        users, items = lightgcn_propagate(self._users0(), items0, self.adjacency, self.num_layers)
-        return users, items, content
+    def _propagate(
+        self,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``(users [U, d], items [I, d], content, history)`` before the new-item scale; see
+        :meth:`_graph_content` for the last two."""
+        content, history = self._graph_content()
+        users, items = lightgcn_propagate(
+            self._users0(), self._items0(content), self.adjacency, self.num_layers
+        )
+        if history is not None:  # beside: the content halves go in front of the IDs
+            users = torch.cat([self.user_content(history), users], 1)
+            items = torch.cat([self.warm_content * content, items], 1)
+        return users, items, content, history
 
     # ---- the Recommender protocol ------------------------------------------------------
 
     def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
-        users, items, content = self._propagate()
+        users, items, content, _ = self._propagate()
         if bool(self.new_mask.any()):
             new_rows = self.new_item_vectors(content, self.cold_scale)
             items = torch.where(self.new_mask.unsqueeze(1), new_rows, items)
         return users, items
 
-    def _leave_one_out(self, users: torch.Tensor, content: torch.Tensor,
+    def _leave_one_out(self, users: torch.Tensor, content: torch.Tensor, history: torch.Tensor,
                        batch: TrainingBatch) -> torch.Tensor:
         """Batch users whose content half leaves the positive out of the history mean.
 
@@ -236,15 +268,15 @@ class FusionLightGCN(Recommender):
         """
         user = users[batch.users]
         count = self.user_degree[batch.users].unsqueeze(1)
-        mean = self.history_mean.user_mean(content)[batch.users]
+        mean = history[batch.users]
         others = (mean * count - content[batch.positives]) / (count - 1.0).clamp(min=1.0)
         others = torch.where(count > 1.0, others, torch.zeros_like(others))
         return torch.cat([self.user_content(others), user[:, self.content_width :]], dim=1)
 
     def training_losses(self, batch: TrainingBatch) -> dict[str, torch.Tensor]:
-        users, items, content = self._propagate()
-        if self.combine == "beside":
-            user = self._leave_one_out(users, content, batch)
+        users, items, content, history = self._propagate()
+        if history is not None:
+            user = self._leave_one_out(users, content, history, batch)
         else:
             user = users[batch.users]
         positive, negative = items[batch.positives], items[batch.negatives]
@@ -280,7 +312,7 @@ class FusionLightGCN(Recommender):
     @torch.no_grad()
     def diagnostics(self) -> dict[str, Any]:
         """Scale of the content half against the ID half, and MetaMMF's dynamic part."""
-        content = self.content(self.conditioned)[:, : self.content_dim]
+        content = self.fused(self.conditioned)
         warm = ~self.new_mask
         out: dict[str, Any] = {
             "content_scale": float(self.log_scale.exp()),
@@ -298,26 +330,15 @@ class FusionLightGCN(Recommender):
     def item_states(self) -> torch.Tensor:
         """What the user tower aggregates per trained item: ``[e_m ;] e^(k) / sqrt(deg)``."""
         with torch.no_grad():
-            content = self.content(self.conditioned)
-            layers = self._item_layers(content)
-            state = torch.cat(layers[:-1], dim=1) / self.item_degree.sqrt().unsqueeze(1)
-            if self.combine == "beside":
+            content, history = self._graph_content()
+            layers = lightgcn_layers(
+                self.user_embedding, self._items0(content), self.adjacency, self.num_layers
+            )
+            items = [item for _, item in layers[:-1]]
+            state = torch.cat(items, dim=1) / self.item_degree.sqrt().unsqueeze(1)
+            if history is not None:
                 state = torch.cat([content, state], dim=1)
             return state
-
-    def _item_layers(self, content: torch.Tensor) -> list[torch.Tensor]:
-        """Item layers 0..L of the propagated part (ID half, or the whole vector)."""
-        ids = self._id_layer0()
-        if self.combine == "propagate":
-            ids = torch.cat([self.warm_content * content, ids], dim=1)
-        items = ids
-        users = self.user_embedding
-        out = [items]
-        for _ in range(self.num_layers):
-            users, items = (self.adjacency.users_from_items(items),
-                            self.adjacency.items_from_users(users))
-            out.append(items)
-        return out
 
     def serving_towers(self) -> ServingTowers:
         self.eval()
