@@ -268,7 +268,11 @@ def _calibration_record(calibration: dict[str, Any] | None) -> dict[str, Any] | 
         {"scale": c["scale"], "valid_all": c["valid"]["all"], "test": c["test"]}
         for c in calibration["curve"]
     ]
-    return {"chosen": calibration["chosen"], "curve": curve}
+    slot_curve = [
+        {"slot_share": c["slot_share"], "valid_all": c["valid"]["all"], "test": c["test"]}
+        for c in calibration.get("slot_curve", [])
+    ]
+    return {"chosen": calibration["chosen"], "curve": curve, "slot_curve": slot_curve}
 
 
 def array_key(model: str, seed: int, part: str, what: str) -> str:
@@ -310,7 +314,8 @@ def seeds(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
             result, calibration = fit(dataset, model, setting, seed=seed, **fields)
             users, items = embeddings(result.model)
             for part in PER_USER_PARTS:
-                ids, recall = per_user_hits(users, items, dataset, "test", 20, part)
+                ids, recall = per_user_hits(users, items, dataset, "test", 20, part,
+                                            slot_share=result.config.new_item_slots)
                 arrays[array_key(key, seed, part, "users")] = ids
                 arrays[array_key(key, seed, part, "recall")] = recall
             runs.append({

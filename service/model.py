@@ -18,6 +18,7 @@ from service.errors import Invalid, NotReady
 from service.index import Hit, IndexConfig, ItemIndex
 from service.towers import ItemTower, UserTower
 from training import bundle as bundle_format
+from training.serving_rules import interleave_new_items, reserved_slots
 
 # Tower contract files; they will move into training/bundle.py with the ONNX export.
 ITEM_STATES = bundle_format.ITEM_STATES
@@ -82,6 +83,12 @@ class ServingModel:
         self._check()
 
         self.index = ItemIndex(bundle.item_ids, bundle.item_embeddings, config)
+        # Reserved new-item slots (training.serving_rules): the items ranked through the
+        # new-item path, the bundle's and every online one, also sit in a small exact index.
+        self.new_item_slots = bundle.new_item_slots
+        new_rows = [self.item_rows[i] for i in bundle.new_items]
+        self.new_index = ItemIndex([bundle.item_ids[r] for r in new_rows],
+                                   bundle.item_embeddings[new_rows])
         counts = np.asarray(bundle.interactions.sum(axis=0)).ravel()
         order = np.argsort(-counts, kind="stable")[:POPULAR_KEPT]
         top = float(counts[order[0]]) if len(order) and counts[order[0]] > 0 else 1.0
@@ -199,11 +206,13 @@ class ServingModel:
 
     def apply_items(self, ids: Sequence[str], embeddings: np.ndarray, states: np.ndarray) -> None:
         self.index.upsert(ids, embeddings)
+        self.new_index.upsert(ids, embeddings)  # embedded by the item tower: a new item
         for item_id, state in zip(ids, states, strict=True):
             self.online_states[item_id] = state
 
     def apply_delete(self, item_id: str) -> bool:
         self.online_states.pop(item_id, None)
+        self.new_index.remove(item_id)
         return self.index.remove(item_id)
 
     def has_item(self, item_id: str) -> bool:
@@ -267,6 +276,22 @@ class ServingModel:
 
     # ---- ranking -----------------------------------------------------------------------
 
+    def search(
+        self, vectors: np.ndarray, k: int, excluded: Sequence[set[str]]
+    ) -> list[list[Hit]]:
+        """Top ``k`` per user vector, with the bundle's reserved share of each list going to
+        new items ranked among themselves (exactly the rule the training report scored)."""
+        hits = self.index.search(vectors, k, excluded)
+        if reserved_slots(self.new_item_slots, k) == 0 or not len(self.new_index):
+            return hits
+        new_hits = self.new_index.search(vectors, k, excluded)
+        new_index = self.new_index
+        return [
+            interleave_new_items(found, new_found, self.new_item_slots, k,
+                                 is_new=lambda hit: hit[0] in new_index, key=_hit_id)
+            for found, new_found in zip(hits, new_hits, strict=True)
+        ]
+
     def popular_items(self, k: int, exclude: Iterable[str] = ()) -> list[Hit]:
         exclude = set(exclude)
         hits = []
@@ -276,6 +301,10 @@ class ServingModel:
                 if len(hits) == k:
                     break
         return hits
+
+
+def _hit_id(hit: Hit) -> str:
+    return hit[0]
 
 
 def _error(loc: tuple[Any, ...], msg: str) -> dict[str, Any]:

@@ -412,7 +412,7 @@ def rank_batch(requests: Sequence[Query]) -> list[Ranked | Exception]:
         if not ranked:
             continue
         k = max(requests[position].k for position in ranked)
-        hits = model.index.search(np.stack(vectors), k, excluded)
+        hits = model.search(np.stack(vectors), k, excluded)
         for position, found, source in zip(ranked, hits, sources, strict=True):
             results[position] = (found[: requests[position].k], source)
     return results  # type: ignore[return-value]  # every position is a model's, so set

@@ -11,6 +11,9 @@ and it imports neither torch nor anything of the service, so both sides can use 
     user_ids.json          list: dense user index -> external id (string)
     item_ids.json          list: dense item index -> external id (string)
     interactions.npz       CSR user x item of every interaction known at training time
+    new_items.json         list: external ids of the items without training interactions (the
+                           ones the model ranks through its new-item path); the manifest's
+                           ``serving.new_item_slots`` reserves them a share of every list
     item_tower.onnx        modality features -> item embedding, history state (added by export)
     user_tower.onnx        history states (+ stored user state) -> user embedding
     item_history_states.npy float32 [I, S]: what the user tower aggregates for each item
@@ -45,6 +48,7 @@ ITEM_EMBEDDINGS = "item_embeddings.npy"
 USER_IDS = "user_ids.json"
 ITEM_IDS = "item_ids.json"
 INTERACTIONS = "interactions.npz"
+NEW_ITEMS = "new_items.json"
 ITEM_TOWER = "item_tower.onnx"
 USER_TOWER = "user_tower.onnx"
 ITEM_STATES = "item_history_states.npy"
@@ -68,6 +72,7 @@ class Bundle:
     user_ids: list[str]
     item_ids: list[str]
     interactions: sp.csr_matrix
+    new_items: list[str]
 
     def file(self, name: str) -> Path:
         """Path of a bundle file, e.g. ``bundle.file(ITEM_TOWER)``; raises if absent."""
@@ -82,6 +87,11 @@ class Bundle:
     @property
     def version(self) -> str:
         return str(self.manifest["version"])
+
+    @property
+    def new_item_slots(self) -> float:
+        """Reserved share of every list for new items (0: none); see training.serving_rules."""
+        return float(self.manifest.get("serving", {}).get("new_item_slots", 0.0))
 
 
 def sha256_of(path: Path) -> str:
@@ -101,15 +111,19 @@ def write_bundle(
     user_ids: list[str],
     item_ids: list[str],
     interactions: sp.spmatrix,
+    new_items: list[str] | None = None,
     extra_files: Mapping[str, FileWriter] | None = None,
     overwrite: bool = False,
 ) -> Path:
-    """Write a complete bundle atomically; ``extra_files`` maps file name -> writer(path)."""
+    """Write a complete bundle atomically; ``extra_files`` maps file name -> writer(path).
+    ``new_items`` (ids among ``item_ids``) is written when given."""
     out = Path(out_dir)
     if out.exists() and not overwrite:
         raise BundleError(f"{out} already exists (pass overwrite to replace it)")
     if user_embeddings.shape[0] != len(user_ids) or item_embeddings.shape[0] != len(item_ids):
         raise BundleError("embedding rows and id maps disagree in length")
+    if new_items is not None and not set(new_items) <= set(item_ids):
+        raise BundleError("new_items lists ids that are not in item_ids")
 
     def stage(tmp: Path) -> None:
         np.save(tmp / USER_EMBEDDINGS, np.ascontiguousarray(user_embeddings, dtype=np.float32))
@@ -117,6 +131,8 @@ def write_bundle(
         (tmp / USER_IDS).write_text(json.dumps([str(u) for u in user_ids]))
         (tmp / ITEM_IDS).write_text(json.dumps([str(i) for i in item_ids]))
         sp.save_npz(tmp / INTERACTIONS, sp.csr_matrix(interactions, dtype=np.float32))
+        if new_items is not None:
+            (tmp / NEW_ITEMS).write_text(json.dumps([str(i) for i in new_items]))
         for name, writer in (extra_files or {}).items():
             writer(tmp / name)
 
@@ -191,6 +207,8 @@ def load_bundle(bundle_dir: str | Path, *, check: bool = True) -> Bundle:
         user_ids=json.loads((bundle_dir / USER_IDS).read_text()),
         item_ids=json.loads((bundle_dir / ITEM_IDS).read_text()),
         interactions=sp.load_npz(bundle_dir / INTERACTIONS).tocsr(),
+        new_items=(json.loads((bundle_dir / NEW_ITEMS).read_text())
+                   if NEW_ITEMS in manifest.get("files", {}) else []),
     )
 
 

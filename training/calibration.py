@@ -12,6 +12,11 @@ The trainer calibrates before every validation, so early stopping compares epoch
 best scale (an uncalibrated epoch can look bad only because its new items flood the lists), and
 once more at the end with the whole curve, test column included, kept for the report. The test
 column is reported, never used to choose.
+
+Lists are scored as the service builds them: with reserved new-item slots (``slot_share``, see
+:mod:`training.serving_rules`) the scale only decides which new items enter *beyond* the
+reserved ones. The final curve also gives, at the chosen scale, every reserved share of
+:data:`SLOT_GRID` (the other way new items can enter a list).
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ SCALE_GRID: tuple[float, ...] = (
 )
 #: ... and every epoch's early-stopping score on this coarse one (each point is one validation).
 EPOCH_GRID: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0, 2.0)
+#: Reserved new-item shares reported beside the scale curve.
+SLOT_GRID: tuple[float, ...] = (0.0, 0.05, 0.1, 0.15, 0.2)
 OBJECTIVE = "recall@20"
 
 
@@ -45,6 +52,7 @@ def calibrate_cold_scale(
     batch_size: int = 2048,
     *,
     min_share: float = 0.0,
+    slot_share: float = 0.0,
     with_curve: bool = False,
 ) -> dict[str, Any]:
     """Set ``model.cold_scale`` to the grid value with the best validation Recall@20 among
@@ -53,7 +61,9 @@ def calibrate_cold_scale(
 
     Returns ``{"chosen", "valid": metrics at the chosen scale, "valid_share"}`` and, with
     ``with_curve``, ``"curve": [{"scale", "valid": headline, "test": headline}]`` (the warm/cold
-    trade-off per scale). Ties keep the smaller scale.
+    trade-off per scale) and ``"slot_curve": [{"slot_share", "valid", "test"}]`` (per reserved
+    share, at the chosen scale). Lists reserve ``slot_share`` for new items throughout. Ties
+    keep the smaller scale.
     """
     if not supports_calibration(model):
         raise TypeError(f"{type(model).__name__} has no cold_scale to calibrate")
@@ -65,15 +75,12 @@ def calibrate_cold_scale(
         model.cold_scale.fill_(scale)
         users, items = model()
         if with_curve:
-            report = warm_cold_report(users, items, dataset, "valid", batch_size)
-            valid, share = report["all"], report[f"cold_share@{SHARE_K}"]
-            curve.append({
-                "scale": scale,
-                "valid": headline(report),
-                "test": headline(warm_cold_report(users, items, dataset, "test", batch_size)),
-            })
+            point = _curve_point(users, items, dataset, batch_size, slot_share)
+            valid, share = point.pop("valid_all"), point["valid"][f"cold_share@{SHARE_K}"]
+            curve.append({"scale": scale, **point})
         else:
-            valid, share = all_rows_and_share(users, items, dataset, "valid", batch_size)
+            valid, share = all_rows_and_share(users, items, dataset, "valid", batch_size,
+                                              slot_share)
         # reaching the floor beats missing it; then the objective (or, below it, the share)
         key = (share >= min_share, valid[OBJECTIVE] if share >= min_share else share)
         if key > best[0]:
@@ -82,10 +89,27 @@ def calibrate_cold_scale(
     out: dict[str, Any] = {
         "objective": f"valid {OBJECTIVE}",
         "min_share": min_share,
+        "slot_share": slot_share,
         "chosen": best[1],
         "valid": best[2],
         "valid_share": best[3],
     }
     if with_curve:
         out["curve"] = curve
+        users, items = model()
+        out["slot_curve"] = []
+        for share in SLOT_GRID:
+            point = _curve_point(users, items, dataset, batch_size, share)
+            point.pop("valid_all")
+            out["slot_curve"].append({"slot_share": share, **point})
     return out
+
+
+def _curve_point(
+    users: torch.Tensor, items: torch.Tensor, dataset: Dataset, batch_size: int,
+    slot_share: float,
+) -> dict[str, Any]:
+    """Headlines of both splits (and the whole valid all-rows metrics) for one serving rule."""
+    report = warm_cold_report(users, items, dataset, "valid", batch_size, slot_share)
+    test = warm_cold_report(users, items, dataset, "test", batch_size, slot_share)
+    return {"valid_all": report["all"], "valid": headline(report), "test": headline(test)}

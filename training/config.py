@@ -41,6 +41,15 @@ class TrainConfig(BaseModel):
         "without training interactions must hold when the new-item scale is chosen (0 = the "
         "scale with the best validation Recall@20 wins); see training.calibration",
     )
+    new_item_slots: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="reserved share of every list for items without training interactions, "
+        "filled by their own ranking: in every prefix of p positions at least floor(share * p) "
+        "are new items (a product decision; stored in the bundle and applied by the service "
+        "and by every report); see training.serving_rules",
+    )
     eval_batch_size: int = Field(2048, ge=1)
     hparams: dict[str, Any] = Field(default_factory=dict, description="model hyperparameters")
 

@@ -6,11 +6,14 @@ import logging
 import time
 from pathlib import Path
 
+import numpy as np
+
 from training import bundle as bundle_format
 from training.checkpoint import save_checkpoint
 from training.config import TrainConfig
 from training.data import Dataset, load_dataset
 from training.export import ExportError, export_bundle
+from training.report import new_items
 from training.trainer import TrainResult, embeddings, model_inputs, train
 
 log = logging.getLogger(__name__)
@@ -64,6 +67,7 @@ def write_result_bundle(
             for n, d in zip(dataset.modality_names, dataset.modality_dims, strict=True)
         ],
         "metrics": result.summary(),
+        "serving": {"new_item_slots": result.config.new_item_slots},
         "training_seconds": round(result.train_seconds, 2),
         "data_cutoff": time.time() if data_cutoff is None else data_cutoff,
     }
@@ -75,6 +79,7 @@ def write_result_bundle(
         user_ids=[str(u) for u in range(dataset.num_users)],
         item_ids=[str(i) for i in range(dataset.num_items)],
         interactions=dataset.matrix("train", "valid", "test"),
+        new_items=[str(i) for i in np.flatnonzero(new_items(dataset))],
         extra_files={bundle_format.WEIGHTS: write_weights},
         overwrite=overwrite,
     )

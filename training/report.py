@@ -12,6 +12,10 @@ so a single all-rows number hides whether the content counts. :func:`warm_cold_r
   signal at all, whatever the scale of its vectors);
 * ``cold_share@20``: the share of all top-20 slots that go to cold items;
 * ``rows``: how many warm and cold rows there are.
+
+With ``slot_share`` > 0 every list reserves that share of its slots for cold items, filled by
+the cold items' own ranking (:func:`training.serving_rules.interleave_new_items`, the rule the
+service applies): all parts but ``cold_among_cold`` are scored on those lists.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ import scipy.sparse as sp
 import torch
 
 from training.data import Dataset
-from training.evaluation import DEFAULT_KS, evaluate, list_metrics, top_k_items
+from training.evaluation import DEFAULT_KS, PAD_ITEM, evaluate, list_metrics, top_k_items
+from training.serving_rules import interleave_new_items, reserved_slots
 
 SHARE_K = 20
 
@@ -57,14 +62,35 @@ def _columns(matrix: sp.csr_matrix, keep: np.ndarray) -> sp.csr_matrix:
     return out
 
 
-def _ranked(
-    users: torch.Tensor, items: torch.Tensor, seen: sp.csr_matrix, evaluated: np.ndarray,
-    batch_size: int,
+def ranked_lists(
+    users: torch.Tensor,
+    items: torch.Tensor,
+    seen: sp.csr_matrix,
+    evaluated: np.ndarray,
+    cold: np.ndarray,
+    slot_share: float = 0.0,
+    k: int = max(DEFAULT_KS),
+    batch_size: int = 2048,
 ) -> np.ndarray:
-    """Top-``max(DEFAULT_KS)`` lists over all items of the ``evaluated`` users: one ranking
-    that every part of a report is scored on."""
+    """Top-``k`` lists over all items of the ``evaluated`` users (rows of ``seen`` masked), as
+    served: with ``slot_share`` the reserved share of each list goes to the ``cold`` items
+    (bool [I]) ranked among themselves. One ranking that every part of a report is scored on."""
     index = torch.as_tensor(evaluated, device=users.device)
-    return top_k_items(users[index], items, seen[evaluated], max(DEFAULT_KS), batch_size)
+    top = top_k_items(users[index], items, seen[evaluated], k, batch_size)
+    cold_ids = np.flatnonzero(cold)
+    if reserved_slots(slot_share, k) == 0 or cold_ids.size == 0:
+        return top
+    among = top_k_items(users[index], items[torch.as_tensor(cold_ids, device=items.device)],
+                        seen[evaluated][:, cold_ids], k, batch_size)
+    among = np.where(among >= 0, cold_ids[np.maximum(among, 0)], PAD_ITEM)
+    out = np.full_like(top, PAD_ITEM)
+    for row, (ranked, new_ranked) in enumerate(zip(top.tolist(), among.tolist(), strict=True)):
+        merged = interleave_new_items(
+            [i for i in ranked if i >= 0], [i for i in new_ranked if i >= 0], slot_share, k,
+            is_new=cold.__getitem__,
+        )
+        out[row, : len(merged)] = merged
+    return out
 
 
 def _share(top: np.ndarray, cold: np.ndarray) -> float:
@@ -85,6 +111,7 @@ def warm_cold_report(
     dataset: Dataset,
     split: str,
     batch_size: int = 2048,
+    slot_share: float = 0.0,
 ) -> dict[str, Any]:
     """The report described in the module docstring for ``split`` ('valid' or 'test').
 
@@ -95,7 +122,7 @@ def warm_cold_report(
     cold = new_items(dataset)
     warm_rel, cold_rel = _columns(relevant, ~cold), _columns(relevant, cold)
     evaluated = np.flatnonzero(np.diff(relevant.indptr))
-    top = _ranked(users, items, seen, evaluated, batch_size)
+    top = ranked_lists(users, items, seen, evaluated, cold, slot_share, batch_size=batch_size)
     report: dict[str, Any] = {
         "all": _part(top, relevant[evaluated]),
         "rows": {"warm": int(warm_rel.nnz), "cold": int(cold_rel.nnz)},
@@ -117,20 +144,23 @@ def warm_cold_report(
 
 
 def all_rows_and_share(
-    users: torch.Tensor, items: torch.Tensor, dataset: Dataset, split: str, batch_size: int = 2048
+    users: torch.Tensor, items: torch.Tensor, dataset: Dataset, split: str, batch_size: int = 2048,
+    slot_share: float = 0.0,
 ) -> tuple[dict[str, float], float]:
     """All-row metrics of a split and the new items' share of its top-20 slots, one ranking."""
     relevant, seen = split_matrices(dataset, split)
     evaluated = np.flatnonzero(np.diff(relevant.indptr))
-    top = _ranked(users, items, seen, evaluated, batch_size)
-    return _part(top, relevant[evaluated]), _share(top, new_items(dataset))
+    cold = new_items(dataset)
+    top = ranked_lists(users, items, seen, evaluated, cold, slot_share, batch_size=batch_size)
+    return _part(top, relevant[evaluated]), _share(top, cold)
 
 
 def new_item_share(
-    users: torch.Tensor, items: torch.Tensor, dataset: Dataset, split: str, batch_size: int = 2048
+    users: torch.Tensor, items: torch.Tensor, dataset: Dataset, split: str, batch_size: int = 2048,
+    slot_share: float = 0.0,
 ) -> float:
     """Share of the top-20 slots of a split's evaluated users that go to new items."""
-    return all_rows_and_share(users, items, dataset, split, batch_size)[1]
+    return all_rows_and_share(users, items, dataset, split, batch_size, slot_share)[1]
 
 
 def headline(report: dict[str, Any], metric: str = "recall@20") -> dict[str, float | None]:
@@ -152,6 +182,7 @@ def per_user_hits(
     k: int = 20,
     part: str = "all",
     batch_size: int = 2048,
+    slot_share: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(user_ids, recall@k)`` per evaluated user of one part of :func:`warm_cold_report`.
 
@@ -163,19 +194,13 @@ def per_user_hits(
     if part not in PER_USER_PARTS:
         raise ValueError(f"part must be one of {PER_USER_PARTS}, got {part!r}")
     relevant, seen = split_matrices(dataset, split)
+    cold = new_items(dataset)
     if part != "all":
-        cold = new_items(dataset)
         relevant = _columns(relevant, cold if part == "cold" else ~cold)
     evaluated = np.flatnonzero(np.diff(relevant.indptr))
     if evaluated.size == 0:
         return evaluated.astype(np.int64), np.zeros(0, dtype=np.float64)
-    top = top_k_items(
-        users[torch.as_tensor(evaluated, device=users.device)],
-        items,
-        seen[evaluated],
-        k,
-        batch_size=batch_size,
-    )
+    top = ranked_lists(users, items, seen, evaluated, cold, slot_share, k, batch_size)
     rel = relevant[evaluated]
     # (row, item) pairs of relevant items; a ranked item is a hit when its pair is among them
     rel_rows = np.repeat(np.arange(evaluated.size), np.diff(rel.indptr))

@@ -24,7 +24,7 @@ from training.calibration import EPOCH_GRID, calibrate_cold_scale, supports_cali
 from training.config import TrainConfig
 from training.data import Dataset
 from training.device import choose_device
-from training.report import evaluate_embeddings, warm_cold_report
+from training.report import all_rows_and_share, evaluate_embeddings, warm_cold_report
 from training.sampling import BPRSampler
 
 EARLY_STOP_METRIC = "recall@20"
@@ -175,9 +175,11 @@ def train(
                 EPOCH_GRID,
                 batch_size=config.eval_batch_size,
                 min_share=config.new_item_share,
+                slot_share=config.new_item_slots,
             )["valid"]
         else:
-            valid = evaluate_split(model, dataset, "valid", config.eval_batch_size)
+            valid = all_rows_and_share(*embeddings(model), dataset, "valid",
+                                       config.eval_batch_size, config.new_item_slots)[0]
         score = valid[EARLY_STOP_METRIC]
         history.append({
             "epoch": epoch,
@@ -201,6 +203,7 @@ def train(
             dataset,
             batch_size=config.eval_batch_size,
             min_share=config.new_item_share,
+            slot_share=config.new_item_slots,
             with_curve=True,
         )
         if supports_calibration(model)
@@ -209,8 +212,10 @@ def train(
     if after_training is not None:
         after_training(model, dataset)
     users, items = embeddings(model)
-    valid_report = warm_cold_report(users, items, dataset, "valid", config.eval_batch_size)
-    test_report = warm_cold_report(users, items, dataset, "test", config.eval_batch_size)
+    valid_report = warm_cold_report(users, items, dataset, "valid", config.eval_batch_size,
+                                    config.new_item_slots)
+    test_report = warm_cold_report(users, items, dataset, "test", config.eval_batch_size,
+                                   config.new_item_slots)
     epochs_run = len(history)
     return TrainResult(
         model=model,

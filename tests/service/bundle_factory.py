@@ -94,6 +94,8 @@ def make_bundle(
     version: str = "v1",
     seed: int = 0,
     overwrite: bool = False,
+    new_items: Sequence[str] | None = None,
+    new_item_slots: float = 0.0,
 ) -> FactoryBundle:
     rng = np.random.default_rng(seed)
     modalities = list(modalities)
@@ -135,12 +137,14 @@ def make_bundle(
             "version": version,
             "model": "factory",
             "modalities": [{"name": n, "dim": d} for n, d in modalities],
+            "serving": {"new_item_slots": new_item_slots},
         },
         user_embeddings=fb.user_embeddings,
         item_embeddings=item_embeddings,
         user_ids=user_ids,
         item_ids=item_ids,
         interactions=interactions,
+        new_items=None if new_items is None else list(new_items),
         extra_files={
             bundle_format.ITEM_TOWER: lambda p: onnx.save(item_tower, str(p)),
             bundle_format.USER_TOWER: lambda p: onnx.save(user_tower, str(p)),

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+import numpy as np
 import pytest
-from bundle_factory import FactoryBundle
-from helpers import brute_force
+from bundle_factory import FactoryBundle, make_bundle
+from helpers import brute_force, features_for
 
 from service.errors import NotReady
 from service.index import IndexConfig
@@ -77,3 +78,38 @@ def test_concurrent_requests_are_ranked_in_batches_with_the_same_answers(make_se
     together, one_by_one = asyncio.run(scenario())
     recommender.store.close()
     assert together == one_by_one
+
+
+def test_reserved_slots_go_to_the_bundles_new_items_then_online_ones(tmp_path):
+    new = [f"i{n}" for n in range(190, 200)]
+    factory = make_bundle(tmp_path / "slots", new_items=new, new_item_slots=0.1)
+    model = ServingModel.load(factory.path, IndexConfig(), verify=False)
+    assert model.new_item_slots == 0.1 and len(model.new_index) == len(new)
+    user = factory.user_embeddings[3]
+    seen = set(model.seen("u3"))
+    plain = brute_force(factory, user, 20, exclude=seen)
+    listed = names(rank_batch([Query(model, "u3", [], [], 20)])[0])
+    best_new = [n for n in brute_force(factory, user, 200, exclude=seen) if n in new]
+    # every prefix of p positions holds floor(p / 10) new items, the user's best ones
+    for p in range(1, 21):
+        assert sum(n in new for n in listed[:p]) >= p // 10
+    assert [n for n in listed if n in new] == best_new[: sum(n in new for n in listed)]
+    assert [n for n in listed if n not in new] == [n for n in plain if n not in new][
+        : sum(n not in new for n in listed)
+    ]
+    # a cut at k=10 is the first ten of the k=20 list (the batch ranks at its largest k)
+    assert names(rank_batch([Query(model, "u3", [], [], 10)])[0]) == listed[:10]
+    # an online item is a new item too; deleting it takes it out of the reserved pool
+    target = user / np.linalg.norm(user) * 1e-3  # scored far below every warm item
+    embedding, state = model.embed(features_for(factory, target[None]))
+    model.apply_items(["online-1"], embedding, state)
+    assert "online-1" in model.new_index
+    model.apply_delete("online-1")
+    assert "online-1" not in model.new_index
+
+
+def test_a_bundle_without_slots_ranks_as_before(model, factory: FactoryBundle):
+    assert model.new_item_slots == 0.0 and len(model.new_index) == 0
+    listed = names(rank_batch([Query(model, "u3", [], [], 20)])[0])
+    assert listed == brute_force(factory, factory.user_embeddings[3], 20,
+                                 exclude=model.seen("u3"))

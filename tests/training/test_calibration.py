@@ -7,10 +7,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from training.calibration import SCALE_GRID, calibrate_cold_scale, supports_calibration
+from training.calibration import (
+    SCALE_GRID,
+    SLOT_GRID,
+    calibrate_cold_scale,
+    supports_calibration,
+)
 from training.config import TrainConfig
 from training.pipeline import prepare_dataset
-from training.report import new_item_share
+from training.report import new_item_share, warm_cold_report
 from training.trainer import embeddings, train
 
 
@@ -73,3 +78,33 @@ def test_models_without_a_new_item_scale_are_refused(toy_dataset_dir: Path) -> N
     with pytest.raises(TypeError, match="no cold_scale"):
         calibrate_cold_scale(result.model, dataset)
     assert torch.isfinite(embeddings(result.model)[0]).all()
+
+
+def test_reserved_slots_hold_their_share_whatever_the_scale(trained) -> None:
+    result, dataset = trained
+    for scale in (0.01, 1.0):
+        result.model.cold_scale.fill_(scale)
+        users, items = embeddings(result.model)
+        plain = new_item_share(users, items, dataset, "valid")
+        slotted = new_item_share(users, items, dataset, "valid", slot_share=0.3)
+        assert slotted >= max(plain, 0.3) - 1e-9
+    plain = warm_cold_report(users, items, dataset, "test")
+    slotted = warm_cold_report(users, items, dataset, "test", slot_share=0.1)
+    # the ranking among new items is the same; only the shared lists change
+    assert slotted["cold_among_cold"] == plain["cold_among_cold"]
+    assert slotted["cold"]["recall@20"] >= plain["cold"]["recall@20"]
+
+
+def test_trainer_scores_lists_with_the_configured_slots(toy_dataset_dir: Path) -> None:
+    config = TrainConfig(
+        model="metammf_lightgcn", max_epochs=2, cold_start_fraction=0.2, seed=3,
+        new_item_slots=0.1, hparams={"embed_dim": 16, "first_hidden": 16},
+    )
+    dataset = prepare_dataset(toy_dataset_dir, config)
+    result = train(dataset, config, progress=False)
+    assert result.test_report["cold_share@20"] >= 0.1
+    assert result.calibration["slot_share"] == 0.1
+    curve = {c["slot_share"]: c for c in result.calibration["slot_curve"]}
+    assert set(curve) == set(SLOT_GRID)
+    assert curve[0.1]["test"]["all"] == pytest.approx(result.test_metrics["recall@20"])
+    assert curve[0.2]["test"]["cold_share@20"] >= 0.2
