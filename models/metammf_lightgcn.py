@@ -48,6 +48,12 @@ with popular warm items is a product decision, chosen on validation (:mod:`train
 and stored in the weights. (Scaling only the content half was tried first: the unknown ID half,
 trained by ``new_item_dropout`` on popularity-weighted positives, then kept new items in 6% of
 the top-20 slots even at the smallest scale.)
+
+``new_item_fused_weight`` (lambda, a buffer; 1 while training) weights ``e_m`` in the vectors of
+new items outside training, the kNN part beside it kept whole. The fused part is fitted on warm
+items only and, on TikTok, ranks unseen items worse than the kNN part alone (README
+"Decisions"): at 0 a new item is ranked among new items exactly as content kNN ranks it, while
+warm items keep ``warm_content * e_m``.
 """
 
 from __future__ import annotations
@@ -103,6 +109,7 @@ class FusionLightGCN(Recommender):
         knn_weight: float = 0.0,
         new_item_weight: float = 0.5,
         new_item_dropout: float = 0.1,
+        new_item_fused_weight: float = 1.0,
         user_dropout: float = 0.0,
         cold_items: torch.Tensor | None = None,
     ) -> None:
@@ -129,6 +136,8 @@ class FusionLightGCN(Recommender):
         self.knn = knn_weight > 0.0
         self.new_item_weight = float(new_item_weight)
         self.new_item_dropout = float(new_item_dropout)
+        if new_item_fused_weight < 0.0:
+            raise ValueError(f"new_item_fused_weight must be >= 0, got {new_item_fused_weight}")
         self.user_dropout = float(user_dropout)
         self.feature_dim = int(features.shape[1])
 
@@ -168,6 +177,7 @@ class FusionLightGCN(Recommender):
         target = math.sqrt(self.id_dim * 2.0 / (graph.num_items + self.id_dim))
         self.log_scale = nn.Parameter(torch.tensor(math.log(target / float(fused_norm))))
         self.register_buffer("cold_scale", torch.ones(()))
+        self.register_buffer("new_item_fused_weight", torch.tensor(float(new_item_fused_weight)))
 
     # ---- pieces ------------------------------------------------------------------------
 
@@ -229,7 +239,11 @@ class FusionLightGCN(Recommender):
     ) -> torch.Tensor:
         """Final vectors [B, d] of items without interactions: ``scale`` times the self path of
         ``[e_m ; unknown]`` (``beside`` propagates only the ID half, so ``e_m`` is not averaged
-        over layers there)."""
+        over layers there). Outside training ``e_m`` is weighted by ``new_item_fused_weight``
+        (with ``knn_weight`` the kNN part beside it is kept whole)."""
+        if not self.training:
+            content = torch.cat([self.new_item_fused_weight * content[:, : self.content_dim],
+                                 content[:, self.content_dim :]], dim=1)
         unknown = self.unknown_item.expand(content.shape[0], -1) / (self.num_layers + 1)
         if self.combine == "propagate":
             content = content / (self.num_layers + 1)

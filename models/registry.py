@@ -61,6 +61,7 @@ _LIGHTGCN_FUSED: dict[str, Any] = {
     "knn_weight": 0.0,
     "new_item_weight": 0.5,
     "new_item_dropout": 0.1,
+    "new_item_fused_weight": 1.0,
     "user_dropout": 0.0,
     "cold_items": None,
 }

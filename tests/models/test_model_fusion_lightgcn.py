@@ -19,6 +19,7 @@ COMBINES = ("beside", "propagate")
 VARIANTS = (
     {"combine": "beside"},
     {"combine": "beside", "knn_weight": 0.5},
+    {"combine": "beside", "knn_weight": 0.5, "new_item_fused_weight": 0.0},
     {"combine": "propagate"},
 )
 
@@ -171,6 +172,28 @@ def test_knn_part_scores_the_cosine_to_the_history_mean(
         atol=1e-5,
         rtol=1e-4,
     )
+
+
+def test_without_the_fused_part_new_items_rank_among_themselves_as_content_knn(
+    graph: BipartiteGraph, features: torch.Tensor, modality_dims: list[int]
+) -> None:
+    held_out = torch.tensor([0, 3, 5])
+    model = _model(graph, features, modality_dims, knn_weight=0.7, new_item_fused_weight=0.0,
+                   cold_items=held_out).eval()
+    knn = build_model("content_knn", graph, features, modality_dims, cold_items=held_out)
+    new = model.new_mask
+    assert int(new.sum()) >= 3
+    with torch.no_grad():
+        users, items = model()
+        knn_users, knn_items = knn()
+    scores, reference = users @ items[new].T, 0.7 * knn_users @ knn_items[new].T
+    # equal up to a per-user constant (the unknown ID half): the same order for every user
+    torch.testing.assert_close(scores - scores[:, :1], reference - reference[:, :1],
+                               atol=1e-5, rtol=1e-4)
+    # in training the fused part still scores new items (its loss terms train it)
+    model.train()
+    content = model.content(model.conditioned[new])
+    assert model.new_item_vectors(content)[:, : model.content_dim].abs().sum() > 0
 
 
 def test_new_item_loss_trains_the_feature_only_path(
