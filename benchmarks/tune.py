@@ -137,6 +137,7 @@ def fixed_fields(args: argparse.Namespace) -> dict[str, Any]:
         "patience": args.patience,
         "batch_size": args.batch_size,
         "cold_start_fraction": args.cold_start_fraction,
+        "epoch_valid_users": args.epoch_valid_users,
         "device": args.device,
     }
     return {k: v for k, v in fields.items() if v is not None}
@@ -541,6 +542,8 @@ def _training_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--patience", type=int, help="TrainConfig default when omitted")
     parser.add_argument("--batch-size", type=int, help="TrainConfig default when omitted")
     parser.add_argument("--cold-start-fraction", type=float, help="items held out of training")
+    parser.add_argument("--epoch-valid-users", type=int,
+                        help="validate each epoch on a fixed sample of this many users")
     parser.add_argument("--device", default=None)
     parser.add_argument("--threads", type=int, help="torch threads (the machine may be shared)")
     parser.add_argument("--out", help="output file (default under benchmarks/results)")

@@ -50,6 +50,13 @@ class TrainConfig(BaseModel):
         "are new items (a product decision; stored in the bundle and applied by the service "
         "and by every report); see training.serving_rules",
     )
+    epoch_valid_users: int | None = Field(
+        None,
+        ge=1,
+        description="validate each epoch (early stopping, per-epoch new-item scale) on at most "
+        "this many validation users, a fixed random sample; the final choice and every report "
+        "use all of them (None: all, every epoch)",
+    )
     eval_batch_size: int = Field(2048, ge=1)
     hparams: dict[str, Any] = Field(default_factory=dict, description="model hyperparameters")
 

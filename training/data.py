@@ -137,6 +137,17 @@ class Dataset:
             cold_items=cold,
         )
 
+    def with_valid_sample(self, max_users: int, seed: int = 2024) -> Dataset:
+        """The same data with validation rows of at most ``max_users`` random users (the
+        others' rows dropped): a cheaper validation for early stopping on large data sets."""
+        users = np.unique(self.valid[:, 0])
+        if len(users) <= max_users:
+            return self
+        rng = np.random.default_rng(seed)
+        keep = np.zeros(self.num_users, dtype=bool)
+        keep[rng.choice(users, size=max_users, replace=False)] = True
+        return replace(self, valid=self.valid[keep[self.valid[:, 0]]])
+
     def cold_test(self) -> np.ndarray:
         """Test interactions whose item is held out from training."""
         is_cold = np.zeros(self.num_items, dtype=bool)

@@ -144,6 +144,9 @@ def train(
     epochs = config.max_epochs if model.trainable else 0
     if model.trainable:
         optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
+    # what every epoch is validated on (a fixed sample of users on large data sets)
+    epoch_data = (dataset if config.epoch_valid_users is None
+                  else dataset.with_valid_sample(config.epoch_valid_users, config.seed))
     bar = tqdm(range(1, epochs + 1), desc=config.model, disable=not progress)
     for epoch in bar:
         model.train()
@@ -171,14 +174,14 @@ def train(
         if supports_calibration(model):  # each epoch at its own best new-item scale
             valid = calibrate_cold_scale(
                 model,
-                dataset,
+                epoch_data,
                 EPOCH_GRID,
                 batch_size=config.eval_batch_size,
                 min_share=config.new_item_share,
                 slot_share=config.new_item_slots,
             )["valid"]
         else:
-            valid = all_rows_and_share(*embeddings(model), dataset, "valid",
+            valid = all_rows_and_share(*embeddings(model), epoch_data, "valid",
                                        config.eval_batch_size, config.new_item_slots)[0]
         score = valid[EARLY_STOP_METRIC]
         history.append({

@@ -101,3 +101,14 @@ def test_cold_only_ranking_never_shows_warm_items(planted) -> None:
     # 8 held-out items: every user's held-out test item is within the top 10 of those 8
     assert among_new["recall@10"] == 1.0
     assert among_new["recall@10"] >= among_all["recall@10"]
+
+
+def test_epochs_can_be_validated_on_a_fixed_sample_of_users(planted) -> None:
+    sample = planted.with_valid_sample(20, seed=1)
+    assert len(np.unique(sample.valid[:, 0])) == 20
+    assert set(map(tuple, sample.valid)) <= set(map(tuple, planted.valid))
+    assert planted.with_valid_sample(10_000) is planted  # fewer users than asked: unchanged
+    config = TrainConfig(model="lightgcn", max_epochs=3, batch_size=64, epoch_valid_users=20)
+    result = train(planted, config, progress=False)
+    assert {h["users"] for h in result.history} == {20}
+    assert result.valid_report["all"]["users"] == len(np.unique(planted.valid[:, 0]))
