@@ -141,11 +141,11 @@ def test_beside_content_of_a_user_leaves_the_positive_out(
     user = int(degree.argmax())
     history = _history(graph, user)
     with torch.no_grad():
-        users, _, content, history_means = model._propagate()
+        content = model.content(model.conditioned)
         batch = TrainingBatch(
             torch.full((len(history),), user), history, torch.zeros_like(history)
         )
-        loo = model._leave_one_out(users, content, history_means, batch)[:, : model.content_width]
+        loo = model._batch_vectors(batch)[0][:, : model.content_width]
     for row, positive in enumerate(history.tolist()):
         others = [i for i in history.tolist() if i != positive]
         expected = content[others].mean(0, keepdim=True)
