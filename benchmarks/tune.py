@@ -273,7 +273,12 @@ def _calibration_record(calibration: dict[str, Any] | None) -> dict[str, Any] | 
         {"slot_share": c["slot_share"], "valid_all": c["valid"]["all"], "test": c["test"]}
         for c in calibration.get("slot_curve", [])
     ]
-    return {"chosen": calibration["chosen"], "curve": curve, "slot_curve": slot_curve}
+    fused = [
+        {"fused_weight": c["fused_weight"], "valid": c["valid"], "test": c["test"]}
+        for c in calibration.get("fused_weight_curve", [])
+    ]
+    return {"chosen": calibration["chosen"], "curve": curve, "slot_curve": slot_curve,
+            "fused_weight_curve": fused}
 
 
 def array_key(model: str, seed: int, part: str, what: str) -> str:

@@ -37,6 +37,9 @@ SCALE_GRID: tuple[float, ...] = (
 EPOCH_GRID: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0, 2.0)
 #: Reserved new-item shares reported beside the scale curve.
 SLOT_GRID: tuple[float, ...] = (0.0, 0.05, 0.1, 0.15, 0.2)
+#: Weights of the fused part in new items' vectors reported beside them (the evidence for the
+#: configured ``new_item_fused_weight``, which is a design decision, not chosen here).
+FUSED_WEIGHT_GRID: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0)
 OBJECTIVE = "recall@20"
 
 
@@ -62,8 +65,9 @@ def calibrate_cold_scale(
     Returns ``{"chosen", "valid": metrics at the chosen scale, "valid_share"}`` and, with
     ``with_curve``, ``"curve": [{"scale", "valid": headline, "test": headline}]`` (the warm/cold
     trade-off per scale) and ``"slot_curve": [{"slot_share", "valid", "test"}]`` (per reserved
-    share, at the chosen scale). Lists reserve ``slot_share`` for new items throughout. Ties
-    keep the smaller scale.
+    share, at the chosen scale) and, for models with a ``new_item_fused_weight``,
+    ``"fused_weight_curve"`` (per weight, at the chosen scale). Lists reserve ``slot_share``
+    for new items throughout. Ties keep the smaller scale.
     """
     if not supports_calibration(model):
         raise TypeError(f"{type(model).__name__} has no cold_scale to calibrate")
@@ -102,7 +106,25 @@ def calibrate_cold_scale(
             point = _curve_point(users, items, dataset, batch_size, share)
             point.pop("valid_all")
             out["slot_curve"].append({"slot_share": share, **point})
+        if isinstance(getattr(model, "new_item_fused_weight", None), torch.Tensor):
+            out["fused_weight_curve"] = _fused_weight_curve(model, dataset, batch_size,
+                                                            slot_share)
     return out
+
+
+def _fused_weight_curve(
+    model: Recommender, dataset: Dataset, batch_size: int, slot_share: float
+) -> list[dict[str, Any]]:
+    """Headlines per weight of the fused part in new items' vectors; the weight is restored."""
+    configured = float(model.new_item_fused_weight)
+    curve = []
+    for weight in FUSED_WEIGHT_GRID:
+        model.new_item_fused_weight.fill_(weight)
+        point = _curve_point(*model(), dataset, batch_size, slot_share)
+        point.pop("valid_all")
+        curve.append({"fused_weight": weight, **point})
+    model.new_item_fused_weight.fill_(configured)
+    return curve
 
 
 def _curve_point(

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from training.calibration import (
+    FUSED_WEIGHT_GRID,
     SCALE_GRID,
     SLOT_GRID,
     calibrate_cold_scale,
@@ -108,3 +109,13 @@ def test_trainer_scores_lists_with_the_configured_slots(toy_dataset_dir: Path) -
     assert set(curve) == set(SLOT_GRID)
     assert curve[0.1]["test"]["all"] == pytest.approx(result.test_metrics["recall@20"])
     assert curve[0.2]["test"]["cold_share@20"] >= 0.2
+
+
+def test_fused_weight_curve_is_reported_and_the_configured_weight_kept(trained) -> None:
+    result, _ = trained
+    curve = result.calibration["fused_weight_curve"]
+    assert [c["fused_weight"] for c in curve] == list(FUSED_WEIGHT_GRID)
+    assert float(result.model.new_item_fused_weight) == 1.0
+    at_one = next(c for c in curve if c["fused_weight"] == 1.0)
+    assert at_one["test"]["cold_among_cold"] == pytest.approx(
+        result.test_report["cold_among_cold"]["recall@20"])
