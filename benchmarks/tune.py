@@ -300,7 +300,9 @@ def seeds(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     if command_line(argv) not in record["commands"]:
         record["commands"].append(command_line(argv))
     fields = fixed_fields(args)
-    seed_list = [SEEDS_FROM + i for i in range(args.seeds)]
+    if args.cold_start_folds and not args.cold_start_fraction:
+        raise SystemExit("--cold-start-folds needs --cold-start-fraction")
+    seed_list = [SEEDS_FROM + i for i in range(args.cold_start_folds or args.seeds)]
     datasets: dict[int, Dataset] = {}  # the split (and any held-out items) follows the seed
     chosen = json.loads(Path(args.settings).read_text()) if args.settings else {}
     for model in [m.strip() for m in args.models.split(",") if m.strip()]:
@@ -312,12 +314,14 @@ def seeds(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
             setting = {**setting, "hparams": {**setting["hparams"], **parse_hparams(args.hparam)}}
         arrays = {k: v for k, v in arrays.items() if not k.startswith(f"{key}__")}
         runs = []
-        for seed in seed_list:
+        for run, seed in enumerate(seed_list):
+            # --cold-start-folds: run i holds out fold i (disjoint items, results pooled)
+            run_fields = {**fields, "cold_start_fold": run} if args.cold_start_folds else fields
             if seed not in datasets:
-                config = TrainConfig(model=model, seed=seed, **fields)
+                config = TrainConfig(model=model, seed=seed, **run_fields)
                 datasets[seed] = prepare_dataset(args.data, config)
             dataset = datasets[seed]
-            result, calibration = fit(dataset, model, setting, seed=seed, **fields)
+            result, calibration = fit(dataset, model, setting, seed=seed, **run_fields)
             users, items = embeddings(result.model)
             for part in PER_USER_PARTS:
                 ids, recall = per_user_hits(users, items, dataset, "test", 20, part,
@@ -570,6 +574,8 @@ def build_parser() -> argparse.ArgumentParser:
     seeder.add_argument("--models", required=True, help="comma-separated model names")
     seeder.add_argument("--seeds", type=int, default=3, help=f"seeds {SEEDS_FROM}, +1, ...")
     seeder.add_argument("--tuned-dir", default=str(OPTUNA_DIR), help="where tune wrote JSON")
+    seeder.add_argument("--cold-start-folds", type=int, default=0,
+                        help="run i holds out fold i of the items (disjoint; replaces --seeds)")
     seeder.add_argument("--label", default="", help="suffix of the row name, e.g. '[rank=8]'")
     seeder.add_argument("--hparam", action="append", help="key=value over the setting (ablations)")
     seeder.add_argument(

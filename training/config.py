@@ -33,6 +33,12 @@ class TrainConfig(BaseModel):
     cold_start_fraction: float = Field(
         0.0, ge=0, lt=1, description="share of items held out of training (cold-start protocol)"
     )
+    cold_start_fold: int | None = Field(
+        None,
+        ge=0,
+        description="hold out this fold of round(1 / cold_start_fraction) disjoint item folds "
+        "(one fixed permutation) instead of a random share drawn with the seed",
+    )
     new_item_share: float = Field(
         0.0,
         ge=0,

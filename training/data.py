@@ -69,6 +69,10 @@ def _derived_if_raw(folder: Path) -> Path:
     return microlens.derive(folder)
 
 
+#: The permutation that cuts items into cold-start folds (fixed, so folds stay disjoint).
+FOLD_SEED = 0
+
+
 @dataclass
 class Dataset:
     """Interactions split three ways plus per-modality item features (float32)."""
@@ -117,17 +121,32 @@ class Dataset:
         m.data[:] = 1.0  # duplicates summed by the constructor count once
         return m
 
-    def with_cold_items(self, fraction: float, seed: int = 2024) -> Dataset:
-        """Hold out a random share of items from training entirely (cold-start protocol).
+    def with_cold_items(
+        self, fraction: float, seed: int = 2024, fold: int | None = None
+    ) -> Dataset:
+        """Hold out a share of items from training entirely (cold-start protocol).
 
         Their training and validation interactions are dropped; their test interactions stay,
-        so a model that embeds them from features alone can be scored on them.
+        so a model that embeds them from features alone can be scored on them. Without
+        ``fold`` the share is drawn at random with ``seed``; with it, the items are cut into
+        ``round(1 / fraction)`` disjoint folds by one fixed permutation (:data:`FOLD_SEED`,
+        whatever the training seed) and fold ``fold`` is held out, so runs over folds
+        0, 1, ... hold out disjoint items and their results can be pooled.
         """
         if not 0.0 < fraction < 1.0:
             raise ValueError(f"cold-start fraction must be in (0, 1), got {fraction}")
-        rng = np.random.default_rng(seed)
-        n_cold = max(1, round(fraction * self.num_items))
-        cold = np.sort(rng.choice(self.num_items, size=n_cold, replace=False)).astype(np.int64)
+        if fold is None:
+            rng = np.random.default_rng(seed)
+            n_cold = max(1, round(fraction * self.num_items))
+            cold = rng.choice(self.num_items, size=n_cold, replace=False)
+        else:
+            folds = max(1, round(1.0 / fraction))
+            if not 0 <= fold < folds:
+                raise ValueError(f"fold must be in [0, {folds}) for fraction {fraction}, "
+                                 f"got {fold}")
+            order = np.random.default_rng(FOLD_SEED).permutation(self.num_items)
+            cold = np.array_split(order, folds)[fold]
+        cold = np.sort(cold).astype(np.int64)
         is_cold = np.zeros(self.num_items, dtype=bool)
         is_cold[cold] = True
         return replace(

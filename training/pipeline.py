@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 def prepare_dataset(data: str | Path, config: TrainConfig) -> Dataset:
     dataset = load_dataset(data, seed=config.seed)
     if config.cold_start_fraction > 0:
-        dataset = dataset.with_cold_items(config.cold_start_fraction, seed=config.seed)
+        dataset = dataset.with_cold_items(config.cold_start_fraction, seed=config.seed,
+                                          fold=config.cold_start_fold)
     return dataset
 
 

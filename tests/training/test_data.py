@@ -95,3 +95,16 @@ def test_missing_header_column(tmp_path: Path) -> None:
     folder = write_dataset(tmp_path / "d")
     (folder / "toy.inter").write_text("user\titemID\n0\t1\n")
     _expect_error(folder, "userID")
+
+
+def test_cold_start_folds_are_disjoint_and_cover_the_items(toy_dataset_dir: Path) -> None:
+    dataset = load_dataset(toy_dataset_dir)
+    folds = [dataset.with_cold_items(0.25, seed=s, fold=f).cold_items
+             for f, s in zip(range(4), (1, 2, 3, 4), strict=True)]
+    assert sorted(np.concatenate(folds).tolist()) == list(range(dataset.num_items))
+    assert all(len(f) == dataset.num_items // 4 for f in folds)
+    held = dataset.with_cold_items(0.25, fold=2)
+    assert not np.isin(held.train[:, 1], folds[2]).any()
+    assert np.array_equal(dataset.with_cold_items(0.25, seed=9, fold=2).cold_items, folds[2])
+    with pytest.raises(ValueError, match="fold must be in"):
+        dataset.with_cold_items(0.25, fold=4)
