@@ -270,7 +270,7 @@ def _calibration_record(calibration: dict[str, Any] | None) -> dict[str, Any] | 
         for c in calibration["curve"]
     ]
     slot_curve = [
-        {"slot_share": c["slot_share"], "valid_all": c["valid"]["all"], "test": c["test"]}
+        {"slot_share": c["slot_share"], "valid": c["valid"], "test": c["test"]}
         for c in calibration.get("slot_curve", [])
     ]
     fused = [
@@ -440,14 +440,15 @@ def _interval_table(
     per_user = {
         (model, part): per_user_mean(arrays, model, [r["seed"] for r in entry["runs"]], part)
         for model, entry in models.items()
-        for part in ("all", "cold")
+        for part in PER_USER_PARTS
     }
-    head = ["model"] + [f"vs {ref}, {part} rows" for ref in references for part in ("all", "cold")]
+    head = ["model"] + [f"vs {ref}, {part} rows" for ref in references
+                        for part in PER_USER_PARTS]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for model in models:
         cells = [model]
         for ref in references:
-            for part in ("all", "cold"):
+            for part in PER_USER_PARTS:
                 same = model == ref
                 cells.append("–" if same else _interval(per_user[model, part], per_user[ref, part]))
         lines.append("| " + " | ".join(cells) + " |")
@@ -477,6 +478,55 @@ def _curve_tables(models: dict[str, Any]) -> list[str]:
                 _mean_std([p["test"][SHARE] for p in at]),
             ]
             lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _point_tables(models: dict[str, Any], curve: str, field: str, title: str) -> list[str]:
+    """Mean ± std over seeds of a calibration curve recorded at the chosen scale."""
+    lines: list[str] = []
+    for model, entry in models.items():
+        curves = [r["calibration"][curve] for r in entry["runs"]
+                  if r["calibration"] and r["calibration"].get(curve)]
+        if not curves:
+            continue
+        lines += [
+            f"\n### {model}\n",
+            f"| {title} | valid R@20 all | valid R@20 cold | test R@20 all | test R@20 warm "
+            f"| test R@20 cold | test R@20 cold among cold | test {SHARE} |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for index, point in enumerate(curves[0]):
+            at = [c[index] for c in curves]
+            # older records kept only the valid all-rows number
+            valid = [p.get("valid", {"all": p.get("valid_all")}) for p in at]
+            cells = [
+                str(point[field]),
+                _mean_std([v.get("all") for v in valid]),
+                _mean_std([v.get("cold") for v in valid]),
+                *(_mean_std([p["test"][part] for p in at]) for part in PARTS),
+                _mean_std([p["test"][SHARE] for p in at]),
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _pooled_table(models: dict[str, Any]) -> list[str]:
+    """Recall@20 of each part pooled over the runs' rows (the cold-start folds' protocol)."""
+    head = ["model", "runs", *(f"R@20 {part}" for part in PARTS), "cold rows"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for model, entry in models.items():
+        runs = entry["runs"]
+        cells = [model, str(len(runs))]
+        for part in PARTS:
+            rows_of = "cold" if part == "cold_among_cold" else part
+            weights = [r["test"]["rows"].get(rows_of, 0) if rows_of != "all"
+                       else sum(r["test"]["rows"].values()) for r in runs]
+            values = [r["test"]["recall@20"][part] for r in runs]
+            pairs = [(w, v) for w, v in zip(weights, values, strict=True) if v is not None]
+            total = sum(w for w, _ in pairs)
+            cells.append(f"{sum(w * v for w, v in pairs) / total:.4f}" if total else "–")
+        cells.append(str(sum(r["test"]["rows"].get("cold", 0) for r in runs)))
+        lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
@@ -529,8 +579,23 @@ def report(args: argparse.Namespace, argv: Sequence[str]) -> str:
         "",
         *(_interval_table(models, arrays, references) if references else ["(no reference run)"]),
         "",
+        "## Test Recall@20 pooled over the runs' rows",
+        "",
+        "Each part's Recall@20 weighted by its rows in each run: with --cold-start-folds the "
+        "runs hold out disjoint items, and this is the pooled cold-start number.",
+        "",
+        *_pooled_table(models),
+        "",
         "## New-item scale: warm/cold trade-off (mean ± std over seeds)",
         *(_curve_tables(models) or ["", "(no model with a new-item scale)"]),
+        "",
+        "## Reserved new-item slots at the chosen scale (mean ± std over seeds)",
+        *(_point_tables(models, "slot_curve", "slot_share", "reserved share")
+          or ["", "(no run recorded a slot curve)"]),
+        "",
+        "## Weight of the fused part in new items' vectors (mean ± std over seeds)",
+        *(_point_tables(models, "fused_weight_curve", "fused_weight", "fused weight")
+          or ["", "(no run recorded a fused-weight curve)"]),
         "",
     ])
     out = Path(args.out or RESULTS / f"quality_{tag}.md")

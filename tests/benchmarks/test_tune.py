@@ -94,6 +94,24 @@ def test_tune_seeds_report_end_to_end(toy_dataset_dir: Path, tmp_path: Path) -> 
     cells = [float(x) for x in re.findall(r"(-?\d+\.\d+) ± (?:-?\d+\.\d+)", summary)]
     assert cells and all(0 <= x <= 1 for x in cells)
     assert "### metammf_lightgcn" in text and "vs lightgcn, cold rows" in text
+    assert "vs lightgcn, warm rows" in text
+    slots = text.split("## Reserved new-item slots")[1].split("## Weight of the fused")[0]
+    assert re.search(r"^\| 0\.1 \| ", slots, re.M)  # one row per reserved share
+    fused = text.split("## Weight of the fused")[1]
+    assert re.search(r"^\| 0\.0 \| ", fused, re.M) and re.search(r"^\| 1\.0 \| ", fused, re.M)
+    pooled = text.split("pooled over the runs' rows")[1].split("## New-item scale")[0]
+    assert re.search(r"^\| metammf_lightgcn \| 2 \| ", pooled, re.M)
+
+
+def test_cold_start_folds_run_one_fold_a_seed_and_need_a_fraction(toy_dataset_dir: Path, tmp_path: Path) -> None:
+    seeds_json = tmp_path / "folds.json"
+    main(["seeds", "--data", str(toy_dataset_dir), "--models", "content_knn",
+          "--cold-start-fraction", "0.25", "--cold-start-folds", "2", "--out", str(seeds_json)])
+    runs = json.loads(seeds_json.read_text())["models"]["content_knn"]["runs"]
+    assert [r["seed"] for r in runs] == [2024, 2025]
+    with pytest.raises(SystemExit):
+        main(["seeds", "--data", str(toy_dataset_dir), "--models", "content_knn",
+              "--cold-start-folds", "2", "--out", str(seeds_json)])
 
 
 def test_per_user_hits_average_to_the_report(toy_dataset_dir: Path) -> None:
