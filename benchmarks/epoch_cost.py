@@ -2,12 +2,13 @@
 inside one run: the machine's speed varies between days).
 
 python benchmarks/epoch_cost.py --data tiktok --models lightgcn,metammf_lightgcn,early_lightgcn \
-    --settings configs/tiktok_validation.json --epochs 5 --repeats 2
+    --settings configs/tiktok_validation.json --epochs 3 --repeats 2
 
-Per model: the training loop's seconds per epoch (the trainer's own clock: batches, loss,
-backward, step), and the seconds one per-epoch new-item calibration adds (the coarse grid of
-:data:`training.calibration.EPOCH_GRID`, one validation per point) for models that have one.
-Repeats are interleaved (A B A B) and the median is reported.
+Per model: seconds per epoch of the trainer's own loop (:func:`training.trainer.run_epoch`:
+batches, loss, backward, step), and the seconds one per-epoch new-item calibration adds (the
+coarse grid of :data:`training.calibration.EPOCH_GRID`, one validation per point, on the users
+``--epoch-valid-users`` leaves) for models that have one. No early stopping and no final
+reports: only the epochs are timed. Repeats are interleaved (A B A B), the median is reported.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from training.calibration import EPOCH_GRID, calibrate_cold_scale, supports_calibration  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
 from training.pipeline import prepare_dataset  # noqa: E402
-from training.trainer import train  # noqa: E402
+from training.trainer import build_for, run_epoch, training_sampler  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 
@@ -40,6 +41,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--epoch-valid-users", type=int,
+                        help="calibrate on a fixed sample of this many validation users")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -51,15 +54,23 @@ def main() -> None:
     for _ in range(args.repeats):
         for model in models:
             config = TrainConfig(
-                model=model, max_epochs=args.epochs, patience=args.epochs + 1,
+                model=model, epoch_valid_users=args.epoch_valid_users,
                 **{"hparams": {}, **settings.get(model, {})},
             )
             dataset = dataset or prepare_dataset(args.data, config)
-            result = train(dataset, config, progress=False)
-            loop[model].append(result.seconds_per_epoch)
-            if supports_calibration(result.model):
+            built = build_for(dataset, config, torch.device("cpu"))
+            sampler = training_sampler(dataset, config)
+            optimiser = torch.optim.Adam(built.parameters(), lr=config.lr)
+            started = time.perf_counter()
+            for _ in range(args.epochs):
+                run_epoch(built, sampler, optimiser, config, torch.device("cpu"))
+            loop[model].append((time.perf_counter() - started) / args.epochs)
+            if supports_calibration(built):
+                sample = (dataset if args.epoch_valid_users is None
+                          else dataset.with_valid_sample(args.epoch_valid_users, config.seed))
                 started = time.perf_counter()
-                calibrate_cold_scale(result.model, dataset, EPOCH_GRID)
+                calibrate_cold_scale(built, sample, EPOCH_GRID,
+                                     slot_share=config.new_item_slots)
                 calibration[model].append(time.perf_counter() - started)
     base = statistics.median(loop[models[0]])
     lines = [
