@@ -41,9 +41,19 @@ def train_command(
     cold_start: Annotated[
         float | None, typer.Option(help="share of items held out of training (0 = none)")
     ] = None,
+    cold_start_fold: Annotated[
+        int | None, typer.Option(help="hold out this disjoint fold of items (with --cold-start)")
+    ] = None,
     new_item_share: Annotated[
         float | None,
         typer.Option(help="least share of validation top-20 slots for items without interactions"),
+    ] = None,
+    new_item_slots: Annotated[
+        float | None,
+        typer.Option(help="reserved share of every list for items without interactions"),
+    ] = None,
+    epoch_valid_users: Annotated[
+        int | None, typer.Option(help="validate each epoch on a fixed sample of this many users")
     ] = None,
     hparam: Annotated[
         list[str] | None, typer.Option(help="model hyperparameter key=value (repeatable)")
@@ -68,7 +78,10 @@ def train_command(
         "seed": seed,
         "device": device,
         "cold_start_fraction": cold_start,
+        "cold_start_fold": cold_start_fold,
         "new_item_share": new_item_share,
+        "new_item_slots": new_item_slots,
+        "epoch_valid_users": epoch_valid_users,
     }
     fields.update({k: v for k, v in overrides.items() if v is not None})
     if hparam:

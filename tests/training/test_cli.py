@@ -3,10 +3,12 @@
 import json
 from pathlib import Path
 
+import numpy as np
 from typer.testing import CliRunner
 
 from training import bundle as bf
 from training.cli import app
+from training.data import FOLD_SEED
 
 runner = CliRunner()
 
@@ -95,3 +97,21 @@ def test_cold_start_training_reports_cold_metrics(toy_dataset_dir: Path, tmp_pat
     report = manifest["metrics"]["test_report"]
     assert report["cold"]["users"] > 0 and report["rows"]["cold"] > 0
     assert 0.0 <= report["cold_share@20"] <= 1.0
+
+
+def test_new_item_slots_reach_the_bundle_with_its_new_items(
+    toy_dataset_dir: Path, tmp_path: Path
+) -> None:
+    result = _train(
+        toy_dataset_dir, tmp_path / "b", "--model", "early_lightgcn", "--cold-start", "0.2",
+        "--cold-start-fold", "1", "--new-item-slots", "0.1", "--epoch-valid-users", "10",
+        "--hparam", "embed_dim=16", "--hparam", "new_item_fused_weight=0",
+    )
+    assert result.exit_code == 0, result.output
+    bundle = bf.load_bundle(tmp_path / "b")
+    assert bundle.new_item_slots == 0.1
+    assert bundle.manifest["config"]["cold_start_fold"] == 1
+    held_out = {str(i) for i in np.array_split(
+        np.random.default_rng(FOLD_SEED).permutation(40), 5)[1]}
+    assert held_out <= set(bundle.new_items)
+    assert bundle.manifest["metrics"]["test_report"]["cold_share@20"] >= 0.1
