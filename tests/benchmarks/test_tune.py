@@ -103,7 +103,9 @@ def test_tune_seeds_report_end_to_end(toy_dataset_dir: Path, tmp_path: Path) -> 
     assert re.search(r"^\| metammf_lightgcn \| 2 \| ", pooled, re.M)
 
 
-def test_cold_start_folds_run_one_fold_a_seed_and_need_a_fraction(toy_dataset_dir: Path, tmp_path: Path) -> None:
+def test_cold_start_folds_run_one_fold_a_seed_and_need_a_fraction(
+    toy_dataset_dir: Path, tmp_path: Path
+) -> None:
     seeds_json = tmp_path / "folds.json"
     main(["seeds", "--data", str(toy_dataset_dir), "--models", "content_knn",
           "--cold-start-fraction", "0.25", "--cold-start-folds", "2", "--out", str(seeds_json)])
