@@ -336,6 +336,7 @@ def seeds(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
                 "epochs_run": result.epochs_run,
                 "seconds_per_epoch": result.seconds_per_epoch,
                 "calibration": _calibration_record(calibration),
+                "knn_scale": result.knn_calibration,
             })
             print(
                 f"{key} seed {seed}: test R@20 {result.test_metrics['recall@20']:.4f}, "
@@ -481,12 +482,14 @@ def _curve_tables(models: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _point_tables(models: dict[str, Any], curve: str, field: str, title: str) -> list[str]:
-    """Mean ± std over seeds of a calibration curve recorded at the chosen scale."""
+def _point_tables(
+    models: dict[str, Any], curve: str, field: str, title: str, record: str = "calibration"
+) -> list[str]:
+    """Mean ± std over seeds of a curve kept in each run's ``record``."""
     lines: list[str] = []
     for model, entry in models.items():
-        curves = [r["calibration"][curve] for r in entry["runs"]
-                  if r["calibration"] and r["calibration"].get(curve)]
+        curves = [r[record][curve] for r in entry["runs"]
+                  if r.get(record) and r[record].get(curve)]
         if not curves:
             continue
         lines += [
@@ -593,6 +596,11 @@ def report(args: argparse.Namespace, argv: Sequence[str]) -> str:
         "## Reserved new-item slots at the chosen scale (mean ± std over seeds)",
         *(_point_tables(models, "slot_curve", "slot_share", "reserved share")
           or ["", "(no run recorded a slot curve)"]),
+        "",
+        "## Factor on the content-kNN weight, chosen on validation after training "
+        "(mean ± std over seeds)",
+        *(_point_tables(models, "curve", "knn_scale", "kNN factor", record="knn_scale")
+          or ["", "(no run recorded a kNN-factor curve)"]),
         "",
         "## Weight of the fused part in new items' vectors (mean ± std over seeds)",
         *(_point_tables(models, "fused_weight_curve", "fused_weight", "fused weight")

@@ -20,7 +20,13 @@ from tqdm.auto import tqdm
 
 from models.base import BipartiteGraph, Recommender, TrainingBatch
 from models.registry import build_model
-from training.calibration import EPOCH_GRID, calibrate_cold_scale, supports_calibration
+from training.calibration import (
+    EPOCH_GRID,
+    calibrate_cold_scale,
+    calibrate_knn_scale,
+    supports_calibration,
+    supports_knn_scale,
+)
 from training.config import TrainConfig
 from training.data import Dataset
 from training.device import choose_device
@@ -44,6 +50,7 @@ class TrainResult:
     test_report: dict[str, Any] = field(default_factory=dict)
     diagnostics: dict[str, Any] = field(default_factory=dict)
     calibration: dict[str, Any] | None = None
+    knn_calibration: dict[str, Any] | None = None
     history: list[dict[str, float]] = field(default_factory=list)
 
     @property
@@ -68,6 +75,7 @@ class TrainResult:
             "test_report": self.test_report,
             "diagnostics": self.diagnostics,
             "new_item_scale": self.calibration,
+            "knn_scale": self.knn_calibration,
         }
 
 
@@ -168,7 +176,8 @@ def train(
     """Fit ``config.model`` on ``dataset.train``; keep the best epoch on validation.
 
     Models with a new-item scale (:mod:`training.calibration`) are calibrated on validation
-    before every validation and once more, with the whole trade-off curve, at the end.
+    before every validation and once more, with the whole trade-off curve, at the end; models
+    with a content-kNN part get the factor on its weight chosen on validation before that.
     ``after_training(model, dataset)`` runs on the best model before the final reports.
     """
     device = choose_device(config.device)
@@ -219,6 +228,13 @@ def train(
             break
 
     model.load_state_dict(best_state)
+    # the content-kNN weight first: the new-item scale is chosen against the final warm scores
+    knn_calibration = (
+        calibrate_knn_scale(model, dataset, batch_size=config.eval_batch_size,
+                            slot_share=config.new_item_slots)
+        if supports_knn_scale(model)
+        else None
+    )
     calibration = (
         calibrate_cold_scale(
             model,
@@ -252,5 +268,6 @@ def train(
         test_report=test_report,
         diagnostics=model.diagnostics(),
         calibration=calibration,
+        knn_calibration=knn_calibration,
         history=history,
     )

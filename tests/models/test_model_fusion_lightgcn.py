@@ -116,6 +116,8 @@ def test_user_tower_reproduces_trained_users_from_their_training_items(
 ) -> None:
     model = _model(graph, features, modality_dims, warm_content=warm_content, **variant)
     model.eval()
+    if hasattr(model, "knn_scale"):  # a calibrated factor on the kNN weight travels too
+        model.knn_scale.fill_(3.0)
     towers = model.serving_towers()
     with torch.no_grad():
         users, _ = model()
@@ -172,6 +174,12 @@ def test_knn_part_scores_the_cosine_to_the_history_mean(
         atol=1e-5,
         rtol=1e-4,
     )
+    model.knn_scale.fill_(2.0)  # the calibrated factor multiplies gamma, nothing else
+    with torch.no_grad():
+        scaled, scaled_items = model()
+    torch.testing.assert_close(scaled[:, part], 2.0 * users[:, part])
+    torch.testing.assert_close(scaled[:, : model.content_dim], users[:, : model.content_dim])
+    torch.testing.assert_close(scaled_items, items)
 
 
 def test_without_the_fused_part_new_items_rank_among_themselves_as_content_knn(

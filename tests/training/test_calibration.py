@@ -9,6 +9,7 @@ import torch
 
 from training.calibration import (
     FUSED_WEIGHT_GRID,
+    KNN_SCALE_GRID,
     SCALE_GRID,
     SLOT_GRID,
     calibrate_cold_scale,
@@ -119,3 +120,19 @@ def test_fused_weight_curve_is_reported_and_the_configured_weight_kept(trained) 
     at_one = next(c for c in curve if c["fused_weight"] == 1.0)
     assert at_one["test"]["cold_among_cold"] == pytest.approx(
         result.test_report["cold_among_cold"]["recall@20"])
+
+
+def test_knn_factor_is_chosen_on_validation_and_kept(toy_dataset_dir: Path) -> None:
+    config = TrainConfig(
+        model="early_lightgcn", max_epochs=2, seed=3, new_item_slots=0.1,
+        hparams={"embed_dim": 16, "knn_weight": 0.5},
+    )
+    dataset = prepare_dataset(toy_dataset_dir, config)
+    result = train(dataset, config, progress=False)
+    knn = result.knn_calibration
+    assert [c["knn_scale"] for c in knn["curve"]] == sorted(KNN_SCALE_GRID)
+    best = max(c["valid"]["all"] for c in knn["curve"])
+    chosen = next(c for c in knn["curve"] if c["knn_scale"] == knn["chosen"])
+    assert chosen["valid"]["all"] == pytest.approx(best)
+    assert float(result.model.knn_scale) == knn["chosen"]
+    assert result.summary()["knn_scale"]["chosen"] == knn["chosen"]
