@@ -547,7 +547,7 @@ def report(args: argparse.Namespace, argv: Sequence[str]) -> str:
             if "command" in source:  # an Optuna study; a --settings file has no command
                 tune_commands.append(source["command"])
     commands = [*dict.fromkeys(tune_commands), *seed_commands, command_line(argv)]
-    baselines = [b.strip() for b in args.baseline.split(",") if b.strip()]
+    baselines = args.baseline or ["lightgcn"]
     references = [r for r in dict.fromkeys([*baselines, CONTENT_REFERENCE]) if r in models]
     fixed = sorted({json.dumps(e.get("fixed", {}), sort_keys=True) for e in models.values()})
     machines = sorted({e.get("machine", "?") for e in models.values()})
@@ -657,9 +657,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reporter = sub.add_parser("report", help="markdown tables of the seeds file(s)")
     reporter.add_argument("--data", default="tiktok")
-    reporter.add_argument("--baseline", default="lightgcn",
-                          help="reference row(s) of the paired intervals, comma-separated "
-                          "(content kNN is always added)")
+    reporter.add_argument("--baseline", action="append",
+                          help="reference row of the paired intervals, repeatable (default "
+                          "lightgcn; content kNN is always added)")
     reporter.add_argument("--runs", nargs="+", help="seeds JSON file(s); later ones win")
     reporter.add_argument("--out", help="default benchmarks/results/quality_<data>.md")
     return parser
