@@ -73,16 +73,13 @@ def calibrate_knn_scale(
     if not supports_knn_scale(model):
         raise TypeError(f"{type(model).__name__} has no knn_scale to calibrate")
     model.eval()
-    curve, best, best_value = [], None, -1.0
-    for factor in sorted(grid, key=lambda f: abs(math.log(f))):
-        model.knn_scale.fill_(factor)
-        point = _curve_point(*model(), dataset, batch_size, slot_share)
-        value = point.pop("valid_all")[OBJECTIVE]
-        curve.append({"knn_scale": factor, **point})
-        if value > best_value:
-            best, best_value = factor, value
+    # closest to 1 first, so that a tie keeps the factor nearer the trained weight
+    order = sorted(grid, key=lambda f: abs(math.log(f)))
+    points = _buffer_curve(model, "knn_scale", order, dataset, batch_size, slot_share)
+    best = max(points, key=lambda p: p[1][OBJECTIVE])[0]  # max keeps the first of ties
     model.knn_scale.fill_(best)
-    curve.sort(key=lambda point: point["knn_scale"])
+    curve = sorted(({"knn_scale": value, **point} for value, _, point in points),
+                   key=lambda point: point["knn_scale"])
     return {"objective": f"valid {OBJECTIVE}", "chosen": best, "curve": curve}
 
 
@@ -140,30 +137,42 @@ def calibrate_cold_scale(
     if with_curve:
         out["curve"] = curve
         users, items = model()
-        out["slot_curve"] = []
-        for share in SLOT_GRID:
-            point = _curve_point(users, items, dataset, batch_size, share)
-            point.pop("valid_all")
-            out["slot_curve"].append({"slot_share": share, **point})
+        chosen = next(c for c in curve if c["scale"] == best[1])
+        out["slot_curve"] = [
+            # the configured share at the chosen scale is a point of the scale curve already
+            {"slot_share": share, "valid": chosen["valid"], "test": chosen["test"]}
+            if share == slot_share
+            else {"slot_share": share,
+                  **_drop_valid_all(_curve_point(users, items, dataset, batch_size, share))}
+            for share in SLOT_GRID
+        ]
         if isinstance(getattr(model, "new_item_fused_weight", None), torch.Tensor):
-            out["fused_weight_curve"] = _fused_weight_curve(model, dataset, batch_size,
-                                                            slot_share)
+            configured = float(model.new_item_fused_weight)
+            points = _buffer_curve(model, "new_item_fused_weight", FUSED_WEIGHT_GRID, dataset,
+                                   batch_size, slot_share)
+            model.new_item_fused_weight.fill_(configured)
+            out["fused_weight_curve"] = [{"fused_weight": value, **point}
+                                         for value, _, point in points]
     return out
 
 
-def _fused_weight_curve(
-    model: Recommender, dataset: Dataset, batch_size: int, slot_share: float
-) -> list[dict[str, Any]]:
-    """Headlines per weight of the fused part in new items' vectors; the weight is restored."""
-    configured = float(model.new_item_fused_weight)
-    curve = []
-    for weight in FUSED_WEIGHT_GRID:
-        model.new_item_fused_weight.fill_(weight)
+def _buffer_curve(
+    model: Recommender, buffer: str, values: tuple[float, ...] | list[float], dataset: Dataset,
+    batch_size: int, slot_share: float,
+) -> list[tuple[float, dict[str, float], dict[str, Any]]]:
+    """``(value, valid all-rows metrics, headlines)`` with the model's scalar ``buffer`` set to
+    each value in turn; the buffer is left at the last one."""
+    points = []
+    for value in values:
+        getattr(model, buffer).fill_(value)
         point = _curve_point(*model(), dataset, batch_size, slot_share)
-        point.pop("valid_all")
-        curve.append({"fused_weight": weight, **point})
-    model.new_item_fused_weight.fill_(configured)
-    return curve
+        points.append((value, point.pop("valid_all"), point))
+    return points
+
+
+def _drop_valid_all(point: dict[str, Any]) -> dict[str, Any]:
+    point.pop("valid_all")
+    return point
 
 
 def _curve_point(

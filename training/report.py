@@ -76,12 +76,13 @@ def ranked_lists(
     served: with ``slot_share`` the reserved share of each list goes to the ``cold`` items
     (bool [I]) ranked among themselves. One ranking that every part of a report is scored on."""
     index = torch.as_tensor(evaluated, device=users.device)
-    top = top_k_items(users[index], items, seen[evaluated], k, batch_size)
+    seen = seen[evaluated]
+    top = top_k_items(users[index], items, seen, k, batch_size)
     cold_ids = np.flatnonzero(cold)
     if reserved_slots(slot_share, k) == 0 or cold_ids.size == 0:
         return top
     among = top_k_items(users[index], items[torch.as_tensor(cold_ids, device=items.device)],
-                        seen[evaluated][:, cold_ids], k, batch_size)
+                        seen[:, cold_ids], k, batch_size)
     among = np.where(among >= 0, cold_ids[np.maximum(among, 0)], PAD_ITEM)
     out = np.full_like(top, PAD_ITEM)
     for row, (ranked, new_ranked) in enumerate(zip(top.tolist(), among.tolist(), strict=True)):
