@@ -4,7 +4,9 @@ python benchmarks/tune.py tune --data tiktok --model metammf_lightgcn --trials 4
     TPE search (seeded) of SEARCH_SPACES on validation Recall@20, after early stopping and,
     for models with a new-item path, the validation-chosen new-item scale; every trial and
     the best setting -> benchmarks/results/optuna/<data>-<model>.json (rewritten per trial);
-    with --storage benchmarks/results/optuna/<data>-<model>.db a stopped study resumes.
+    with --storage benchmarks/results/optuna/<data>-<model>.db a stopped study resumes;
+    --settings configs/x.json fixes what is not searched (e.g. the served new-item slots) and
+    makes that hand-chosen setting trial 0.
 python benchmarks/tune.py seeds --data tiktok --models lightgcn,metammf_lightgcn --seeds 3
     each model's best tuned setting (its defaults when never tuned) trained with seeds 2024,
     2025, ...; headline metrics, calibration curves -> benchmarks/results/optuna/seeds-<data>.json,
@@ -162,12 +164,26 @@ def _write_json(path: Path, record: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _trial_record(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+def merged_setting(base: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    """A trial's setting: the sampled ``params`` over the ``base`` setting of the study."""
+    sampled = setting_of(params)
+    hparams = {**base.get("hparams", {}), **sampled.pop("hparams")}
+    return {**base, **sampled, "hparams": hparams}
+
+
+def first_trial(base: dict[str, Any], model: str, space: dict[str, Any]) -> dict[str, Any]:
+    """The base setting as values of the searched parameters (model defaults elsewhere)."""
+    flat = {**TrainConfig(model=model).model_dump(), **default_hparams(model), **base,
+            **base.get("hparams", {})}
+    return {name: flat[name] for name in space if name in flat}
+
+
+def _trial_record(trial: optuna.trial.FrozenTrial, base: dict[str, Any]) -> dict[str, Any]:
     return {
         "number": trial.number,
         "state": trial.state.name,
         "params": trial.params,
-        "setting": setting_of(trial.params),
+        "setting": merged_setting(base, trial.params),
         "value": trial.value,
         **trial.user_attrs,
     }
@@ -184,30 +200,40 @@ def tune(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     dataset = prepare_dataset(args.data, TrainConfig(model=args.model, **fields))
     space = space_for(args.model)
     training_free = family_of(args.model) == "training_free"
+    # the fixed part of every trial (e.g. the served new-item slots), searched keys win
+    base = json.loads(Path(args.settings).read_text()).get(args.model, {}) if args.settings else {}
     storage = f"sqlite:///{Path(args.storage).resolve()}" if args.storage else None
+
+    def sampler(seed: int) -> optuna.samplers.TPESampler:
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=args.startup_trials)
+
     study = optuna.create_study(
         direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=args.sampler_seed),
+        sampler=sampler(args.sampler_seed),
         storage=storage,
         study_name=f"{tag}-{args.model}",
         load_if_exists=True,
     )
     if study.trials:  # resumed: a sampler seeded as before would redraw the first trials
-        study.sampler = optuna.samplers.TPESampler(seed=args.sampler_seed + len(study.trials))
+        study.sampler = sampler(args.sampler_seed + len(study.trials))
+    elif base and space:  # the hand-chosen setting is trial 0: the study can only improve on it
+        study.enqueue_trial(first_trial(base, args.model, space))
     record: dict[str, Any] = {
         "data": args.data,
         "model": args.model,
         "command": command_line(argv),
         "objective": "valid recall@20 (after early stopping and new-item calibration)",
-        "sampler": f"TPESampler(seed={args.sampler_seed})",
+        "sampler": f"TPESampler(seed={args.sampler_seed}, "
+        f"n_startup_trials={args.startup_trials})",
         "fixed": fields,
+        "base": base,
         "space": space,
         "dataset": dataset.summary(),
     }
 
     def objective(trial: optuna.Trial) -> float:
         params = {name: suggest(trial, name, spec) for name, spec in space.items()}
-        result, calibration = fit(dataset, args.model, setting_of(params), **fields)
+        result, calibration = fit(dataset, args.model, merged_setting(base, params), **fields)
         trial.set_user_attr("best_epoch", result.best_epoch)
         trial.set_user_attr("epochs_run", result.epochs_run)
         trial.set_user_attr("seconds_per_epoch", result.seconds_per_epoch)
@@ -217,8 +243,8 @@ def tune(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
 
     def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-        record["trials"] = [_trial_record(t) for t in study.trials]
-        record["best"] = _trial_record(study.best_trial) if done else None
+        record["trials"] = [_trial_record(t, base) for t in study.trials]
+        record["best"] = _trial_record(study.best_trial, base) if done else None
         _write_json(out, record)
         best = f"best {study.best_value:.4f} (#{study.best_trial.number})" if done else "no best"
         value = "failed" if trial.value is None else f"valid R@20 {trial.value:.4f}"
@@ -643,6 +669,10 @@ def build_parser() -> argparse.ArgumentParser:
     tuner.add_argument("--seed", type=int, default=SEEDS_FROM, help="training seed of trials")
     tuner.add_argument("--sampler-seed", type=int, default=0)
     tuner.add_argument("--storage", help="SQLite file to resume the study from (optional)")
+    tuner.add_argument("--startup-trials", type=int, default=10,
+                       help="random trials before TPE models the results (Optuna's default 10)")
+    tuner.add_argument("--settings", help="JSON {model: setting}: the fixed base of every trial, "
+                       "and trial 0 when the study is new")
     seeder = sub.add_parser("seeds", help="chosen settings over several seeds")
     _training_flags(seeder)
     seeder.add_argument("--models", required=True, help="comma-separated model names")

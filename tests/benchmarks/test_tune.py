@@ -157,3 +157,18 @@ def test_paired_bootstrap_of_identical_inputs_is_zero() -> None:
     assert diff == 0 and abs(high - low) < 1e-12 and abs(low) < 1e-12
     with pytest.raises(ValueError):
         paired_bootstrap(a, a[:-1])
+
+
+def test_tune_starts_from_the_base_setting(toy_dataset_dir: Path, tmp_path: Path) -> None:
+    base = {"lr": 0.004, "new_item_slots": 0.1, "hparams": {"embed_dim": 64, "knn_weight": 0.5}}
+    settings = tmp_path / "base.json"
+    settings.write_text(json.dumps({"metammf_lightgcn": base}))
+    path = tmp_path / "study.json"
+    main(["tune", "--data", str(toy_dataset_dir), "--model", "metammf_lightgcn", "--trials", "2",
+          "--startup-trials", "1", "--settings", str(settings), *SMALL, "--out", str(path)])
+    study = json.loads(path.read_text())
+    first, second = (t["setting"] for t in study["trials"])
+    assert first["lr"] == 0.004 and first["hparams"]["embed_dim"] == 64  # trial 0 is the base
+    for setting in (first, second):  # unsearched keys stay fixed in every trial
+        assert setting["new_item_slots"] == 0.1 and setting["hparams"]["knn_weight"] == 0.5
+    assert study["base"] == base and "n_startup_trials=1" in study["sampler"]
