@@ -37,8 +37,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "service")]
 
+import bundle as bundle_format  # noqa: E402
 from service.index import IndexConfig, build_faiss, set_threads  # noqa: E402
-from training import bundle as bundle_format  # noqa: E402
 
 CONCURRENCY = (1, 8, 32)
 FLOOR_APP = """
@@ -270,8 +270,7 @@ def prepare_bundle(requested: Path, workdir: Path) -> tuple[Path, str]:
 
 def http_section(bundle_path: Path, workdir: Path, duration: float) -> tuple[list[Cell], dict]:
     bundle = bundle_format.load_bundle(bundle_path, check=False)
-    manifest = bundle.manifest
-    modalities = [(m["name"], int(m["dim"])) for m in manifest.get("modalities", [])]
+    modalities = [(m.name, m.dim) for m in bundle.manifest.modalities]
     towers = bundle.has(bundle_format.ITEM_TOWER) and bundle.has(bundle_format.USER_TOWER)
     cells: list[Cell] = []
     info = {"version": bundle.version, "items": len(bundle.item_ids),

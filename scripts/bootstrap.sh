@@ -23,4 +23,4 @@ python -m pip install --quiet --upgrade pip
 # The CPU build of torch lies on this disk: install it first, so the range in pyproject admits it
 # and nothing pulls a multi-GB CUDA build.
 python -m pip install --quiet "torch==2.13.0"
-python -m pip install --quiet -e ".[dev]"
+python -m pip install --quiet -e ".[all]"

@@ -8,52 +8,22 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+import bundle as bundle_format
+from bundle import ITEM_STATES, USER_STATES
+from bundle.layout import layout_of, parse_layout
+from bundle.serving_rules import interleave_new_items, reserved_slots
 from service.errors import Invalid, NotReady
 from service.index import Hit, IndexConfig, ItemIndex
 from service.towers import ItemTower, UserTower
-from training import bundle as bundle_format
-from training.serving_rules import interleave_new_items, reserved_slots
-
-# Tower contract files; they will move into training/bundle.py with the ONNX export.
-ITEM_STATES = bundle_format.ITEM_STATES
-USER_STATES = bundle_format.USER_STATES
 
 POPULAR_KEPT = 10_000
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Modality:
-    name: str
-    dim: int
-
-
-def layout_of(modalities: Sequence[Modality]) -> str:
-    return ",".join(f"{m.name}:{m.dim}" for m in modalities)
-
-
-def parse_layout(layout: str) -> list[Modality]:
-    parts = [p.rsplit(":", 1) for p in layout.split(",") if p]
-    return [Modality(name, int(dim)) for name, dim in parts]
-
-
-def relayout(vector: np.ndarray, layout: str, modalities: Sequence[Modality]) -> np.ndarray:
-    """Features stored under an older layout, reordered for this bundle (KeyError if missing)."""
-    parts, start = {}, 0
-    for m in parse_layout(layout):
-        parts[m.name] = vector[start : start + m.dim]
-        start += m.dim
-    for m in modalities:
-        if parts[m.name].shape[0] != m.dim:
-            raise KeyError(f"{m.name} has {parts[m.name].shape[0]} values, expected {m.dim}")
-    return np.concatenate([parts[m.name] for m in modalities])
 
 
 class ServingModel:
@@ -64,13 +34,12 @@ class ServingModel:
         manifest = bundle.manifest
         self.bundle = bundle
         self.version = bundle.version
-        self.model_name = str(manifest.get("model", "unknown"))
+        self.model_name = manifest.model
         # Cut-off of the bundle's data: store events after it are replayed on top.
-        self.cutoff = float(manifest.get("data_cutoff", manifest.get("created_at", 0.0)))
-        self.modalities = [Modality(str(m["name"]), int(m["dim"]))
-                           for m in manifest.get("modalities", [])]
+        self.cutoff = manifest.cutoff
+        self.modalities = list(manifest.modalities)
         self.layout = layout_of(self.modalities)
-        self.feature_dim = sum(m.dim for m in self.modalities)
+        self.feature_dim = manifest.feature_dim
         self.history_len = history_len
         self.dim = int(bundle.item_embeddings.shape[1])
         self.user_rows = {u: row for row, u in enumerate(bundle.user_ids)}
@@ -83,7 +52,7 @@ class ServingModel:
         self._check()
 
         self.index = ItemIndex(bundle.item_ids, bundle.item_embeddings, config)
-        # Reserved new-item slots (training.serving_rules): the items ranked through the
+        # Reserved new-item slots (bundle.serving_rules): the items ranked through the
         # new-item path, the bundle's and every online one, also sit in a small exact index.
         self.new_item_slots = bundle.new_item_slots
         new_rows = [self.item_rows[i] for i in bundle.new_items]

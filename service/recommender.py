@@ -23,13 +23,14 @@ import numpy as np
 import pydantic_core
 from starlette.concurrency import run_in_threadpool
 
+from bundle.layout import relayout
 from service import schemas
 from service.batching import MicroBatcher
 from service.cache import Cache
 from service.errors import Invalid, NotFound, NotReady, invalid
 from service.index import Hit, IndexConfig, choose_device, gpu_count, set_threads
 from service.metrics import Metrics
-from service.model import ServingModel, relayout
+from service.model import ServingModel
 from service.settings import Settings
 from service.store import Store, StoredItem
 

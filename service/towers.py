@@ -1,11 +1,6 @@
 """ONNX Runtime: the item and user towers exported into the bundle.
 
-Contract (fixed by the training side's export):
-
-* ``item_tower.onnx``: ``features`` float32 [B, F] (modalities concatenated in manifest order)
-  -> ``embedding`` [B, d], ``history_state`` [B, S].
-* ``user_tower.onnx``: ``history_state`` [B, H, S], ``history_mask`` [B, H] (1 = real item),
-  ``user_state`` [B, U0], ``user_known`` [B, 1] -> ``embedding`` [B, d].
+Their input and output names and shapes are the contract in :mod:`bundle.towers`.
 """
 
 from __future__ import annotations
@@ -14,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+
+from bundle import towers as names
 
 
 def providers() -> list[str]:
@@ -42,34 +39,30 @@ class ItemTower:
 
     def __init__(self, path: Path, threads: int = 1):
         self._session = _session(path, threads)
-        names = {i.name for i in self._session.get_inputs()}
-        if names != {"features"}:
-            raise ValueError(f"{path}: item tower inputs are {sorted(names)}, "
-                             "expected ['features']")
-        self.feature_dim = _dim(self._session, "features", 1)
-        self.state_dim = _dim(self._session, "history_state", 1, outputs=True)
+        inputs = {i.name for i in self._session.get_inputs()}
+        if inputs != set(names.ITEM_INPUTS):
+            raise ValueError(f"{path}: item tower inputs are {sorted(inputs)}, "
+                             f"expected {sorted(names.ITEM_INPUTS)}")
+        self.feature_dim = _dim(self._session, names.FEATURES, 1)
+        self.state_dim = _dim(self._session, names.HISTORY_STATE, 1, outputs=True)
 
     def __call__(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         features = np.ascontiguousarray(features, dtype=np.float32)
-        embedding, state = self._session.run(
-            ["embedding", "history_state"], {"features": features}
-        )
+        embedding, state = self._session.run(list(names.ITEM_OUTPUTS), {names.FEATURES: features})
         return embedding.astype(np.float32, copy=False), state.astype(np.float32, copy=False)
 
 
 class UserTower:
     """History states (+ stored user state) -> user embedding."""
 
-    INPUTS = {"history_state", "history_mask", "user_state", "user_known"}
-
     def __init__(self, path: Path, threads: int = 1):
         self._session = _session(path, threads)
-        names = {i.name for i in self._session.get_inputs()}
-        if names != self.INPUTS:
-            raise ValueError(f"{path}: user tower inputs are {sorted(names)}, "
-                             f"expected {sorted(self.INPUTS)}")
-        self.state_dim = _dim(self._session, "history_state", 2)
-        self.user_state_dim = _dim(self._session, "user_state", 1)
+        inputs = {i.name for i in self._session.get_inputs()}
+        if inputs != set(names.USER_INPUTS):
+            raise ValueError(f"{path}: user tower inputs are {sorted(inputs)}, "
+                             f"expected {sorted(names.USER_INPUTS)}")
+        self.state_dim = _dim(self._session, names.HISTORY_STATE, 2)
+        self.user_state_dim = _dim(self._session, names.USER_STATE, 1)
 
     def __call__(
         self, states: list[np.ndarray], user_state: np.ndarray | None, user_state_dim: int
@@ -84,12 +77,12 @@ class UserTower:
         known = user_state is not None
         row = user_state if known else np.zeros(user_state_dim, dtype=np.float32)
         (embedding,) = self._session.run(
-            ["embedding"],
+            list(names.USER_OUTPUTS),
             {
-                "history_state": stacked,
-                "history_mask": mask,
-                "user_state": np.asarray(row, dtype=np.float32).reshape(1, -1),
-                "user_known": np.full((1, 1), 1.0 if known else 0.0, dtype=np.float32),
+                names.HISTORY_STATE: stacked,
+                names.HISTORY_MASK: mask,
+                names.USER_STATE: np.asarray(row, dtype=np.float32).reshape(1, -1),
+                names.USER_KNOWN: np.full((1, 1), 1.0 if known else 0.0, dtype=np.float32),
             },
         )
         return embedding[0].astype(np.float32, copy=False)

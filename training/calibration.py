@@ -14,7 +14,7 @@ once more at the end with the whole curve, test column included, kept for the re
 column is reported, never used to choose.
 
 Lists are scored as the service builds them: with reserved new-item slots (``slot_share``, see
-:mod:`training.serving_rules`) the scale only decides which new items enter *beyond* the
+:mod:`bundle.serving_rules`) the scale only decides which new items enter *beyond* the
 reserved ones. The final curve also gives, at the chosen scale, every reserved share of
 :data:`SLOT_GRID` (the other way new items can enter a list).
 """

@@ -62,7 +62,7 @@ def train_command(
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
 ) -> None:
     """Train a model and write a bundle (flags override the config file)."""
-    from training.bundle import BundleError
+    from bundle import BundleError
     from training.data import DataError
     from training.pipeline import train_to_bundle
 
@@ -113,7 +113,7 @@ def train_command(
 @app.command("export")
 def export_command(bundle: Annotated[Path, typer.Option(help="bundle folder")]) -> None:
     """Add the ONNX item and user towers to a bundle (done by train already)."""
-    from training.bundle import BundleError
+    from bundle import BundleError
     from training.export import ExportError, export_bundle
 
     try:
@@ -134,7 +134,7 @@ def evaluate_command(
     """Re-score a bundle's stored embeddings on its dataset's validation and test splits."""
     import torch
 
-    from training.bundle import BundleError, load_bundle
+    from bundle import BundleError, load_bundle
     from training.data import DataError
     from training.pipeline import prepare_dataset
     from training.report import evaluate_embeddings
@@ -142,15 +142,15 @@ def evaluate_command(
     try:
         loaded = load_bundle(bundle)
         manifest = loaded.manifest
-        config = TrainConfig(**manifest["config"])
-        dataset = prepare_dataset(data or manifest["dataset"]["path"], config)
+        config = TrainConfig(**manifest.config)
+        dataset = prepare_dataset(data or manifest.dataset["path"], config)
     except (BundleError, DataError, ValueError) as error:
         typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from None
     users = torch.as_tensor(loaded.user_embeddings)
     items = torch.as_tensor(loaded.item_embeddings)
     results = {s: evaluate_embeddings(users, items, dataset, s) for s in ("valid", "test")}
-    typer.echo(f"{manifest['model']} on {dataset.name} (bundle {loaded.version})")
+    typer.echo(f"{manifest.model} on {dataset.name} (bundle {loaded.version})")
     typer.echo(_metrics_table(results))
 
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
+import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-import tomllib
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -54,7 +54,7 @@ class TrainConfig(BaseModel):
         description="reserved share of every list for items without training interactions, "
         "filled by their own ranking: in every prefix of p positions at least floor(share * p) "
         "are new items (a product decision; stored in the bundle and applied by the service "
-        "and by every report); see training.serving_rules",
+        "and by every report); see bundle.serving_rules",
     )
     epoch_valid_users: int | None = Field(
         None,

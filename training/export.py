@@ -1,16 +1,8 @@
 """Export a trained model's serving towers to ONNX and add them to its bundle.
 
 The model describes its towers (:meth:`models.base.Recommender.serving_towers`); this module
-only converts them and writes them with their states. The contract with the service (names
-fixed in :mod:`training.bundle`):
-
-``item_tower.onnx``  ``features`` [B, F] (raw modalities concatenated in manifest order) ->
-                     ``embedding`` [B, d] and ``history_state`` [B, S]: how the model embeds an
-                     item that has no interactions, and what a user tower aggregates for it.
-``user_tower.onnx``  ``history_state`` [B, H, S], ``history_mask`` [B, H] (1 = real item),
-                     ``user_state`` [B, U0] (a known user's stored state), ``user_known`` [B, 1]
-                     -> ``embedding`` [B, d]: the user over that history, starting from the
-                     stored state or from the learned unknown-user vector.
+only converts them and writes them with their states. The contract with the service, the
+towers' input and output names and shapes, is :mod:`bundle.towers`.
 
 For a known user whose history is exactly its training items, the user tower reproduces the
 trained model's final user vector (the parity tests check this for every exportable model), so
@@ -27,8 +19,9 @@ import numpy as np
 import torch
 from torch import nn
 
+import bundle as bundle_format
+from bundle import towers as names
 from models.base import ServingTowers
-from training import bundle as bundle_format
 from training.checkpoint import load_checkpoint
 
 OPSET = 17
@@ -71,22 +64,16 @@ def tower_onnx(towers: ServingTowers) -> tuple[bytes, bytes]:
     item = _onnx_bytes(
         towers.item_tower.cpu(),
         (torch.zeros(2, towers.feature_dim),),
-        ["features"],
-        ["embedding", "history_state"],
-        {"features": {0: "batch"}, "embedding": {0: "batch"}, "history_state": {0: "batch"}},
+        list(names.ITEM_INPUTS),
+        list(names.ITEM_OUTPUTS),
+        names.ITEM_AXES,
     )
     user = _onnx_bytes(
         towers.user_tower.cpu(),
         (torch.zeros(2, 3, states), torch.ones(2, 3), torch.zeros(2, user_dim), torch.ones(2, 1)),
-        ["history_state", "history_mask", "user_state", "user_known"],
-        ["embedding"],
-        {
-            "history_state": {0: "batch", 1: "history"},
-            "history_mask": {0: "batch", 1: "history"},
-            "user_state": {0: "batch"},
-            "user_known": {0: "batch"},
-            "embedding": {0: "batch"},
-        },
+        list(names.USER_INPUTS),
+        list(names.USER_OUTPUTS),
+        names.USER_AXES,
     )
     return item, user
 
@@ -99,7 +86,7 @@ def export_bundle(bundle_dir: str | Path) -> None:
     towers = model.cpu().eval().serving_towers()
     if towers is None:
         raise ExportError(
-            f"{manifest.get('model')}: this model has no feature path, so no serving towers; "
+            f"{manifest.model}: this model has no feature path, so no serving towers; "
             "the bundle keeps its embeddings only"
         )
     item_states = towers.item_states.detach().cpu().numpy().astype(np.float32)

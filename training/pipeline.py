@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training import bundle as bundle_format
+import bundle as bundle_format
 from training.checkpoint import save_checkpoint
 from training.config import TrainConfig
 from training.data import Dataset, load_dataset

@@ -14,7 +14,7 @@ so a single all-rows number hides whether the content counts. :func:`warm_cold_r
 * ``rows``: how many warm and cold rows there are.
 
 With ``slot_share`` > 0 every list reserves that share of its slots for cold items, filled by
-the cold items' own ranking (:func:`training.serving_rules.interleave_new_items`, the rule the
+the cold items' own ranking (:func:`bundle.serving_rules.interleave_new_items`, the rule the
 service applies): all parts but ``cold_among_cold`` are scored on those lists.
 """
 
@@ -26,9 +26,9 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from bundle.serving_rules import interleave_new_items, reserved_slots
 from training.data import Dataset
 from training.evaluation import DEFAULT_KS, PAD_ITEM, evaluate, list_metrics, top_k_items
-from training.serving_rules import interleave_new_items, reserved_slots
 
 SHARE_K = 20
 

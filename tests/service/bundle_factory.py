@@ -21,7 +21,7 @@ import onnx
 import scipy.sparse as sp
 from onnx import TensorProto, helper, numpy_helper
 
-from training import bundle as bundle_format
+import bundle as bundle_format
 
 ITEM_STATES = bundle_format.ITEM_STATES
 USER_STATES = bundle_format.USER_STATES

@@ -12,8 +12,8 @@ from conftest import AUTH
 from fastapi.testclient import TestClient
 from helpers import brute_force, ids, item_body
 
+import bundle as bundle_format
 from service.app import create_app
-from training import bundle as bundle_format
 
 
 def reload(client: TestClient, path: Path | str | None = None):

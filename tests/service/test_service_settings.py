@@ -44,12 +44,11 @@ def test_invalid_configuration_fails_at_start(monkeypatch, name, value):
         Settings()
 
 
-def test_service_never_imports_torch_or_training_code_beyond_the_bundle_contract():
-    # the contract: the bundle format, and the serving rules the bundle asks for
+def test_service_never_imports_torch_or_training_code():
+    # the only bridge is the top-level bundle package
     code = ("import sys, service.app; "
-            "bad = [m for m in sys.modules if m == 'torch' or m.startswith(('torch.', 'models'))"
-            " or (m.startswith('training.') and m not in "
-            "('training.bundle', 'training.serving_rules'))]; "
-            "assert not bad, bad")
+            "bad = [m for m in sys.modules if m.split('.')[0] in "
+            "('torch', 'torch_geometric', 'models', 'training')]; "
+            "assert not bad, bad; assert 'bundle.io' in sys.modules")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True,
                    env={"PATH": "/usr/bin:/bin", "RECSYS_REDIS_URL": ""})

@@ -7,8 +7,8 @@ import onnx
 import pytest
 from bundle_factory import FactoryBundle
 
+import bundle as bundle_format
 from service.towers import ItemTower, UserTower, providers
-from training import bundle as bundle_format
 
 
 def test_item_tower_outputs_embedding_and_history_state(factory: FactoryBundle):

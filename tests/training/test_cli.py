@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 from typer.testing import CliRunner
 
-from training import bundle as bf
+import bundle as bf
 from training.cli import app
 from training.data import FOLD_SEED
 
@@ -33,12 +33,12 @@ def test_train_writes_a_verified_bundle_with_metrics(toy_dataset_dir: Path, tmp_
     )
     assert result.exit_code == 0, result.output
     manifest = bf.load_bundle(tmp_path / "b").manifest
-    assert manifest["model"] == "metammf_gcn"
-    assert manifest["config"]["lr"] == 0.005
-    assert manifest["config"]["hparams"] == {"fusion_layers": 2}
-    assert manifest["modalities"] == [{"name": "audio", "dim": 4}, {"name": "image", "dim": 8}]
-    assert 0.0 <= manifest["metrics"]["test"]["recall@20"] <= 1.0
-    assert {bf.ITEM_TOWER, bf.USER_TOWER, bf.WEIGHTS} <= set(manifest["files"])
+    assert manifest.model == "metammf_gcn"
+    assert manifest.config["lr"] == 0.005
+    assert manifest.config["hparams"] == {"fusion_layers": 2}
+    assert [(m.name, m.dim) for m in manifest.modalities] == [("audio", 4), ("image", 8)]
+    assert 0.0 <= manifest.metrics["test"]["recall@20"] <= 1.0
+    assert {bf.ITEM_TOWER, bf.USER_TOWER, bf.WEIGHTS} <= set(manifest.files)
     assert "recall@20" in result.output
 
 
@@ -46,7 +46,7 @@ def test_evaluate_reproduces_the_recorded_test_metrics(
     toy_dataset_dir: Path, tmp_path: Path
 ) -> None:
     assert _train(toy_dataset_dir, tmp_path / "b", "--model", "bpr").exit_code == 0
-    recorded = bf.load_bundle(tmp_path / "b").manifest["metrics"]["test"]
+    recorded = bf.load_bundle(tmp_path / "b").manifest.metrics["test"]
     result = runner.invoke(app, ["evaluate", "--bundle", str(tmp_path / "b")])
     assert result.exit_code == 0, result.output
     test_line = next(line for line in result.output.splitlines() if line.startswith("test"))
@@ -59,8 +59,8 @@ def test_config_file_is_read_and_flags_override_it(toy_dataset_dir: Path, tmp_pa
     result = _train(toy_dataset_dir, tmp_path / "b", "--config", str(config), "--lr", "0.02")
     assert result.exit_code == 0, result.output
     manifest = bf.load_bundle(tmp_path / "b").manifest
-    assert manifest["model"] == "lightgcn" and manifest["config"]["lr"] == 0.02
-    assert manifest["config"]["hparams"] == {"num_layers": 1}
+    assert manifest.model == "lightgcn" and manifest.config["lr"] == 0.02
+    assert manifest.config["hparams"] == {"num_layers": 1}
 
 
 def test_bad_inputs_give_one_clear_line_not_a_traceback(
@@ -93,8 +93,8 @@ def test_cold_start_training_reports_cold_metrics(toy_dataset_dir: Path, tmp_pat
     )
     assert result.exit_code == 0, result.output
     manifest = bf.load_bundle(tmp_path / "b").manifest
-    assert manifest["dataset"]["cold_items"] == 8
-    report = manifest["metrics"]["test_report"]
+    assert manifest.dataset["cold_items"] == 8
+    report = manifest.metrics["test_report"]
     assert report["cold"]["users"] > 0 and report["rows"]["cold"] > 0
     assert 0.0 <= report["cold_share@20"] <= 1.0
 
@@ -110,8 +110,8 @@ def test_new_item_slots_reach_the_bundle_with_its_new_items(
     assert result.exit_code == 0, result.output
     bundle = bf.load_bundle(tmp_path / "b")
     assert bundle.new_item_slots == 0.1
-    assert bundle.manifest["config"]["cold_start_fold"] == 1
+    assert bundle.manifest.config["cold_start_fold"] == 1
     held_out = {str(i) for i in np.array_split(
         np.random.default_rng(FOLD_SEED).permutation(40), 5)[1]}
     assert held_out <= set(bundle.new_items)
-    assert bundle.manifest["metrics"]["test_report"]["cold_share@20"] >= 0.1
+    assert bundle.manifest.metrics["test_report"]["cold_share@20"] >= 0.1

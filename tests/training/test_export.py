@@ -7,7 +7,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from training import bundle as bf
+import bundle as bf
 from training.checkpoint import load_checkpoint
 from training.config import TrainConfig
 from training.data import load_dataset
@@ -58,7 +58,7 @@ def _check_parity_of_bundle(data_dir: Path, path: Path, n: int = 1000) -> None:
     bundle = bf.load_bundle(path)
     model, _ = load_checkpoint(bundle.file(bf.WEIGHTS))
     dataset = load_dataset(data_dir)
-    fraction = bundle.manifest["config"]["cold_start_fraction"]
+    fraction = bundle.manifest.config["cold_start_fraction"]
     if fraction:
         dataset = dataset.with_cold_items(fraction)
     features = dataset.feature_matrix()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.serving_rules import check_share, interleave_new_items, reserved_slots
+from bundle.serving_rules import check_share, interleave_new_items, reserved_slots
 
 NEW = {f"n{i}" for i in range(30)}
 

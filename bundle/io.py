@@ -1,10 +1,9 @@
-"""The model bundle: the one contract between training and serving.
+"""Writing a bundle atomically, reading and verifying it.
 
-A bundle is one immutable folder. This module is the only place that knows its file names,
-and it imports neither torch nor anything of the service, so both sides can use it::
+A bundle is one immutable folder (file names in :mod:`bundle.files`)::
 
-    manifest.json          format version, model, hyperparameters, dataset, modalities,
-                           metrics, training time, sha256 of every other file
+    manifest.json          :class:`bundle.manifest.Manifest`: format version, model, dataset,
+                           modalities, metrics, training time, sha256 of every other file
     model.pt               trained torch weights (training side only)
     user_embeddings.npy    float32 [U, d]: final user vectors, row = dense user index
     item_embeddings.npy    float32 [I, d]: final item vectors, row = dense item index
@@ -21,6 +20,7 @@ and it imports neither torch nor anything of the service, so both sides can use 
 
 Writes are atomic: everything is staged in a hidden sibling folder and renamed into place, so a
 reader sees either the old bundle or the complete new one, never a half-written folder.
+Folders are created owner-only (0700): a bundle holds every user's interactions.
 """
 
 from __future__ import annotations
@@ -37,22 +37,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pydantic
 import scipy.sparse as sp
 
-FORMAT_VERSION = 1
-
-MANIFEST = "manifest.json"
-WEIGHTS = "model.pt"
-USER_EMBEDDINGS = "user_embeddings.npy"
-ITEM_EMBEDDINGS = "item_embeddings.npy"
-USER_IDS = "user_ids.json"
-ITEM_IDS = "item_ids.json"
-INTERACTIONS = "interactions.npz"
-NEW_ITEMS = "new_items.json"
-ITEM_TOWER = "item_tower.onnx"
-USER_TOWER = "user_tower.onnx"
-ITEM_STATES = "item_history_states.npy"
-USER_STATES = "user_states.npy"
+from bundle.files import (
+    FORMAT_VERSION,
+    INTERACTIONS,
+    ITEM_EMBEDDINGS,
+    ITEM_IDS,
+    MANIFEST,
+    NEW_ITEMS,
+    REQUIRED,
+    USER_EMBEDDINGS,
+    USER_IDS,
+)
+from bundle.manifest import Manifest
 
 FileWriter = Callable[[Path], None]
 
@@ -66,7 +65,7 @@ class Bundle:
     """A loaded, verified bundle."""
 
     path: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     user_embeddings: np.ndarray
     item_embeddings: np.ndarray
     user_ids: list[str]
@@ -77,21 +76,21 @@ class Bundle:
     def file(self, name: str) -> Path:
         """Path of a bundle file, e.g. ``bundle.file(ITEM_TOWER)``; raises if absent."""
         target = self.path / name
-        if name not in self.manifest.get("files", {}) or not target.exists():
+        if name not in self.manifest.files or not target.exists():
             raise BundleError(f"{self.path}: bundle has no {name}")
         return target
 
     def has(self, name: str) -> bool:
-        return name in self.manifest.get("files", {})
+        return name in self.manifest.files
 
     @property
     def version(self) -> str:
-        return str(self.manifest["version"])
+        return self.manifest.version
 
     @property
     def new_item_slots(self) -> float:
-        """Reserved share of every list for new items (0: none); see training.serving_rules."""
-        return float(self.manifest.get("serving", {}).get("new_item_slots", 0.0))
+        """Reserved share of every list for new items (0: none); see bundle.serving_rules."""
+        return self.manifest.serving.new_item_slots
 
 
 def sha256_of(path: Path) -> str:
@@ -116,7 +115,8 @@ def write_bundle(
     overwrite: bool = False,
 ) -> Path:
     """Write a complete bundle atomically; ``extra_files`` maps file name -> writer(path).
-    ``new_items`` (ids among ``item_ids``) is written when given."""
+    ``manifest`` holds the :class:`Manifest` fields that the arrays do not give (model,
+    modalities, ...); ``new_items`` (ids among ``item_ids``) is written when given."""
     out = Path(out_dir)
     if out.exists() and not overwrite:
         raise BundleError(f"{out} already exists (pass overwrite to replace it)")
@@ -144,7 +144,7 @@ def write_bundle(
         "num_users": len(user_ids),
         "num_items": len(item_ids),
     }
-    _commit(out, {**header, **manifest}, stage, base=None)
+    _commit(out, _validated({**header, **manifest}, out / MANIFEST), stage, base=None)
     return out
 
 
@@ -153,8 +153,8 @@ def add_files(
 ) -> None:
     """Add or replace files in an existing bundle (e.g. ONNX towers), atomically."""
     bundle_dir = Path(bundle_dir)
-    manifest = read_manifest(bundle_dir)
-    manifest.update(manifest_updates)
+    fields = read_manifest(bundle_dir).model_dump()
+    manifest = _validated({**fields, **manifest_updates}, bundle_dir / MANIFEST)
 
     def stage(tmp: Path) -> None:
         for name, writer in files.items():
@@ -163,32 +163,34 @@ def add_files(
     _commit(bundle_dir, manifest, stage, base=bundle_dir)
 
 
-def read_manifest(bundle_dir: str | Path) -> dict[str, Any]:
+def read_manifest(bundle_dir: str | Path) -> Manifest:
     path = Path(bundle_dir) / MANIFEST
     if not path.exists():
         raise BundleError(f"{bundle_dir}: not a bundle (no {MANIFEST})")
     try:
-        manifest = json.loads(path.read_text())
+        fields = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise BundleError(f"{path}: invalid JSON ({error})") from None
-    if manifest.get("format_version") != FORMAT_VERSION:
+    if not isinstance(fields, dict):
+        raise BundleError(f"{path}: a manifest is a JSON object, got {type(fields).__name__}")
+    if fields.get("format_version") != FORMAT_VERSION:
         raise BundleError(
-            f"{path}: bundle format {manifest.get('format_version')!r} is not supported "
+            f"{path}: bundle format {fields.get('format_version')!r} is not supported "
             f"(this code reads format {FORMAT_VERSION})"
         )
-    return manifest
+    return _validated(fields, path)
 
 
-def verify(bundle_dir: str | Path) -> dict[str, Any]:
+def verify(bundle_dir: str | Path) -> Manifest:
     """Check that every file listed in the manifest exists with its recorded sha256."""
     bundle_dir = Path(bundle_dir)
     manifest = read_manifest(bundle_dir)
-    for name, expected in manifest.get("files", {}).items():
+    for name, expected in manifest.files.items():
         target = bundle_dir / name
         if not target.exists():
-            raise BundleError(f"{bundle_dir}: {name} is listed in the manifest but missing")
+            raise BundleError(f"{target}: listed in the manifest but missing")
         if sha256_of(target) != expected:
-            raise BundleError(f"{bundle_dir}: {name} fails its sha256 check (corrupted or edited)")
+            raise BundleError(f"{target}: fails its sha256 check (corrupted or edited)")
     return manifest
 
 
@@ -196,39 +198,57 @@ def load_bundle(bundle_dir: str | Path, *, check: bool = True) -> Bundle:
     """Load the arrays and id maps of a bundle, verifying checksums first by default."""
     bundle_dir = Path(bundle_dir)
     manifest = verify(bundle_dir) if check else read_manifest(bundle_dir)
-    for required in (USER_EMBEDDINGS, ITEM_EMBEDDINGS, USER_IDS, ITEM_IDS, INTERACTIONS):
-        if required not in manifest.get("files", {}):
-            raise BundleError(f"{bundle_dir}: incomplete bundle, {required} is missing")
+    for required in REQUIRED:
+        if required not in manifest.files:
+            raise BundleError(f"{bundle_dir / required}: incomplete bundle, file missing")
     return Bundle(
         path=bundle_dir,
         manifest=manifest,
         user_embeddings=np.load(bundle_dir / USER_EMBEDDINGS),
         item_embeddings=np.load(bundle_dir / ITEM_EMBEDDINGS),
-        user_ids=json.loads((bundle_dir / USER_IDS).read_text()),
-        item_ids=json.loads((bundle_dir / ITEM_IDS).read_text()),
+        user_ids=_json_list(bundle_dir / USER_IDS),
+        item_ids=_json_list(bundle_dir / ITEM_IDS),
         interactions=sp.load_npz(bundle_dir / INTERACTIONS).tocsr(),
-        new_items=(json.loads((bundle_dir / NEW_ITEMS).read_text())
-                   if NEW_ITEMS in manifest.get("files", {}) else []),
+        new_items=_json_list(bundle_dir / NEW_ITEMS) if NEW_ITEMS in manifest.files else [],
     )
 
 
+def _json_list(path: Path) -> list[str]:
+    try:
+        values = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise BundleError(f"{path}: invalid JSON ({error})") from None
+    if not isinstance(values, list):
+        raise BundleError(f"{path}: expected a JSON list of ids")
+    return [str(v) for v in values]
+
+
+def _validated(fields: Mapping[str, Any], path: Path) -> Manifest:
+    try:
+        return Manifest.model_validate(dict(fields))
+    except pydantic.ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'manifest'}: {e['msg']}"
+            for e in error.errors()
+        )
+        raise BundleError(f"{path}: invalid manifest ({problems})") from None
+
+
 def _commit(
-    out: Path, manifest: dict[str, Any], stage: Callable[[Path], None], base: Path | None
+    out: Path, manifest: Manifest, stage: Callable[[Path], None], base: Path | None
 ) -> None:
     """Stage into a sibling temp folder (copy of ``base`` if given), write the manifest, swap."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))  # mode 0700
     try:
         if base is not None:
             shutil.copytree(base, tmp, dirs_exist_ok=True)
             (tmp / MANIFEST).unlink(missing_ok=True)
         stage(tmp)
-        manifest["files"] = {
-            p.name: sha256_of(p)
-            for p in sorted(tmp.iterdir())
-            if p.is_file() and p.name != MANIFEST
-        }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        names = sorted(p.name for p in tmp.iterdir() if p.is_file() and p.name != MANIFEST)
+        files = {name: sha256_of(tmp / name) for name in names}
+        text = manifest.model_copy(update={"files": files}).model_dump_json(indent=2)
+        (tmp / MANIFEST).write_text(text)
         _swap_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -1,11 +1,11 @@
 """Rules that a bundle asks the service to apply, shared by evaluation and the service.
 
-No torch here: the service imports this module (as it imports :mod:`training.bundle`), so a
+No torch here: the service imports this module with the rest of :mod:`bundle`, so a
 list is built by exactly the same code in the report that chose the rule and in production.
 
 **Reserved new-item slots.** Items without training interactions (and items added online) are
 ranked by the model's new-item path; whether they ever reach a list depends on how their scores
-compare with popular warm items. A calibrated scale (:mod:`training.calibration`) moves all of
+compare with popular warm items. A calibrated scale (``training.calibration``) moves all of
 them up or down together, so the items that enter are the ones whose scores happen to be
 largest, for every user alike. Reserving slots instead guarantees new items a share of every
 list and fills that share with the user's best new items (ranked among new items only, where the

@@ -1,0 +1,57 @@
+"""The dependency split: the service and the bundle contract run on the "serving" extra alone."""
+
+from __future__ import annotations
+
+import ast
+import re
+import sys
+import tomllib
+from importlib.metadata import packages_distributions
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OWN = {"bundle", "service", "training", "models", "benchmarks", "tests"}
+
+
+def _requirement_names(requirements: list[str]) -> set[str]:
+    return {re.split(r"[\s\[<>=!~;]", r, maxsplit=1)[0].lower().replace("_", "-")
+            for r in requirements}
+
+
+def _imported_modules(folder: Path) -> set[str]:
+    modules = set()
+    for path in folder.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                modules |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                modules.add(node.module.split(".")[0])
+    return modules - OWN - set(sys.stdlib_module_names) - {"__future__"}
+
+
+def test_serving_extra_covers_every_import_of_the_service_and_the_bundle_package() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    allowed = _requirement_names(project["dependencies"])
+    allowed |= _requirement_names(project["optional-dependencies"]["serving"])
+    assert not {"torch", "torch-geometric", "transformers"} & allowed
+    distributions = packages_distributions()
+    # starlette and pydantic_core come with fastapi and pydantic
+    implied = {"starlette": "fastapi", "pydantic_core": "pydantic"}
+    missing = {}
+    for module in _imported_modules(ROOT / "service") | _imported_modules(ROOT / "bundle"):
+        names = {d.lower().replace("_", "-") for d in distributions.get(module, [module])}
+        if module in implied:
+            names.add(implied[module])
+        if not names & allowed:
+            missing[module] = sorted(names)
+    assert not missing, f"imported by service/ or bundle/ but not in the serving extra: {missing}"
+
+
+def test_bundle_package_needs_only_the_core_dependencies() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    core = _requirement_names(project["dependencies"])
+    distributions = packages_distributions()
+    for module in _imported_modules(ROOT / "bundle"):
+        names = {d.lower() for d in distributions.get(module, [module])} | {module}
+        names |= {"pydantic"} if module == "pydantic_core" else set()
+        assert names & core, module
