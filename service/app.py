@@ -5,6 +5,7 @@ Run with ``uvicorn service.app:app`` or ``python -m service``; configure with ``
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -26,6 +27,8 @@ from service.recommender import LoadError, Recommender
 from service.routes import admin, health, interactions, items, recommend
 from service.settings import Settings
 
+log = logging.getLogger(__name__)
+
 DESCRIPTION = """Multimodal recommendations from a trained bundle (ONNX towers + FAISS).
 
 Mutating endpoints need the `X-API-Key` header when the service is configured with an API key.
@@ -41,7 +44,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         recommender = Recommender(settings, metrics)
         await run_in_threadpool(recommender.start)
         app.state.recommender = recommender
+        poll = asyncio.create_task(follow_bundle(recommender, settings.bundle_poll_s))
         yield
+        poll.cancel()
         await recommender.close()
 
     app = FastAPI(title="Multimodal recommendation service", version="0.1.0",
@@ -68,6 +73,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, unprocessable)
     app.add_exception_handler(StarletteHTTPException, http_error)
     return app
+
+
+async def follow_bundle(recommender: Recommender, every_s: float) -> None:
+    """Poll RECSYS_BUNDLE: a published or rolled-back `current` link is served within
+    ``every_s`` seconds (polling is the guarantee every replica relies on)."""
+    if every_s <= 0:
+        return
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            await run_in_threadpool(recommender.follow)
+        except Exception:  # the poll must never die
+            log.exception("bundle poll failed")
 
 
 async def http_error(request: Request, exc: Exception) -> Response:

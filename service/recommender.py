@@ -73,6 +73,8 @@ class Recommender:
             ef_search=settings.hnsw_ef_search,
         )
         self.model: ServingModel | None = None
+        self.served_path: Path | None = None  # the resolved folder of the served bundle
+        self._followed: Path | None = None  # what RECSYS_BUNDLE resolved to at the last poll
         self.catalog_generation = 0  # bumped by every delete; part of every cache key
         self._write_lock = threading.Lock()
         self._reload_lock = threading.Lock()
@@ -87,10 +89,26 @@ class Recommender:
         """Create the tables, then serve the configured bundle plus what the store holds."""
         self.store.create()
         self.catalog_generation = self.store.catalog_generation()
+        self._followed = self.settings.bundle.resolve()
         try:
             self.reload()
         except LoadError as error:  # stay up (not ready); POST /admin/reload can fix it
             log.error("%s", error)
+
+    def follow(self) -> bool:
+        """Load RECSYS_BUNDLE again if it now resolves to another folder (a publish or a
+        rollback moved its ``current`` link); True when a new bundle is served. A manual
+        reload of another path stays until the link moves again."""
+        target = self.settings.bundle.resolve()
+        if target == self._followed:
+            return False
+        self._followed = target  # a broken target is tried once, not at every poll
+        try:
+            self.reload(target)
+        except LoadError as error:
+            log.error("%s", error)
+            return False
+        return True
 
     async def close(self) -> None:
         await self.cache.close()
@@ -104,7 +122,8 @@ class Recommender:
 
     def reload(self, path: str | Path | None = None) -> schemas.ReloadOut:
         """Load a bundle and swap it in atomically; on failure the old one stays."""
-        path = Path(path) if path else self.settings.bundle
+        # Resolved first: a `current` link may move while the files are read.
+        path = (Path(path) if path else self.settings.bundle).resolve()
         with self._reload_lock:
             previous = self.model
             try:
@@ -122,6 +141,7 @@ class Recommender:
                 self._replay(model)
                 self.catalog_generation = self.store.catalog_generation()
                 self.model = model  # requests in flight keep their reference to the old one
+                self.served_path = path
             del previous  # no reference of ours may keep the old bundle alive through the freeze
             freeze_heap()
             self.metrics.reloads.labels(result="ok").inc()

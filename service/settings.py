@@ -16,6 +16,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RECSYS_", extra="ignore")
 
     bundle: Path = Field(Path("bundles/tiktok"), description="Bundle folder to serve.")
+    bundle_poll_s: float = Field(
+        5.0, ge=0,
+        description="How often to check whether RECSYS_BUNDLE resolves to another folder (a "
+        "publish or rollback moved a `current` link) and load it; 0 never checks.",
+    )
     database_url: str = Field(
         "sqlite:///recsys.db", description="SQLAlchemy URL of the durable store."
     )

@@ -1,4 +1,4 @@
-"""Command line: ``python -m training train|export|evaluate|features``."""
+"""Command line: ``python -m training train|export|evaluate|features|publish|rollback|versions``."""
 
 from __future__ import annotations
 
@@ -189,6 +189,55 @@ def features_command(
         f"text features: {path} ({shape[0]} x {shape[1]} float32; {encoder}, {pooling} pooling, "
         f"layer {layer})"
     )
+
+
+ROOT_OPTION = typer.Option(help="bundles root: versions/ and the current link")
+
+
+@app.command("publish")
+def publish_command(
+    bundle: Annotated[Path, typer.Option(help="candidate bundle folder")],
+    root: Annotated[Path, ROOT_OPTION] = Path("bundles"),
+    keep: Annotated[int, typer.Option(help="versions kept (the current one always)")] = 5,
+) -> None:
+    """Publish a bundle as a new version and point current at it (atomic)."""
+    from bundle import BundleError, versions
+
+    try:
+        name = versions.publish(bundle, root, keep=keep)
+    except (BundleError, ValueError, OSError) as error:
+        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"published {name}; {root / versions.CURRENT} -> {name}")
+
+
+@app.command("rollback")
+def rollback_command(
+    root: Annotated[Path, ROOT_OPTION] = Path("bundles"),
+    to: Annotated[
+        str | None, typer.Option(help="version to serve (default: the one before current)")
+    ] = None,
+) -> None:
+    """Point current at an earlier published version (replicas follow within their poll)."""
+    from bundle import BundleError, versions
+
+    try:
+        before = versions.current_version(root)
+        name = versions.rollback(root, to)
+    except BundleError as error:
+        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"rolled back {before} -> {name}")
+
+
+@app.command("versions")
+def versions_command(root: Annotated[Path, ROOT_OPTION] = Path("bundles")) -> None:
+    """List the published versions, oldest first; * marks the current one."""
+    from bundle import versions
+
+    live = versions.current_version(root)
+    for name in versions.list_versions(root):
+        typer.echo(f"{'*' if name == live else ' '} {name}")
 
 
 def _metrics_table(rows: dict[str, dict[str, float] | None]) -> str:

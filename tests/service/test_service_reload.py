@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from fastapi.testclient import TestClient
 from helpers import brute_force, ids, item_body
 
 import bundle as bundle_format
+from bundle import versions
 from service.app import create_app
 
 
@@ -98,3 +100,44 @@ def test_requests_during_reloads_are_all_answered(client, factory, tmp_path):
         thread.join(10)
     assert answers and all(status == 200 for status, _ in answers)
     assert {version for _, version in answers} <= {"v1", "v2"}
+
+
+def _served_version(client: TestClient) -> str:
+    return client.get("/recommend/u1?k=5").json()["model_version"]
+
+
+def _wait_for(client: TestClient, version: str, timeout: float = 5.0) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if _served_version(client) == version:
+            return time.monotonic() - start
+        time.sleep(0.02)
+    raise AssertionError(f"still serving {_served_version(client)}, expected {version}")
+
+
+def test_the_service_follows_the_current_link_through_publish_and_rollback(
+    make_settings, factory, tmp_path
+):
+    root = tmp_path / "bundles"
+    first = versions.publish(factory.path, root)
+    v2 = make_bundle(tmp_path / "v2", version="v2", seed=1)
+    settings = make_settings(bundle=root / versions.CURRENT, bundle_poll_s=0.05)
+    with TestClient(create_app(settings)) as client:
+        assert _served_version(client) == first
+        second = versions.publish(v2.path, root)
+        assert _wait_for(client, second) < 2.0
+        versions.rollback(root)
+        _wait_for(client, first)
+        # a manual reload of another folder stays until the link moves again
+        assert reload(client, v2.path).json()["model_version"] == "v2"
+        time.sleep(0.2)
+        assert _served_version(client) == "v2"
+        versions.rollback(root, to=second)
+        _wait_for(client, second)
+        # a broken version behind the link is refused once and the served one stays
+        broken = make_bundle(root / "versions" / "99-broken", version="v3", seed=2).path
+        np.save(broken / bundle_format.ITEM_EMBEDDINGS, np.zeros((200, 16), np.float32))
+        versions.point_current(root, broken.name)
+        time.sleep(0.3)
+        assert _served_version(client) == second
+        assert 'recsys_reloads_total{result="failed"} 1.0' in client.get("/metrics").text

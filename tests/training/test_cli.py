@@ -115,3 +115,23 @@ def test_new_item_slots_reach_the_bundle_with_its_new_items(
         np.random.default_rng(FOLD_SEED).permutation(40), 5)[1]}
     assert held_out <= set(bundle.new_items)
     assert bundle.manifest.metrics["test_report"]["cold_share@20"] >= 0.1
+
+
+def test_publish_versions_and_rollback_commands(toy_dataset_dir: Path, tmp_path: Path) -> None:
+    assert _train(toy_dataset_dir, tmp_path / "b", "--model", "lightgcn").exit_code == 0
+    root = ["--root", str(tmp_path / "bundles")]
+    published = []
+    for _ in range(2):
+        result = runner.invoke(app, ["publish", "--bundle", str(tmp_path / "b"), *root])
+        assert result.exit_code == 0, result.output
+        published.append(result.output.split()[1].rstrip(";"))
+    listing = runner.invoke(app, ["versions", *root]).output.splitlines()
+    assert listing == [f"  {published[0]}", f"* {published[1]}"]
+    result = runner.invoke(app, ["rollback", *root])
+    assert result.exit_code == 0 and result.output.strip().endswith(published[0])
+    assert bf.load_bundle(tmp_path / "bundles" / "current").version == published[0]
+    result = runner.invoke(app, ["rollback", *root, "--to", "no-such-version"])
+    assert result.exit_code == 2 and "no version" in result.output
+    (tmp_path / "b" / bf.USER_IDS).write_text("[]")  # a damaged candidate is refused
+    result = runner.invoke(app, ["publish", "--bundle", str(tmp_path / "b"), *root])
+    assert result.exit_code == 2 and "sha256" in result.output
