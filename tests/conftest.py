@@ -47,3 +47,24 @@ def tiktok_dir() -> Path:
     if not (TIKTOK_DIR / "tiktok.inter").exists():
         pytest.skip(f"TikTok data not found at {TIKTOK_DIR} (set RECSYS_DATA_DIR)")
     return TIKTOK_DIR
+
+
+def write_tiktok_sample(folder: Path, num_users: int = 1500) -> Path:
+    """The first ``num_users`` TikTok users with all their rows and splits, items re-indexed
+    to the ones they touch (features sliced to match): a small real dataset."""
+    rows = np.loadtxt(TIKTOK_DIR / "tiktok.inter", dtype=np.int64, skiprows=1)
+    rows = rows[rows[:, 0] < num_users]
+    items, rows[:, 1] = np.unique(rows[:, 1], return_inverse=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = ["userID\titemID\tx_label", *("\t".join(map(str, r)) for r in rows)]
+    (folder / "tiktok.inter").write_text("\n".join(lines) + "\n")
+    for name in ("audio", "image"):
+        np.save(folder / f"{name}_feat.npy", np.load(TIKTOK_DIR / f"{name}_feat.npy")[items])
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiktok_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if not (TIKTOK_DIR / "tiktok.inter").exists():
+        pytest.skip(f"TikTok data not found at {TIKTOK_DIR} (set RECSYS_DATA_DIR)")
+    return write_tiktok_sample(tmp_path_factory.mktemp("tiktok") / "tiktok-sample")

@@ -1,4 +1,5 @@
-"""Command line: ``python -m training train|export|evaluate|features|publish|rollback|versions``."""
+"""Command line: ``python -m training train|export|evaluate|features``, and the operator's
+``bootstrap|retrain|publish|rollback|versions``."""
 
 from __future__ import annotations
 
@@ -238,6 +239,79 @@ def versions_command(root: Annotated[Path, ROOT_OPTION] = Path("bundles")) -> No
     live = versions.current_version(root)
     for name in versions.list_versions(root):
         typer.echo(f"{'*' if name == live else ' '} {name}")
+
+
+@app.command("bootstrap")
+def bootstrap_command(
+    root: Annotated[Path, ROOT_OPTION] = Path("bundles"),
+    data: Annotated[str, typer.Option(help="dataset name or folder")] = "tiktok",
+    config: Annotated[Path | None, typer.Option(help="JSON/TOML TrainConfig file")] = None,
+    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+) -> None:
+    """Train and publish a first version when nothing is published yet (else do nothing)."""
+    from bundle import BundleError, versions
+    from training.data import DataError
+    from training.pipeline import train_to_bundle
+
+    live = versions.current_version(root)
+    if live is not None:
+        typer.echo(f"{root / versions.CURRENT} -> {live}: nothing to do")
+        return
+    try:
+        cfg = TrainConfig(**(load_config_file(config) if config else {}))
+        _, path = train_to_bundle(data, root / "candidate", cfg, overwrite=True,
+                                  progress=not quiet)
+        name = versions.publish(path, root)
+    except (DataError, BundleError, ValueError, FileNotFoundError) as error:
+        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"published {name}")
+
+
+@app.command("retrain")
+def retrain_command(
+    root: Annotated[Path, ROOT_OPTION] = Path("bundles"),
+    data: Annotated[str, typer.Option(help="base dataset name or folder")] = "tiktok",
+    config: Annotated[Path | None, typer.Option(help="JSON/TOML TrainConfig file")] = None,
+    database_url: Annotated[
+        str, typer.Option(envvar="RECSYS_DATABASE_URL", help="the service's store")
+    ] = "sqlite:///recsys.db",
+    table_prefix: Annotated[str, typer.Option(envvar="RECSYS_TABLE_PREFIX")] = "",
+    holdout_share: Annotated[
+        float, typer.Option(help="newest share of events since the live cutoff held out")
+    ] = 0.2,
+    tolerance: Annotated[
+        float, typer.Option(help="largest relative loss against live that still passes")
+    ] = 0.02,
+    keep: Annotated[int, typer.Option(help="versions kept")] = 5,
+    max_epochs: Annotated[int | None, typer.Option(help="override the config")] = None,
+    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+) -> None:
+    """Retrain on base data + the store, gate against live, publish if not worse (exit 1 if
+    rejected: the live bundle keeps serving). The decision: ROOT/gate/gate.json and gate.prom."""
+    from bundle import BundleError
+    from training.data import DataError
+    from training.retrain import retrain
+
+    fields: dict[str, Any] = load_config_file(config) if config else {}
+    if max_epochs is not None:
+        fields["max_epochs"] = max_epochs
+    try:
+        decision = retrain(root, data, TrainConfig(**fields), database_url,
+                           table_prefix=table_prefix, holdout_share=holdout_share,
+                           tolerance=tolerance, keep=keep, progress=not quiet)
+    except (DataError, BundleError, ValueError, FileNotFoundError) as error:
+        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+    valid, holdout = decision["valid"], decision["holdout"]
+    typer.echo(f"valid recall@20: candidate {valid['candidate']:.4f}, live {valid['live']:.4f}, "
+               f"popularity {valid['popularity']:.4f}; holdout rows {holdout['rows']}"
+               + (f": candidate {holdout['candidate']:.4f}, live {holdout['live']:.4f}"
+                  if holdout["rows"] else ""))
+    if not decision["accepted"]:
+        typer.secho("rejected: " + "; ".join(decision["reasons"]), fg=typer.colors.RED, err=True)
+        raise typer.Exit(1)
+    typer.echo(f"published {decision['published']}")
 
 
 def _metrics_table(rows: dict[str, dict[str, float] | None]) -> str:

@@ -86,6 +86,20 @@ class Dataset:
     features: dict[str, np.ndarray] = field(default_factory=dict)
     cold_items: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     source: str = ""  # the folder it was loaded from
+    # External ids of the dense indices, as bundles and the service name them; None: the
+    # index itself ("0", "1", ...). Retraining appends users and items that arrived online.
+    user_ids: list[str] | None = None
+    item_ids: list[str] | None = None
+
+    def external_user_ids(self) -> list[str]:
+        if self.user_ids is not None:
+            return self.user_ids
+        return [str(u) for u in range(self.num_users)]
+
+    def external_item_ids(self) -> list[str]:
+        if self.item_ids is not None:
+            return self.item_ids
+        return [str(i) for i in range(self.num_items)]
 
     @property
     def modality_names(self) -> list[str]:

@@ -77,10 +77,10 @@ def write_result_bundle(
         manifest=manifest,
         user_embeddings=users.cpu().numpy(),
         item_embeddings=items.cpu().numpy(),
-        user_ids=[str(u) for u in range(dataset.num_users)],
-        item_ids=[str(i) for i in range(dataset.num_items)],
+        user_ids=dataset.external_user_ids(),
+        item_ids=dataset.external_item_ids(),
         interactions=dataset.matrix("train", "valid", "test"),
-        new_items=[str(i) for i in np.flatnonzero(new_items(dataset))],
+        new_items=[dataset.external_item_ids()[i] for i in np.flatnonzero(new_items(dataset))],
         extra_files={bundle_format.WEIGHTS: write_weights},
         overwrite=overwrite,
     )
@@ -99,6 +99,21 @@ def train_to_bundle(
         raise bundle_format.BundleError(f"{out} already exists (pass --overwrite to replace it)")
     data_cutoff = time.time()  # the service replays online events logged after this moment
     dataset = prepare_dataset(data, config)
+    return train_dataset_to_bundle(dataset, out, config, data_cutoff=data_cutoff,
+                                   overwrite=overwrite, progress=progress)
+
+
+def train_dataset_to_bundle(
+    dataset: Dataset,
+    out: str | Path,
+    config: TrainConfig,
+    *,
+    data_cutoff: float,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> tuple[TrainResult, Path]:
+    """Train on a prepared dataset and write the exported bundle (``data_cutoff``: the time
+    of the newest data in it, after which the service replays what it logged)."""
     log.info("%s", dataset.summary())
     result = train(dataset, config, progress=progress)
     path = write_result_bundle(result, dataset, out, overwrite=overwrite, data_cutoff=data_cutoff)

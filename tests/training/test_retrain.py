@@ -1,0 +1,81 @@
+"""Nightly retraining on a small real TikTok sample: logged data in, gate, publish or reject."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from typer.testing import CliRunner
+
+import bundle as bf
+from bundle import versions
+from service.store import Store, StoredItem
+from training.cli import app
+
+runner = CliRunner()
+GOOD = {"model": "lightgcn", "lr": 0.005, "l2": 1e-6, "l2_scope": "all", "max_epochs": 30,
+        "patience": 5}
+WORSE = {**GOOD, "lr": 1e-6, "max_epochs": 1}  # barely moves from the initialisation
+
+
+def _config(tmp_path: Path, name: str, fields: dict) -> str:
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(fields))
+    return str(path)
+
+
+def _log_online_events(url: str, sample: Path, version: str) -> None:
+    """What a day of traffic leaves in the store: a new item, a new user, an event on an item
+    nobody knows, and a trend: 150 known users keep watching the same 30 items, so a model
+    trained on the day predicts the day's last events and the live one cannot."""
+    store = Store(url)
+    store.create()
+    features = np.concatenate([np.load(sample / f"{m}_feat.npy")[7] for m in ("audio", "image")])
+    store.upsert_items([StoredItem("new-1", features.astype(np.float32), "audio:128,image:128",
+                                   None, None, version)])
+    store.add_interaction("new-user", "new-1", 0.0)  # early: trained on, not held out
+    store.add_interaction("new-user", "3", 1.0)
+    store.add_interaction("0", "ghost", 2.0)
+    rng = np.random.default_rng(0)
+    users, trend = rng.choice(1500, 150, replace=False), rng.choice(2000, 30, replace=False)
+    for round_ in range(10):
+        for user in users:
+            store.add_interaction(str(user), str(rng.choice(trend)), 3.0 + round_)
+    store.close()
+
+
+def test_retrain_publishes_a_candidate_that_passes_and_keeps_live_when_one_fails(
+    tiktok_sample: Path, tmp_path: Path
+) -> None:
+    root, url = tmp_path / "bundles", f"sqlite:///{tmp_path / 'store.db'}"
+    common = ["--root", str(root), "--data", str(tiktok_sample), "--quiet"]
+    result = runner.invoke(app, ["bootstrap", *common, "--config", _config(tmp_path, "g", GOOD)])
+    assert result.exit_code == 0, result.output
+    live = versions.current_version(root)
+    assert runner.invoke(app, ["bootstrap", *common]).output.endswith("nothing to do\n")
+    _log_online_events(url, tiktok_sample, live)
+
+    retrain = ["retrain", *common, "--database-url", url, "--holdout-share", "0.3"]
+    result = runner.invoke(app, [*retrain, "--config", _config(tmp_path, "g", GOOD),
+                                 "--tolerance", "0.5"])
+    assert result.exit_code == 0, result.output
+    decision = json.loads((root / "gate" / "gate.json").read_text())
+    assert decision["accepted"] and decision["published"] == versions.current_version(root) != live
+    assert decision["data"]["new_items"] == 1 and decision["data"]["dropped_unknown_item"] == 1
+    assert decision["data"]["holdout_interactions"] == round(0.3 * 1502)
+    assert decision["holdout"]["candidate"] > 2 * decision["holdout"]["live"]  # it learnt the day
+    assert decision["valid"]["candidate"] > decision["valid"]["popularity"]
+    published = bf.load_bundle(root / versions.CURRENT)
+    assert "new-1" in published.item_ids and "new-user" in published.user_ids
+    assert published.manifest.data_cutoff > bf.load_bundle(root / "versions" / live).manifest.cutoff
+    prom = (root / "gate" / "gate.prom").read_text()
+    assert "recsys_gate_accepted 1" in prom and 'split="holdout",bundle="live"' in prom
+
+    serving = versions.current_version(root)
+    result = runner.invoke(app, [*retrain, "--config", _config(tmp_path, "w", WORSE)])
+    assert result.exit_code == 1 and "rejected" in result.output
+    decision = json.loads((root / "gate" / "gate.json").read_text())
+    assert not decision["accepted"] and decision["published"] is None and decision["reasons"]
+    assert versions.current_version(root) == serving  # the live bundle keeps serving
+    assert "recsys_gate_accepted 0" in (root / "gate" / "gate.prom").read_text()
