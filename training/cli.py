@@ -1,5 +1,5 @@
 """Command line: ``python -m training train|export|evaluate|features``, and the operator's
-``bootstrap|retrain|publish|rollback|versions``."""
+``bootstrap|retrain|schedule|publish|rollback|versions``."""
 
 from __future__ import annotations
 
@@ -312,6 +312,15 @@ def retrain_command(
         typer.secho("rejected: " + "; ".join(decision["reasons"]), fg=typer.colors.RED, err=True)
         raise typer.Exit(1)
     typer.echo(f"published {decision['published']}")
+
+
+@app.command("schedule")
+def schedule_command() -> None:
+    """Run the nightly retraining scheduler (configured by RECSYS_* variables, see
+    training/scheduler.py): cron trigger with a time zone, one run at a time, a grace time."""
+    from training.scheduler import serve
+
+    serve()
 
 
 def _metrics_table(rows: dict[str, dict[str, float] | None]) -> str:

@@ -1,0 +1,184 @@
+"""The nightly retraining scheduler: ``python -m training schedule``.
+
+APScheduler's cron trigger in a configured time zone runs ``python -m training retrain`` as a
+child process (a crash or an out-of-memory kill of a run never takes the scheduler down, and
+the memory of a run is returned when it ends). Overlaps are refused twice: inside the process
+(``max_instances=1``, missed runs coalesced into one) and across processes and machines by a
+lock held for the whole run: a PostgreSQL advisory lock when the store is PostgreSQL (the
+compose and Kubernetes set-ups), a file lock beside the bundles otherwise. A run that could not
+start on time (the scheduler was down or busy) still starts if it is less than
+``grace_s`` late, and is skipped (and logged) otherwise. Prometheus metrics on ``metrics_port``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import subprocess
+import sys
+import time
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from apscheduler.events import EVENT_JOB_MISSED, JobEvent
+from apscheduler.schedulers.base import BaseScheduler
+from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.triggers.cron import CronTrigger
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
+
+log = logging.getLogger(__name__)
+
+JOB_ID = "retrain"
+# pg advisory locks take a bigint key: a fixed one derived from the name, same in every process
+LOCK_KEY = zlib.crc32(b"mmrec-service retrain")
+
+
+class SchedulerSettings(BaseSettings):
+    """``RECSYS_*`` environment variables, like the service's."""
+
+    model_config = SettingsConfigDict(env_prefix="RECSYS_", extra="ignore")
+
+    retrain_cron: str = Field("0 3 * * *", description="crontab line: minute hour dom mon dow")
+    retrain_timezone: str = Field("UTC", description="IANA zone of the cron line")
+    retrain_grace_s: int = Field(3600, ge=1, description="latest start after a missed time")
+    bundles_root: Path = Field(Path("bundles"), description="versions/ and the current link")
+    data: str = Field("tiktok", description="base dataset name or folder")
+    train_config: Path | None = Field(None, description="TrainConfig file of the candidate")
+    database_url: str = Field("sqlite:///recsys.db", description="the service's store")
+    retrain_args: str = Field("", description="extra flags of `training retrain`")
+    metrics_port: int = Field(9102, ge=0, description="Prometheus port; 0 disables")
+
+
+class RetrainMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry or CollectorRegistry()
+        self.runs = Counter("recsys_retrain_runs", "Retrain runs by result (published, "
+                            "rejected, failed, skipped_locked, missed).", ["result"],
+                            registry=self.registry)
+        self.running = Gauge("recsys_retrain_running", "1 while a retrain runs.",
+                             registry=self.registry)
+        self.last_seconds = Gauge("recsys_retrain_last_duration_seconds",
+                                  "Duration of the last run.", registry=self.registry)
+        self.last_finished = Gauge("recsys_retrain_last_finished_timestamp_seconds",
+                                   "End of the last run (UNIX time).", registry=self.registry)
+        self.gate_accepted = Gauge("recsys_gate_accepted", "1 when the last candidate passed "
+                                   "the quality gate.", registry=self.registry)
+        self.gate_recall = Gauge("recsys_gate_recall", "Recall@20 of the last gate.",
+                                 ["split", "bundle"], registry=self.registry)
+
+    def record_gate(self, decision: dict) -> None:
+        self.gate_accepted.set(1.0 if decision.get("accepted") else 0.0)
+        for split in ("valid", "holdout"):
+            for who, value in decision.get(split, {}).items():
+                if who != "rows":
+                    self.gate_recall.labels(split=split, bundle=who).set(value)
+
+
+@contextlib.contextmanager
+def run_lock(database_url: str, root: Path) -> Iterator[bool]:
+    """Yields whether this process holds the retrain lock (held until the block ends)."""
+    if database_url.startswith(("postgresql", "postgres")):
+        url = "postgresql+psycopg://" + database_url.split("://", 1)[1]
+        engine = create_engine(url, poolclass=NullPool)
+        try:
+            with engine.connect() as conn:
+                held = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"),
+                                         {"k": LOCK_KEY}).scalar())
+                try:
+                    yield held
+                finally:
+                    if held:
+                        conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_KEY})
+        finally:
+            engine.dispose()
+        return
+    root.mkdir(parents=True, exist_ok=True)
+    with (root / ".retrain.lock").open("w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def retrain_command(settings: SchedulerSettings) -> list[str]:
+    command = [sys.executable, "-m", "training", "retrain", "--quiet",
+               "--root", str(settings.bundles_root), "--data", settings.data,
+               "--database-url", settings.database_url]
+    if settings.train_config is not None:
+        command += ["--config", str(settings.train_config)]
+    return command + settings.retrain_args.split()
+
+
+def run_retrain(settings: SchedulerSettings, metrics: RetrainMetrics,
+                command: Sequence[str] | None = None) -> str:
+    """One run under the lock; returns its result label."""
+    with run_lock(settings.database_url, settings.bundles_root) as held:
+        if not held:
+            log.warning("another retrain holds the lock: this run is skipped")
+            metrics.runs.labels(result="skipped_locked").inc()
+            return "skipped_locked"
+        metrics.running.set(1)
+        started = time.monotonic()
+        try:
+            argv = list(command or retrain_command(settings))
+            code = subprocess.run(argv, check=False).returncode
+        finally:
+            metrics.running.set(0)
+            metrics.last_seconds.set(time.monotonic() - started)
+            metrics.last_finished.set(time.time())
+    result = {0: "published", 1: "rejected"}.get(code, "failed")
+    gate = settings.bundles_root / "gate" / "gate.json"
+    if result != "failed" and gate.exists():
+        metrics.record_gate(json.loads(gate.read_text()))
+    metrics.runs.labels(result=result).inc()
+    log.info("retrain finished: %s (exit %d)", result, code)
+    return result
+
+
+def build_scheduler(
+    settings: SchedulerSettings,
+    metrics: RetrainMetrics,
+    scheduler: BaseScheduler | None = None,
+    job: Callable[[SchedulerSettings, RetrainMetrics], object] = run_retrain,
+) -> BaseScheduler:
+    """The scheduler with its one job (tests pass their own scheduler, on a fake clock)."""
+    scheduler = scheduler or BlockingScheduler(timezone=settings.retrain_timezone)
+    trigger = CronTrigger.from_crontab(settings.retrain_cron, timezone=settings.retrain_timezone)
+    scheduler.add_job(job, trigger, args=(settings, metrics), id=JOB_ID,
+                      max_instances=1, coalesce=True, misfire_grace_time=settings.retrain_grace_s,
+                      replace_existing=True)
+
+    def missed(event: JobEvent) -> None:
+        log.warning("retrain scheduled for %s missed its grace time: skipped",
+                    getattr(event, "scheduled_run_time", "?"))
+        metrics.runs.labels(result="missed").inc()
+
+    scheduler.add_listener(missed, EVENT_JOB_MISSED)
+    return scheduler
+
+
+def serve(settings: SchedulerSettings | None = None) -> None:
+    settings = settings or SchedulerSettings()
+    metrics = RetrainMetrics()
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, registry=metrics.registry)
+    scheduler = build_scheduler(settings, metrics)
+    job = scheduler.get_job(JOB_ID)
+    now = datetime.now(ZoneInfo(settings.retrain_timezone))
+    log.info("retrain scheduled '%s' (%s), next run %s", settings.retrain_cron,
+             settings.retrain_timezone, job.trigger.get_next_fire_time(None, now))
+    scheduler.start()
