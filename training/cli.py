@@ -192,7 +192,10 @@ def features_command(
     )
 
 
-ROOT_OPTION = typer.Option(help="bundles root: versions/ and the current link")
+ROOT_OPTION = typer.Option(envvar="RECSYS_BUNDLES_ROOT",
+                           help="bundles root: versions/ and the current link")
+DATA_OPTION = typer.Option(envvar="RECSYS_DATA", help="base dataset name or folder")
+CONFIG_OPTION = typer.Option(envvar="RECSYS_TRAIN_CONFIG", help="JSON/TOML TrainConfig file")
 
 
 @app.command("publish")
@@ -244,8 +247,8 @@ def versions_command(root: Annotated[Path, ROOT_OPTION] = Path("bundles")) -> No
 @app.command("bootstrap")
 def bootstrap_command(
     root: Annotated[Path, ROOT_OPTION] = Path("bundles"),
-    data: Annotated[str, typer.Option(help="dataset name or folder")] = "tiktok",
-    config: Annotated[Path | None, typer.Option(help="JSON/TOML TrainConfig file")] = None,
+    data: Annotated[str, DATA_OPTION] = "tiktok",
+    config: Annotated[Path | None, CONFIG_OPTION] = None,
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
 ) -> None:
     """Train and publish a first version when nothing is published yet (else do nothing)."""
@@ -271,8 +274,8 @@ def bootstrap_command(
 @app.command("retrain")
 def retrain_command(
     root: Annotated[Path, ROOT_OPTION] = Path("bundles"),
-    data: Annotated[str, typer.Option(help="base dataset name or folder")] = "tiktok",
-    config: Annotated[Path | None, typer.Option(help="JSON/TOML TrainConfig file")] = None,
+    data: Annotated[str, DATA_OPTION] = "tiktok",
+    config: Annotated[Path | None, CONFIG_OPTION] = None,
     database_url: Annotated[
         str, typer.Option(envvar="RECSYS_DATABASE_URL", help="the service's store")
     ] = "sqlite:///recsys.db",

@@ -54,6 +54,7 @@ class SchedulerSettings(BaseSettings):
     data: str = Field("tiktok", description="base dataset name or folder")
     train_config: Path | None = Field(None, description="TrainConfig file of the candidate")
     database_url: str = Field("sqlite:///recsys.db", description="the service's store")
+    table_prefix: str = Field("", description="prefix of the store's tables (as the service's)")
     retrain_args: str = Field("", description="extra flags of `training retrain`")
     metrics_port: int = Field(9102, ge=0, description="Prometheus port; 0 disables")
 
@@ -117,7 +118,7 @@ def run_lock(database_url: str, root: Path) -> Iterator[bool]:
 def retrain_command(settings: SchedulerSettings) -> list[str]:
     command = [sys.executable, "-m", "training", "retrain", "--quiet",
                "--root", str(settings.bundles_root), "--data", settings.data,
-               "--database-url", settings.database_url]
+               "--database-url", settings.database_url, "--table-prefix", settings.table_prefix]
     if settings.train_config is not None:
         command += ["--config", str(settings.train_config)]
     return command + settings.retrain_args.split()
