@@ -318,12 +318,22 @@ def retrain_command(
 
 
 @app.command("schedule")
-def schedule_command() -> None:
+def schedule_command(
+    once: Annotated[
+        bool, typer.Option(help="run one retrain now under the lock and exit (a CronJob's pod)")
+    ] = False,
+) -> None:
     """Run the nightly retraining scheduler (configured by RECSYS_* variables, see
-    training/scheduler.py): cron trigger with a time zone, one run at a time, a grace time."""
-    from training.scheduler import serve
+    training/scheduler.py): cron trigger with a time zone, one run at a time, a grace time.
+    With --once the exit code says what happened: 0 published, 1 rejected, 2 failed, 3 skipped
+    (another run holds the lock)."""
+    from training.scheduler import RetrainMetrics, SchedulerSettings, run_retrain, serve
 
-    serve()
+    if not once:
+        serve()
+        return
+    result = run_retrain(SchedulerSettings(), RetrainMetrics())
+    raise typer.Exit({"published": 0, "rejected": 1, "failed": 2}.get(result, 3))
 
 
 def _metrics_table(rows: dict[str, dict[str, float] | None]) -> str:

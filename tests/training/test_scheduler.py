@@ -124,3 +124,16 @@ def test_the_postgresql_advisory_lock_excludes_a_second_holder(tmp_path):
         if "connect" in str(error).lower():
             pytest.skip(f"PostgreSQL not reachable: {error}")
         raise
+
+
+def test_schedule_once_runs_one_retrain_and_reports_it_in_the_exit_code(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from training.cli import app
+
+    monkeypatch.setenv("RECSYS_BUNDLES_ROOT", str(tmp_path / "empty"))  # nothing published
+    monkeypatch.setenv("RECSYS_DATABASE_URL", f"sqlite:///{tmp_path / 'store.db'}")
+    monkeypatch.setenv("RECSYS_METRICS_PORT", "0")
+    result = CliRunner().invoke(app, ["schedule", "--once"])
+    assert result.exit_code == 2  # the retrain failed (run bootstrap first), nothing published
+    assert not (tmp_path / "empty" / "current").exists()
