@@ -6,8 +6,10 @@ Run with ``uvicorn service.app:app`` or ``python -m service``; configure with ``
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
+import re
 import time
 from contextlib import asynccontextmanager
 
@@ -18,7 +20,6 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import Invalid, NotFound, NotReady
@@ -53,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings
     app.state.metrics = metrics
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(LatencyMiddleware, metrics=metrics)
     # The recommendation routes join the app's own router: FastAPI (0.16x) dispatches an included
     # router through extra layers on every request, ~10% of a cache hit (measured with
@@ -92,18 +94,34 @@ async def http_error(request: Request, exc: Exception) -> Response:
     """Starlette's 405 names only the first route of a path: list every allowed method."""
     assert isinstance(exc, StarletteHTTPException)
     if exc.status_code == 405:
-        allowed = set()
-        for route in request.app.router.routes:
-            if route.matches(request.scope)[0] != Match.NONE:
-                allowed |= getattr(route, "methods", None) or set()
+        allowed = {m for pattern, methods in _path_methods(request.app)
+                   if pattern.fullmatch(request.url.path) for m in methods}
         exc.headers = {**(exc.headers or {}), "Allow": ", ".join(sorted(allowed))}
     return await http_exception_handler(request, exc)
+
+
+def _path_methods(app: FastAPI) -> list[tuple[re.Pattern[str], set[str]]]:
+    """(path pattern, methods) of every documented path, from the app's own OpenAPI schema
+    (public API; FastAPI's included routers no longer expose their routes' methods)."""
+    if not hasattr(app.state, "path_methods"):
+        app.state.path_methods = [
+            (re.compile(re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(path))),
+             {m.upper() for m in operations if m != "parameters"})
+            for path, operations in app.openapi()["paths"].items()
+        ]
+    return app.state.path_methods
 
 
 async def unprocessable(_request: Request, exc: Exception) -> JSONResponse:
     """422 listing every problem. Echoed inputs are kept only when small and JSON-safe:
     a NaN that was refused must not break the error response itself."""
     errors = exc.errors if isinstance(exc, Invalid) else exc.errors()  # type: ignore[attr-defined]
+    for error in errors:
+        if error.get("type") == "json_invalid":  # not JSON at all: 400, as documented
+            reason = (error.get("ctx") or {}).get("error", "decode error")
+            where = error.get("loc", ("body", "?"))[-1]
+            return JSONResponse({"detail": f"the body is not valid JSON: {reason} at position "
+                                           f"{where}"}, status_code=400)
     detail = []
     for error in jsonable_encoder(errors, custom_encoder={float: _finite_or_text}):
         value = error.pop("input", None)
@@ -115,6 +133,50 @@ async def unprocessable(_request: Request, exc: Exception) -> JSONResponse:
 
 def _finite_or_text(value: float) -> float | str:
     return value if math.isfinite(value) else str(value)
+
+
+class BodyLimitMiddleware:
+    """413 for a body larger than ``max_bytes``, before any of it is parsed: by its declared
+    Content-Length, or (chunked uploads) as soon as the bytes received pass the limit."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(send)
+            return
+        received, refused = 0, False
+
+        async def counted() -> Message:
+            nonlocal received, refused
+            if refused:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:  # answer now; the app sees the client leave
+                refused = True
+                await self._refuse(send)
+                return {"type": "http.disconnect"}
+            return message
+
+        async def unless_refused(message: Message) -> None:
+            if not refused:
+                await send(message)
+
+        await self.app(scope, counted, unless_refused)
+
+    async def _refuse(self, send: Send) -> None:
+        body = json.dumps({"detail": f"request body over {self.max_bytes} bytes"}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
 
 
 class LatencyMiddleware:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 MAX_K = 1000
 MAX_BATCH_HARD = 10_000  # schema cap; RECSYS_MAX_BATCH sets the (lower) configured limit
@@ -91,6 +91,12 @@ class RecommendIn(Strict):
     exclude: list[ItemId] = Field(
         default_factory=list, max_length=10_000, description="Items never to return."
     )
+
+    @model_validator(mode="after")
+    def _someone(self) -> RecommendIn:
+        if self.user_id is None and not self.history:
+            raise ValueError("send a user_id, a non-empty history, or both")
+        return self
 
 
 class ScoredItem(BaseModel):

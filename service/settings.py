@@ -49,6 +49,9 @@ class Settings(BaseSettings):
 
     history_len: int = Field(50, ge=1, description="Most recent items fed to the user tower.")
     max_batch: int = Field(1024, ge=1, description="Largest POST /items batch.")
+    max_body_bytes: int = Field(
+        8 << 20, ge=1024, description="Largest request body; larger ones get 413 unparsed."
+    )
     max_k: int = Field(1000, ge=1, description="Largest k of a recommendation.")
     unknown_user: Literal["404", "popular"] = Field(
         "404", description="Answer for an unknown user without history."
