@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import Invalid, NotFound, NotReady
+from service.errors import Forbidden, Invalid, NotFound, NotReady
 from service.metrics import Metrics
 from service.recommender import LoadError, Recommender
 from service.routes import admin, health, interactions, items, recommend
@@ -69,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return handler
 
     app.add_exception_handler(NotFound, error(404))
+    app.add_exception_handler(Forbidden, error(403))
     app.add_exception_handler(NotReady, error(503))
     app.add_exception_handler(LoadError, error(422))
     app.add_exception_handler(Invalid, unprocessable)

@@ -9,6 +9,10 @@ class NotFound(LookupError):
     """An unknown user or item (404)."""
 
 
+class Forbidden(PermissionError):
+    """A request the configuration does not allow (403)."""
+
+
 class NotReady(RuntimeError):
     """No bundle is loaded, or it lacks what the request needs (503)."""
 

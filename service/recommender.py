@@ -87,6 +87,9 @@ class Recommender:
 
     def start(self) -> None:
         """Create the tables, then serve the configured bundle plus what the store holds."""
+        if self.settings.api_key is None:
+            log.warning("RECSYS_API_KEY is not set: every mutating endpoint is open to anyone "
+                        "who can reach this port")
         self.store.create()
         self.catalog_generation = self.store.catalog_generation()
         self._followed = self.settings.bundle.resolve()

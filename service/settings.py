@@ -16,6 +16,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RECSYS_", extra="ignore")
 
     bundle: Path = Field(Path("bundles/tiktok"), description="Bundle folder to serve.")
+    bundles_root: Path | None = Field(
+        None, description="POST /admin/reload loads only folders inside it (default: the "
+        "folder holding RECSYS_BUNDLE)."
+    )
     bundle_poll_s: float = Field(
         5.0, ge=0,
         description="How often to check whether RECSYS_BUNDLE resolves to another folder (a "
@@ -70,6 +74,10 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+
+    def reload_root(self) -> Path:
+        return (self.bundles_root or self.bundle.absolute().parent).resolve()
 
 
 @lru_cache

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Body
 
 from service import schemas
 from service.deps import ApiKey, RecommenderDep
+from service.errors import Forbidden
 from service.routes import BAD_BODY, UNAUTHORIZED
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[ApiKey],
@@ -13,9 +15,15 @@ router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[ApiKey],
 
 
 @router.post("/reload", response_model=schemas.ReloadOut,
-             responses={422: {"description": "The bundle cannot be loaded; the old one stays."}})
+             responses={403: {"description": "The folder is outside RECSYS_BUNDLES_ROOT."},
+                        422: {"description": "The bundle cannot be loaded; the old one stays."}})
 def reload(
     recommender: RecommenderDep, body: Annotated[schemas.ReloadIn | None, Body()] = None
 ) -> schemas.ReloadOut:
-    """Load a bundle and swap it in atomically; a failed load keeps the served one."""
+    """Load a bundle (inside the bundles root) and swap it in atomically; a failed load keeps
+    the served one."""
+    if body is not None and body.bundle is not None:
+        root = recommender.settings.reload_root()
+        if not Path(body.bundle).resolve().is_relative_to(root):
+            raise Forbidden(f"only bundles inside {root} can be loaded")
     return recommender.reload(body.bundle if body else None)
