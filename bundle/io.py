@@ -10,6 +10,8 @@ A bundle is one immutable folder (file names in :mod:`bundle.files`)::
     user_ids.json          list: dense user index -> external id (string)
     item_ids.json          list: dense item index -> external id (string)
     interactions.npz       CSR user x item of every interaction known at training time
+    train_history.npz      CSR user x item of the training interactions, value = time rank
+                           (1 = oldest): the user tower's history, in the order it happened
     new_items.json         list: external ids of the items without training interactions (the
                            ones the model ranks through its new-item path); the manifest's
                            ``serving.new_item_slots`` reserves them a share of every list
@@ -48,6 +50,7 @@ from bundle.files import (
     MANIFEST,
     NEW_ITEMS,
     REQUIRED,
+    TRAIN_HISTORY,
     USER_EMBEDDINGS,
     USER_IDS,
 )
@@ -72,6 +75,17 @@ class Bundle:
     item_ids: list[str]
     interactions: sp.csr_matrix
     new_items: list[str]
+    train_history: sp.csr_matrix | None = None  # None in bundles written before it existed
+
+    def history_of(self, row: int) -> list[str]:
+        """The training items of user ``row``, oldest first (item-id order without a
+        ``train_history.npz``, where the bundle also cannot tell training from test items)."""
+        matrix = self.train_history if self.train_history is not None else self.interactions
+        start, end = matrix.indptr[row], matrix.indptr[row + 1]
+        columns, ranks = matrix.indices[start:end], matrix.data[start:end]
+        if self.train_history is not None:
+            columns = columns[np.argsort(ranks, kind="stable")]
+        return [self.item_ids[c] for c in columns.tolist()]
 
     def file(self, name: str) -> Path:
         """Path of a bundle file, e.g. ``bundle.file(ITEM_TOWER)``; raises if absent."""
@@ -111,12 +125,14 @@ def write_bundle(
     item_ids: list[str],
     interactions: sp.spmatrix,
     new_items: list[str] | None = None,
+    train_history: sp.spmatrix | None = None,
     extra_files: Mapping[str, FileWriter] | None = None,
     overwrite: bool = False,
 ) -> Path:
     """Write a complete bundle atomically; ``extra_files`` maps file name -> writer(path).
     ``manifest`` holds the :class:`Manifest` fields that the arrays do not give (model,
-    modalities, ...); ``new_items`` (ids among ``item_ids``) is written when given."""
+    modalities, ...); ``new_items`` (ids among ``item_ids``) and ``train_history`` (user x
+    item, value = time rank of a training pair) are written when given."""
     out = Path(out_dir)
     if out.exists() and not overwrite:
         raise BundleError(f"{out} already exists (pass overwrite to replace it)")
@@ -133,6 +149,8 @@ def write_bundle(
         sp.save_npz(tmp / INTERACTIONS, sp.csr_matrix(interactions, dtype=np.float32))
         if new_items is not None:
             (tmp / NEW_ITEMS).write_text(json.dumps([str(i) for i in new_items]))
+        if train_history is not None:
+            sp.save_npz(tmp / TRAIN_HISTORY, sp.csr_matrix(train_history, dtype=np.int64))
         for name, writer in (extra_files or {}).items():
             writer(tmp / name)
 
@@ -210,6 +228,8 @@ def load_bundle(bundle_dir: str | Path, *, check: bool = True) -> Bundle:
         item_ids=_json_list(bundle_dir / ITEM_IDS),
         interactions=sp.load_npz(bundle_dir / INTERACTIONS).tocsr(),
         new_items=_json_list(bundle_dir / NEW_ITEMS) if NEW_ITEMS in manifest.files else [],
+        train_history=(sp.load_npz(bundle_dir / TRAIN_HISTORY).tocsr()
+                       if TRAIN_HISTORY in manifest.files else None),
     )
 
 

@@ -47,6 +47,10 @@ class ServingModel:
 
         self.item_tower = self._optional(bundle, bundle_format.ITEM_TOWER, ItemTower, onnx_threads)
         self.user_tower = self._optional(bundle, bundle_format.USER_TOWER, UserTower, onnx_threads)
+        if self.user_tower is not None and bundle.train_history is None:
+            log.warning("bundle %s has no %s: the user tower reads all known interactions in "
+                        "item-id order (retrain to fix)", bundle.version,
+                        bundle_format.TRAIN_HISTORY)
         self.item_states = np.load(bundle.file(ITEM_STATES)) if bundle.has(ITEM_STATES) else None
         self.user_states = np.load(bundle.file(USER_STATES)) if bundle.has(USER_STATES) else None
         self._check()
@@ -85,6 +89,9 @@ class ServingModel:
         if b.interactions.shape != (len(b.user_ids), len(b.item_ids)):
             problems.append(f"interactions are {b.interactions.shape}, expected "
                             f"({len(b.user_ids)}, {len(b.item_ids)})")
+        if b.train_history is not None and b.train_history.shape != b.interactions.shape:
+            problems.append(f"{bundle_format.TRAIN_HISTORY} is {b.train_history.shape}, "
+                            f"interactions {b.interactions.shape}")
         if self.item_states is not None and self.item_states.shape[0] != len(b.item_ids):
             problems.append(f"{ITEM_STATES} has {self.item_states.shape[0]} rows, "
                             f"expected {len(b.item_ids)}")
@@ -204,17 +211,21 @@ class ServingModel:
         return self.user_generation.get(user_id, 0) if user_id is not None else 0
 
     def trained_history(self, user_id: str) -> list[str]:
+        """The items the stored vector was trained on, oldest first."""
         row = self.user_rows.get(user_id)
-        if row is None:
-            return []
-        interactions = self.bundle.interactions
-        columns = interactions.indices[interactions.indptr[row] : interactions.indptr[row + 1]]
-        return [self.bundle.item_ids[c] for c in columns.tolist()]
+        return [] if row is None else self.bundle.history_of(row)
 
     def seen(self, user_id: str | None) -> set[str]:
+        """Everything the user interacted with (training, validation and test included)."""
         if user_id is None:
             return set()
-        return set(self.trained_history(user_id)) | set(self.online_history.get(user_id, ()))
+        row = self.user_rows.get(user_id)
+        known: set[str] = set()
+        if row is not None:
+            matrix = self.bundle.interactions
+            columns = matrix.indices[matrix.indptr[row] : matrix.indptr[row + 1]]
+            known = {self.bundle.item_ids[c] for c in columns.tolist()}
+        return known | set(self.online_history.get(user_id, ()))
 
     def user_vector(self, user_id: str | None, extra: Sequence[str] = ()) -> tuple[np.ndarray, str]:
         """The stored vector of a known user without new events, else the user tower's."""

@@ -86,10 +86,23 @@ class Dataset:
     features: dict[str, np.ndarray] = field(default_factory=dict)
     cold_items: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     source: str = ""  # the folder it was loaded from
+    # Per train row, when it happened as far as the data says (the row of its first appearance
+    # in the .inter file; retraining appends logged events after it): the user tower reads
+    # histories in this order. None: unknown (item-id order is used).
+    train_time: np.ndarray | None = None
     # External ids of the dense indices, as bundles and the service name them; None: the
     # index itself ("0", "1", ...). Retraining appends users and items that arrived online.
     user_ids: list[str] | None = None
     item_ids: list[str] | None = None
+
+    def train_histories(self) -> sp.csr_matrix:
+        """User x item CSR of the training pairs whose value is the pair's time rank + 1."""
+        time_of = (self.train_time if self.train_time is not None
+                   else np.arange(len(self.train), dtype=np.int64))
+        rank = np.empty(len(time_of), dtype=np.int64)
+        rank[np.argsort(time_of, kind="stable")] = np.arange(1, len(time_of) + 1)
+        shape = (self.num_users, self.num_items)
+        return sp.csr_matrix((rank, (self.train[:, 0], self.train[:, 1])), shape=shape)
 
     def external_user_ids(self) -> list[str]:
         if self.user_ids is not None:
@@ -163,9 +176,11 @@ class Dataset:
         cold = np.sort(cold).astype(np.int64)
         is_cold = np.zeros(self.num_items, dtype=bool)
         is_cold[cold] = True
+        kept = ~is_cold[self.train[:, 1]]
         return replace(
             self,
-            train=self.train[~is_cold[self.train[:, 1]]],
+            train=self.train[kept],
+            train_time=None if self.train_time is None else self.train_time[kept],
             valid=self.valid[~is_cold[self.valid[:, 1]]],
             cold_items=cold,
         )
@@ -226,6 +241,8 @@ def load_dataset(path: str | Path, *, seed: int = 2024, require_features: bool =
     if labels is None:
         labels = _random_split(users, seed)
     splits = {name: np.unique(pairs[labels == code], axis=0) for code, name in enumerate(SPLITS)}
+    rows = np.flatnonzero(labels == 0)
+    _, first = np.unique(pairs[rows], axis=0, return_index=True)  # aligned with splits["train"]
     for name in SPLITS:
         if len(splits[name]) == 0:
             raise DataError(f"{inter_file}: the {name} split is empty")
@@ -235,6 +252,7 @@ def load_dataset(path: str | Path, *, seed: int = 2024, require_features: bool =
         num_items=num_items,
         features=features,
         source=str(folder.resolve()),
+        train_time=rows[first].astype(np.int64),
         **splits,
     )
 

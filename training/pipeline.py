@@ -81,6 +81,7 @@ def write_result_bundle(
         item_ids=dataset.external_item_ids(),
         interactions=dataset.matrix("train", "valid", "test"),
         new_items=[dataset.external_item_ids()[i] for i in np.flatnonzero(new_items(dataset))],
+        train_history=dataset.train_histories(),
         extra_files={bundle_format.WEIGHTS: write_weights},
         overwrite=overwrite,
     )

@@ -114,11 +114,18 @@ def extend(base: Dataset, logged: Logged, live_cutoff: float, holdout_share: flo
             width = matrix.shape[1]
             features[name] = np.concatenate([matrix, rows[:, start : start + width]])
             start += width
+    # logged events happened after every base row, in the order they were logged
+    base_time = (base.train_time if base.train_time is not None
+                 else np.arange(len(base.train), dtype=np.int64))
+    start = int(base_time.max(initial=-1)) + 1
+    times = np.concatenate([base_time, start + np.arange(len(pairs), dtype=np.int64)])
+    train, first = np.unique(np.concatenate([base.train, pairs]), axis=0, return_index=True)
     dataset = replace(
         base,
         num_users=len(user_ids),
         num_items=len(item_ids),
-        train=np.unique(np.concatenate([base.train, pairs]), axis=0),
+        train=train,
+        train_time=times[first],
         features=features,
         user_ids=user_ids,
         item_ids=item_ids,
