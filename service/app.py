@@ -11,6 +11,7 @@ import logging
 import math
 import re
 import time
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -45,9 +46,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         recommender = Recommender(settings, metrics)
         await run_in_threadpool(recommender.start)
         app.state.recommender = recommender
-        poll = asyncio.create_task(follow_bundle(recommender, settings.bundle_poll_s))
+        polls = [
+            asyncio.create_task(every(settings.bundle_poll_s, recommender.follow, "bundle")),
+            asyncio.create_task(every(settings.feed_poll_s, recommender.follow_changes, "feed")),
+        ]
         yield
-        poll.cancel()
+        for poll in polls:
+            poll.cancel()
         await recommender.close()
 
     app = FastAPI(title="Multimodal recommendation service", version="0.1.0",
@@ -78,17 +83,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-async def follow_bundle(recommender: Recommender, every_s: float) -> None:
-    """Poll RECSYS_BUNDLE: a published or rolled-back `current` link is served within
-    ``every_s`` seconds (polling is the guarantee every replica relies on)."""
-    if every_s <= 0:
+async def every(seconds: float, work: Callable[[], object], name: str) -> None:
+    """Run ``work`` in the thread pool every ``seconds`` (never when 0): the bundle poll (a
+    published or rolled-back ``current`` link is served within it) and the change feed (the
+    other replicas' writes are applied within it). Polling is the guarantee replicas rely on."""
+    if seconds <= 0:
         return
     while True:
-        await asyncio.sleep(every_s)
+        await asyncio.sleep(seconds)
         try:
-            await run_in_threadpool(recommender.follow)
-        except Exception:  # the poll must never die
-            log.exception("bundle poll failed")
+            await run_in_threadpool(work)
+        except Exception:  # a poll must never die
+            log.exception("%s poll failed", name)
 
 
 async def http_error(request: Request, exc: Exception) -> Response:

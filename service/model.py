@@ -70,6 +70,7 @@ class ServingModel:
         self.online_states: dict[str, np.ndarray] = {}  # history states of online items
         self.online_history: dict[str, list[str]] = {}  # user -> items after the cut-off
         self.user_generation: dict[str, int] = {}  # bumped by each new interaction
+        self.replayed_interaction = 0  # the store's last interaction id when replay read it
 
     @classmethod
     def load(cls, path: str | Path, config: IndexConfig, *, verify: bool = True,

@@ -15,6 +15,7 @@ import gc
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,10 +33,11 @@ from service.index import Hit, IndexConfig, choose_device, gpu_count, set_thread
 from service.metrics import Metrics
 from service.model import ServingModel
 from service.settings import Settings
-from service.store import Store, StoredItem
+from service.store import Change, Store, StoredItem
 
 log = logging.getLogger(__name__)
 REPLAY_BATCH = 1024
+FEED_GAP_S = 5.0  # how long an unfilled id of the change feed is waited for
 # A batch of misses ranks on the event loop while it is expected to take less CPU than this: a
 # thread hop costs ~0.3 ms of CPU (measured), more than an exact search over ~10^4 items; a
 # slower batch (big exact index, heavy user tower) goes to the thread pool so it cannot stall
@@ -77,6 +79,12 @@ class Recommender:
         self._followed: Path | None = None  # what RECSYS_BUNDLE resolved to at the last poll
         self.catalog_generation = 0  # bumped by every delete; part of every cache key
         self._write_lock = threading.Lock()
+        # Change feed (see ``follow_changes``): this replica's name on its writes, the id up to
+        # which every change is applied, the ones applied beyond it, and when a gap was seen.
+        self.origin = uuid.uuid4().hex
+        self.feed_cursor = 0
+        self._feed_applied: set[int] = set()
+        self._feed_gap_since: dict[int, float] = {}
         self._reload_lock = threading.Lock()
         # Running average of CPU seconds per ranked request; starts in the pool.
         self._rank_s = 2 * INLINE_RANK_S
@@ -92,6 +100,7 @@ class Recommender:
                         "who can reach this port")
         self.store.create()
         self.catalog_generation = self.store.catalog_generation()
+        self.feed_cursor = self.store.last_change_id()  # the replay below covers everything
         self._followed = self.settings.bundle.resolve()
         try:
             self.reload()
@@ -189,8 +198,66 @@ class Recommender:
             if chunk:
                 embeddings, states = model.embed(np.stack(rows))
                 model.apply_items([i.item_id for i in chunk], embeddings, states)
+        model.replayed_interaction = self.store.last_interaction_id()
         for event in self.store.iter_interactions(logged_after=model.cutoff):
             model.apply_interaction(event.user_id, event.item_id)
+
+    # ---- change feed -------------------------------------------------------------------
+
+    def follow_changes(self) -> int:
+        """Apply the other replicas' writes logged since the last call; returns how many.
+
+        Ids are handed out before commit, so under concurrent writers a lower id can become
+        visible after a higher one: the cursor stops at the first gap and jumps it only once it
+        is older than ``FEED_GAP_S`` (a rolled-back write never fills it)."""
+        model = self.model
+        if model is None:
+            return 0
+        applied = 0
+        with self._write_lock:
+            for change in self.store.changes_after(self.feed_cursor):
+                if change.id in self._feed_applied:
+                    continue
+                if change.origin != self.origin:
+                    applied += self._apply_change(model, change)
+                self._feed_applied.add(change.id)
+            now = time.monotonic()
+            while self._feed_applied:
+                following = self.feed_cursor + 1
+                if following in self._feed_applied:
+                    self._feed_applied.discard(following)
+                    self._feed_gap_since.pop(following, None)
+                    self.feed_cursor = following
+                elif now - self._feed_gap_since.setdefault(following, now) > FEED_GAP_S:
+                    self.feed_cursor = following  # never filled: skip it
+                else:
+                    break
+        return applied
+
+    def _apply_change(self, model: ServingModel, change: Change) -> int:
+        if change.kind == "interaction":
+            if change.ref is not None and change.ref <= model.replayed_interaction:
+                return 0  # the bundle's replay applied it already
+            model.apply_interaction(str(change.user_id), change.item_id)
+            return 1
+        item = self.store.get_item(change.item_id)
+        if change.kind == "delete" or item is None or item.deleted:
+            model.apply_delete(change.item_id)
+            self.catalog_generation = self.store.catalog_generation()
+            return 1
+        if item.model_version == model.version and item.history_state is not None:
+            model.apply_items([item.item_id], item.embedding[None], item.history_state[None])
+            return 1
+        if model.item_tower is None or item.features is None:
+            return 0
+        try:  # written by a replica on another bundle: embed it with ours
+            row = relayout(item.features, item.layout, model.modalities)
+        except (KeyError, TypeError) as error:
+            log.warning("online item %s skipped: features do not fit: %s", item.item_id, error)
+            return 0
+        embeddings, states = model.embed(row[None])
+        model.apply_items([item.item_id], embeddings, states)
+        return 1
 
     # ---- items -------------------------------------------------------------------------
 
@@ -211,7 +278,7 @@ class Recommender:
                     StoredItem(item_id, features[row], model.layout, embeddings[row],
                                states[row], model.version)
                     for row, item_id in enumerate(ids)
-                ])
+                ], origin=self.origin)
                 model.apply_items(ids, embeddings, states)
                 break
         self.metrics.items_ingested.inc(len(items))
@@ -238,7 +305,7 @@ class Recommender:
             model = self.require_model()
             if not model.has_item(item_id):
                 raise NotFound(f"unknown item {item_id!r}")
-            generation = self.store.delete_item(item_id)
+            generation = self.store.delete_item(item_id, origin=self.origin)
             model.apply_delete(item_id)
             # After the index: a request that sees the new generation searches without the item.
             self.catalog_generation = generation
@@ -252,7 +319,8 @@ class Recommender:
             model = self.require_model()
             if not model.has_item(body.item_id):
                 raise invalid(("body", "item_id"), f"unknown item {body.item_id!r}", body.item_id)
-            logged_at = self.store.add_interaction(body.user_id, body.item_id, body.ts)
+            logged_at = self.store.add_interaction(body.user_id, body.item_id, body.ts,
+                                                   origin=self.origin)
             model.apply_interaction(body.user_id, body.item_id)
         self.metrics.interactions.inc()
         return schemas.InteractionOut(user_id=body.user_id, item_id=body.item_id,

@@ -20,6 +20,10 @@ class Settings(BaseSettings):
         None, description="POST /admin/reload loads only folders inside it (default: the "
         "folder holding RECSYS_BUNDLE)."
     )
+    feed_poll_s: float = Field(
+        0.5, ge=0, description="How often to apply the other replicas' writes from the store's "
+        "change feed (the bound on how stale a replica is); 0 never."
+    )
     bundle_poll_s: float = Field(
         5.0, ge=0,
         description="How often to check whether RECSYS_BUNDLE resolves to another folder (a "

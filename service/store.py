@@ -2,7 +2,9 @@
 
 SQLite in WAL mode by default, PostgreSQL by URL. Every write commits before the caller answers,
 so an accepted item, delete or interaction survives a ``kill -9``; on start the service replays
-this store on top of the bundle.
+this store on top of the bundle. Every write also appends to a change feed (``changes``: a
+monotonic id, the kind, the keys, the writing replica) in the same transaction, which the other
+replicas poll to converge on the same catalog and histories.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from sqlalchemy import (
     Table,
     create_engine,
     event,
+    func,
     select,
     text,
     update,
@@ -44,6 +47,18 @@ class StoredItem:
     model_version: str  # bundle whose item tower computed embedding and history_state
     deleted: bool = False
     updated_at: float = 0.0
+
+
+@dataclass
+class Change:
+    """One entry of the change feed: every write appends one, in the write's transaction."""
+
+    id: int  # monotonic (commit order may differ from id order under concurrent writers)
+    kind: str  # "item" (upsert), "delete" or "interaction"
+    item_id: str
+    user_id: str | None
+    origin: str  # the replica that wrote it
+    ref: int | None  # the interaction's row id
 
 
 @dataclass
@@ -103,6 +118,17 @@ class Store:
             Column("ts", Float, nullable=False),
             Column("logged_at", Float, nullable=False, index=True),
         )
+        self.changes = Table(
+            f"{table_prefix}changes",
+            self.metadata,
+            Column("id", big_id, primary_key=True, autoincrement=True),
+            Column("kind", String(16), nullable=False),
+            Column("item_id", String(256), nullable=False),
+            Column("user_id", String(256), nullable=True),
+            Column("origin", String(64), nullable=False),
+            Column("ref", BigInteger, nullable=True),
+            Column("created_at", Float, nullable=False),
+        )
         self.meta = Table(
             f"{table_prefix}meta",
             self.metadata,
@@ -133,8 +159,8 @@ class Store:
         except Exception:
             return False
 
-    def upsert_items(self, items: list[StoredItem]) -> None:
-        """Insert or replace items by id, all in one transaction."""
+    def upsert_items(self, items: list[StoredItem], origin: str = "") -> None:
+        """Insert or replace items by id, all in one transaction (with their feed entries)."""
         now = time.time()
         rows = [
             {
@@ -151,8 +177,9 @@ class Store:
         ]
         with self.engine.begin() as conn:
             self._upsert(conn, rows)
+            self._feed(conn, [{"kind": "item", "item_id": r["item_id"]} for r in rows], origin)
 
-    def delete_item(self, item_id: str) -> int:
+    def delete_item(self, item_id: str, origin: str = "") -> int:
         """Mark an item deleted (a tombstone also hides bundle items); returns the new catalog
         generation, bumped in the same transaction so cache keys change with the delete."""
         row = {
@@ -167,6 +194,7 @@ class Store:
         }
         with self.engine.begin() as conn:
             self._upsert(conn, [row])
+            self._feed(conn, [{"kind": "delete", "item_id": item_id}], origin)
             conn.execute(
                 update(self.meta)
                 .where(self.meta.c.key == CATALOG_GENERATION)
@@ -197,15 +225,44 @@ class Store:
             for row in conn.execution_options(yield_per=1000).execute(query):
                 yield _item(row)
 
-    def add_interaction(self, user_id: str, item_id: str, ts: float | None = None) -> float:
+    def add_interaction(
+        self, user_id: str, item_id: str, ts: float | None = None, origin: str = ""
+    ) -> float:
         now = time.time()
         with self.engine.begin() as conn:
-            conn.execute(
+            result = conn.execute(
                 self.interactions.insert().values(
                     user_id=user_id, item_id=item_id, ts=now if ts is None else ts, logged_at=now
                 )
             )
+            ref = int(result.inserted_primary_key[0])
+            self._feed(conn, [{"kind": "interaction", "item_id": item_id, "user_id": user_id,
+                               "ref": ref}], origin)
         return now
+
+    def last_interaction_id(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.max(self.interactions.c.id))).scalar() or 0)
+
+    # ---- change feed: how replicas learn about each other's writes ----------------------
+
+    def _feed(self, conn, entries: list[dict], origin: str) -> None:
+        now = time.time()
+        conn.execute(self.changes.insert(), [
+            {"user_id": None, "ref": None, **e, "origin": origin, "created_at": now}
+            for e in entries
+        ])
+
+    def last_change_id(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.max(self.changes.c.id))).scalar() or 0)
+
+    def changes_after(self, cursor: int, limit: int = 10_000) -> list[Change]:
+        query = (select(self.changes).where(self.changes.c.id > cursor)
+                 .order_by(self.changes.c.id).limit(limit))
+        with self.engine.connect() as conn:
+            return [Change(r.id, r.kind, r.item_id, r.user_id, r.origin, r.ref)
+                    for r in conn.execute(query)]
 
     def iter_interactions(self, logged_after: float = 0.0) -> Iterator[StoredInteraction]:
         """Interactions logged after a time, in the order they were accepted."""

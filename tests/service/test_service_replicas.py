@@ -1,0 +1,77 @@
+"""Two uvicorn replicas sharing PostgreSQL and Redis converge through the store's change feed:
+an item added on one is served by the other within the bound, and after a delete on one the
+other never serves the item once the bound has passed."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import httpx
+import numpy as np
+import pytest
+from bundle_factory import FactoryBundle
+from conftest import AUTH, LOCAL_REDIS, redis_reachable
+from helpers import features_for, ids, item_body
+
+from service.store import Store
+
+POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+BOUND_S = 2.0  # the default RECSYS_FEED_POLL_S (0.5 s) plus the time to apply a change
+
+
+@pytest.fixture
+def replicas(live_server, factory: FactoryBundle):
+    prefix = f"r{uuid.uuid4().hex[:10]}_"
+    store = Store(POSTGRES_URL, prefix)
+    if not store.ping():
+        pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
+    if not redis_reachable():
+        pytest.skip(f"Redis is not reachable at {LOCAL_REDIS}")
+    env = {"RECSYS_DATABASE_URL": POSTGRES_URL, "RECSYS_TABLE_PREFIX": prefix,
+           "RECSYS_ACCESS_LOG": "false"}
+    first, second = live_server(**env), live_server(**env)
+    yield httpx.Client(base_url=first.url, timeout=10), httpx.Client(base_url=second.url,
+                                                                     timeout=10)
+    store.drop()
+    store.close()
+
+
+def _until(condition, timeout: float = 10.0) -> float:
+    start = time.monotonic()
+    while not condition():
+        if time.monotonic() - start > timeout:
+            raise AssertionError("the other replica never converged")
+        time.sleep(0.02)
+    return time.monotonic() - start
+
+
+def test_writes_on_one_replica_reach_the_other_within_the_bound(replicas, factory) -> None:
+    a, b = replicas
+    # items every user ranks near the top: embeddings along the users' mean, with a large norm
+    mean = factory.user_embeddings.mean(axis=0)
+    largest = np.linalg.norm(factory.item_embeddings, axis=1).max()
+    target = 10 * largest * mean / np.linalg.norm(mean)
+    delays = []
+    for n in range(10):
+        body = {"items": [item_body(factory, f"fresh{n}", features_for(factory, target))]}
+        assert a.post("/items", json=body, headers=AUTH).status_code == 200
+        delays.append(_until(lambda n=n: b.get(f"/items/fresh{n}").status_code == 200))
+    assert max(delays) < BOUND_S, delays
+    assert b.post("/recommend", json={"history": ["fresh0"], "k": 5}).status_code == 200
+    assert "fresh0" in ids(b.get("/recommend/u3?k=100").json())
+
+    # an interaction on A: B stops recommending the item to that user (it is seen now)
+    assert a.post("/interactions", json={"user_id": "u3", "item_id": "fresh0"},
+                  headers=AUTH).status_code == 201
+    delay = _until(lambda: "fresh0" not in ids(b.get("/recommend/u3?k=100").json()))
+    assert delay < BOUND_S
+
+    # a delete on A: once the bound has passed, B never serves the item again
+    assert "fresh1" in ids(b.get("/recommend/u0?k=100").json())
+    assert a.delete("/items/fresh1", headers=AUTH).status_code == 204
+    time.sleep(BOUND_S)
+    assert b.get("/items/fresh1").status_code == 404
+    for user in range(20):
+        assert "fresh1" not in ids(b.get(f"/recommend/u{user}?k=100").json())
+        assert "fresh1" not in ids(b.post("/recommend", json={"history": ["i1"], "k": 100}).json())
