@@ -9,6 +9,7 @@ Training-free models (``trainable`` False: MostPop, content kNN) are evaluated a
 from __future__ import annotations
 
 import copy
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +35,8 @@ from training.report import all_rows_and_share, evaluate_embeddings, warm_cold_r
 from training.sampling import BPRSampler
 
 EARLY_STOP_METRIC = "recall@20"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -166,6 +169,11 @@ def run_epoch(
     return losses, terms
 
 
+def likely_last_epoch(best_epoch: int, patience: int, max_epochs: int) -> int:
+    """The epoch at which early stopping ends training unless validation improves again."""
+    return min(max_epochs, best_epoch + patience)
+
+
 def train(
     dataset: Dataset,
     config: TrainConfig,
@@ -193,8 +201,11 @@ def train(
     # what every epoch is validated on (a fixed sample of users on large data sets)
     epoch_data = (dataset if config.epoch_valid_users is None
                   else dataset.with_valid_sample(config.epoch_valid_users, config.seed))
-    bar = tqdm(range(1, epochs + 1), desc=config.model, disable=not progress)
-    for epoch in bar:
+    # The bar's end is where early stopping stops unless validation improves again, so its time
+    # estimate is what patience makes likely, not all max epochs; an improvement moves it.
+    bar = tqdm(total=likely_last_epoch(0, config.patience, epochs), desc=config.model,
+               unit="epoch", disable=not progress)
+    for epoch in range(1, epochs + 1):
         started = time.perf_counter()
         losses, terms = run_epoch(model, sampler, optimiser, config, device)
         train_seconds += time.perf_counter() - started
@@ -221,13 +232,19 @@ def train(
         if score > best_score:
             best_score, best_epoch = score, epoch
             best_state = copy.deepcopy(model.state_dict())
-        bar.set_postfix(
-            loss=f"{np.mean(losses):.4f}", r20=f"{score:.4f}", best=f"{best_score:.4f}@{best_epoch}"
-        )
+        bar.total = likely_last_epoch(best_epoch, config.patience, epochs)
+        bar.update(1)
+        bar.set_postfix(loss=f"{np.mean(losses):.4f}", r20=f"{score:.4f}",
+                        best=f"{best_score:.4f}@{best_epoch}", max=epochs)
         if epoch - best_epoch >= config.patience:
             break
+    bar.close()
 
     model.load_state_dict(best_state)
+    if progress and (supports_knn_scale(model) or supports_calibration(model)):
+        log.info("choosing the kNN factor and the new-item scale on all %d validation users "
+                 "(several full rankings; minutes on large data sets)",
+                 len(np.unique(dataset.valid[:, 0])))
     # the content-kNN weight first: the new-item scale is chosen against the final warm scores
     knn_calibration = (
         calibrate_knn_scale(model, dataset, batch_size=config.eval_batch_size,

@@ -112,3 +112,11 @@ def test_epochs_can_be_validated_on_a_fixed_sample_of_users(planted) -> None:
     result = train(planted, config, progress=False)
     assert {h["users"] for h in result.history} == {20}
     assert result.valid_report["all"]["users"] == len(np.unique(planted.valid[:, 0]))
+
+
+def test_the_progress_bar_ends_where_early_stopping_would() -> None:
+    from training.trainer import likely_last_epoch
+
+    assert likely_last_epoch(0, 10, 500) == 10  # no improvement yet: patience epochs
+    assert likely_last_epoch(37, 10, 500) == 47  # an improvement moves the end
+    assert likely_last_epoch(495, 10, 500) == 500  # never past max epochs
