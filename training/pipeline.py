@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 import bundle as bundle_format
+from training import distributed
 from training.checkpoint import save_checkpoint
 from training.config import TrainConfig
 from training.data import Dataset, load_dataset
@@ -117,6 +118,8 @@ def train_dataset_to_bundle(
     of the newest data in it, after which the service replays what it logged)."""
     log.info("%s", dataset.summary())
     result = train(dataset, config, progress=progress)
+    if not distributed.context().writes:  # under torchrun, rank 0 writes the bundle
+        return result, Path(out)
     path = write_result_bundle(result, dataset, out, overwrite=overwrite, data_cutoff=data_cutoff)
     try:
         export_bundle(path)

@@ -17,10 +17,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from models.base import BipartiteGraph, Recommender, TrainingBatch
 from models.registry import build_model
+from training import distributed
 from training.calibration import (
     EPOCH_GRID,
     calibrate_cold_scale,
@@ -138,27 +141,45 @@ def training_sampler(dataset: Dataset, config: TrainConfig) -> BPRSampler:
     )
 
 
+class TrainingStep(nn.Module):
+    """The named loss terms of one batch (the model's own plus eq. 19's L2) as a module's
+    forward, so that DistributedDataParallel can wrap it and average the gradients."""
+
+    def __init__(self, model: Recommender, config: TrainConfig):
+        super().__init__()
+        self.model, self.config = model, config
+
+    def forward(self, batch: TrainingBatch) -> dict[str, torch.Tensor]:
+        named = self.model.training_losses(batch)
+        if self.config.l2 > 0:
+            named["l2"] = self.config.l2 * _l2(self.model, self.config, batch.users, batch.items)
+        return named
+
+
 def run_epoch(
     model: Recommender,
     sampler: BPRSampler,
     optimiser: torch.optim.Optimizer,
     config: TrainConfig,
     device: torch.device,
+    step: nn.Module | None = None,
+    ctx: distributed.Context = distributed.SINGLE,
 ) -> tuple[list[float], dict[str, list[float]]]:
     """One pass over the training triples; returns the loss of every batch and of every
-    named term (the model's own plus eq. 19's L2) per batch."""
+    named term (the model's own plus eq. 19's L2) per batch. Distributed (``ctx``), every
+    rank draws the same batch and ``step`` (DDP around :class:`TrainingStep`) sees its slice."""
     model.train()
+    step = step or TrainingStep(model, config)
     terms: dict[str, list[float]] = {}
     losses = []
     for users, positives, negatives in sampler.epoch(config.batch_size):
+        part = ctx.shard(len(users))
         batch = TrainingBatch(
-            torch.as_tensor(users, device=device),
-            torch.as_tensor(positives, device=device),
-            torch.as_tensor(negatives, device=device),
+            torch.as_tensor(users[part], device=device),
+            torch.as_tensor(positives[part], device=device),
+            torch.as_tensor(negatives[part], device=device),
         )
-        named = model.training_losses(batch)
-        if config.l2 > 0:
-            named["l2"] = config.l2 * _l2(model, config, batch.users, batch.items)
+        named = step(batch)
         loss = torch.stack(list(named.values())).sum()
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
@@ -188,7 +209,8 @@ def train(
     with a content-kNN part get the factor on its weight chosen on validation before that.
     ``after_training(model, dataset)`` runs on the best model before the final reports.
     """
-    device = choose_device(config.device)
+    ctx = distributed.context()
+    device = distributed.device_for(ctx, choose_device(config.device))
     np.random.seed(config.seed)
     model = build_for(dataset, config, device)
     sampler = training_sampler(dataset, config)
@@ -196,18 +218,22 @@ def train(
     history: list[dict[str, float]] = []
     train_seconds = 0.0
     epochs = config.max_epochs if model.trainable else 0
+    step: nn.Module | None = None
     if model.trainable:
         optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
+        step = TrainingStep(model, config)
+        if ctx.active:  # find_unused: a model's auxiliary terms may leave parts untouched
+            step = DistributedDataParallel(step, find_unused_parameters=True)
     # what every epoch is validated on (a fixed sample of users on large data sets)
     epoch_data = (dataset if config.epoch_valid_users is None
                   else dataset.with_valid_sample(config.epoch_valid_users, config.seed))
     # The bar's end is where early stopping stops unless validation improves again, so its time
     # estimate is what patience makes likely, not all max epochs; an improvement moves it.
     bar = tqdm(total=likely_last_epoch(0, config.patience, epochs), desc=config.model,
-               unit="epoch", disable=not progress)
+               unit="epoch", disable=not progress or not ctx.writes)
     for epoch in range(1, epochs + 1):
         started = time.perf_counter()
-        losses, terms = run_epoch(model, sampler, optimiser, config, device)
+        losses, terms = run_epoch(model, sampler, optimiser, config, device, step, ctx)
         train_seconds += time.perf_counter() - started
 
         if supports_calibration(model):  # each epoch at its own best new-item scale
