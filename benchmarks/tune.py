@@ -141,6 +141,7 @@ def fixed_fields(args: argparse.Namespace) -> dict[str, Any]:
         "cold_start_fraction": args.cold_start_fraction,
         "epoch_valid_users": args.epoch_valid_users,
         "device": args.device,
+        "report_curves": False if args.no_report_curves else None,
     }
     return {k: v for k, v in fields.items() if v is not None}
 
@@ -293,7 +294,7 @@ def _calibration_record(calibration: dict[str, Any] | None) -> dict[str, Any] | 
         return None
     curve = [
         {"scale": c["scale"], "valid_all": c["valid"]["all"], "test": c["test"]}
-        for c in calibration["curve"]
+        for c in calibration.get("curve", [])
     ]
     slot_curve = [
         {"slot_share": c["slot_share"], "valid": c["valid"], "test": c["test"]}
@@ -328,7 +329,7 @@ def seeds(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     fields = fixed_fields(args)
     if args.cold_start_folds and not args.cold_start_fraction:
         raise SystemExit("--cold-start-folds needs --cold-start-fraction")
-    seed_list = [SEEDS_FROM + i for i in range(args.cold_start_folds or args.seeds)]
+    seed_list = [args.seed_from + i for i in range(args.cold_start_folds or args.seeds)]
     datasets: dict[int, Dataset] = {}  # the split (and any held-out items) follows the seed
     chosen = json.loads(Path(args.settings).read_text()) if args.settings else {}
     for model in [m.strip() for m in args.models.split(",") if m.strip()]:
@@ -431,7 +432,16 @@ def _load_runs(paths: Sequence[Path]) -> tuple[dict[str, Any], list[str], dict[s
     arrays: dict[str, np.ndarray] = {}
     for path in paths:
         record = json.loads(path.read_text())
-        models.update(record["models"])
+        for key, entry in record["models"].items():
+            known = models.get(key)
+            if known is not None and known["setting"] == entry["setting"] \
+                    and known.get("fixed") == entry.get("fixed"):
+                # the same row run in parts (e.g. one seed per process): its runs are merged
+                seeds = {r["seed"] for r in entry["runs"]}
+                entry = {**entry, "runs": sorted(
+                    [r for r in known["runs"] if r["seed"] not in seeds] + entry["runs"],
+                    key=lambda r: r["seed"])}
+            models[key] = entry
         commands += [c for c in record.get("commands", []) if c not in commands]
         if path.with_suffix(".npz").exists():
             arrays.update(dict(np.load(path.with_suffix(".npz"))))
@@ -485,7 +495,8 @@ def _interval_table(
 def _curve_tables(models: dict[str, Any]) -> list[str]:
     lines: list[str] = []
     for model, entry in models.items():
-        curves = [r["calibration"] for r in entry["runs"] if r["calibration"]]
+        curves = [r["calibration"] for r in entry["runs"]
+                  if r["calibration"] and r["calibration"]["curve"]]
         if not curves:
             continue
         chosen = [c["chosen"] for c in curves]
@@ -654,6 +665,8 @@ def _training_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epoch-valid-users", type=int,
                         help="validate each epoch on a fixed sample of this many users")
     parser.add_argument("--device", default=None)
+    parser.add_argument("--no-report-curves", action="store_true",
+                        help="skip the test side of the calibration curves (choices unchanged)")
     parser.add_argument("--threads", type=int, help="torch threads (the machine may be shared)")
     parser.add_argument("--out", help="output file (default under benchmarks/results)")
 
@@ -676,7 +689,9 @@ def build_parser() -> argparse.ArgumentParser:
     seeder = sub.add_parser("seeds", help="chosen settings over several seeds")
     _training_flags(seeder)
     seeder.add_argument("--models", required=True, help="comma-separated model names")
-    seeder.add_argument("--seeds", type=int, default=3, help=f"seeds {SEEDS_FROM}, +1, ...")
+    seeder.add_argument("--seeds", type=int, default=3, help="seeds --seed-from, +1, ...")
+    seeder.add_argument("--seed-from", type=int, default=SEEDS_FROM,
+                        help="first seed (a row run in parts: the report merges its runs)")
     seeder.add_argument("--tuned-dir", default=str(OPTUNA_DIR), help="where tune wrote JSON")
     seeder.add_argument("--cold-start-folds", type=int, default=0,
                         help="run i holds out fold i of the items (disjoint; replaces --seeds)")

@@ -62,24 +62,26 @@ def calibrate_knn_scale(
     batch_size: int = 2048,
     *,
     slot_share: float = 0.0,
+    with_test: bool = True,
 ) -> dict[str, Any]:
     """Set ``model.knn_scale`` (the factor on the content-kNN part of the user vectors, see
     :mod:`models.metammf_lightgcn`) to the grid value with the best validation Recall@20 on
     lists as served; ties keep the value closest to 1 (the trained weight).
 
     Returns ``{"objective", "chosen", "curve": [{"knn_scale", "valid", "test"}]}``, the test
-    column reported, never used to choose.
+    column reported, never used to choose (without ``with_test``: no curve).
     """
     if not supports_knn_scale(model):
         raise TypeError(f"{type(model).__name__} has no knn_scale to calibrate")
     model.eval()
     # closest to 1 first, so that a tie keeps the factor nearer the trained weight
     order = sorted(grid, key=lambda f: abs(math.log(f)))
-    points = _buffer_curve(model, "knn_scale", order, dataset, batch_size, slot_share)
+    points = _buffer_curve(model, "knn_scale", order, dataset, batch_size, slot_share,
+                           with_test)
     best = max(points, key=lambda p: p[1][OBJECTIVE])[0]  # max keeps the first of ties
     model.knn_scale.fill_(best)
     curve = sorted(({"knn_scale": value, **point} for value, _, point in points),
-                   key=lambda point: point["knn_scale"])
+                   key=lambda point: point["knn_scale"]) if with_test else []
     return {"objective": f"valid {OBJECTIVE}", "chosen": best, "curve": curve}
 
 
@@ -158,14 +160,14 @@ def calibrate_cold_scale(
 
 def _buffer_curve(
     model: Recommender, buffer: str, values: tuple[float, ...] | list[float], dataset: Dataset,
-    batch_size: int, slot_share: float,
+    batch_size: int, slot_share: float, with_test: bool = True,
 ) -> list[tuple[float, dict[str, float], dict[str, Any]]]:
     """``(value, valid all-rows metrics, headlines)`` with the model's scalar ``buffer`` set to
     each value in turn; the buffer is left at the last one."""
     points = []
     for value in values:
         getattr(model, buffer).fill_(value)
-        point = _curve_point(*model(), dataset, batch_size, slot_share)
+        point = _curve_point(*model(), dataset, batch_size, slot_share, with_test)
         points.append((value, point.pop("valid_all"), point))
     return points
 
@@ -177,9 +179,10 @@ def _drop_valid_all(point: dict[str, Any]) -> dict[str, Any]:
 
 def _curve_point(
     users: torch.Tensor, items: torch.Tensor, dataset: Dataset, batch_size: int,
-    slot_share: float,
+    slot_share: float, with_test: bool = True,
 ) -> dict[str, Any]:
     """Headlines of both splits (and the whole valid all-rows metrics) for one serving rule."""
     report = warm_cold_report(users, items, dataset, "valid", batch_size, slot_share)
-    test = warm_cold_report(users, items, dataset, "test", batch_size, slot_share)
-    return {"valid_all": report["all"], "valid": headline(report), "test": headline(test)}
+    test = (headline(warm_cold_report(users, items, dataset, "test", batch_size, slot_share))
+            if with_test else None)
+    return {"valid_all": report["all"], "valid": headline(report), "test": test}

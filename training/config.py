@@ -56,6 +56,11 @@ class TrainConfig(BaseModel):
         "are new items (a product decision; stored in the bundle and applied by the service "
         "and by every report); see bundle.serving_rules",
     )
+    report_curves: bool = Field(
+        True,
+        description="after training, score the test split at every point of the calibration "
+        "curves (reports only; the choices use validation). Off: test at the chosen point only",
+    )
     epoch_valid_users: int | None = Field(
         None,
         ge=1,

@@ -274,7 +274,7 @@ def train(
     # the content-kNN weight first: the new-item scale is chosen against the final warm scores
     knn_calibration = (
         calibrate_knn_scale(model, dataset, batch_size=config.eval_batch_size,
-                            slot_share=config.new_item_slots)
+                            slot_share=config.new_item_slots, with_test=config.report_curves)
         if supports_knn_scale(model)
         else None
     )
@@ -285,7 +285,7 @@ def train(
             batch_size=config.eval_batch_size,
             min_share=config.new_item_share,
             slot_share=config.new_item_slots,
-            with_curve=True,
+            with_curve=config.report_curves,
         )
         if supports_calibration(model)
         else None

@@ -172,3 +172,21 @@ def test_tune_starts_from_the_base_setting(toy_dataset_dir: Path, tmp_path: Path
     for setting in (first, second):  # unsearched keys stay fixed in every trial
         assert setting["new_item_slots"] == 0.1 and setting["hparams"]["knn_weight"] == 0.5
     assert study["base"] == base and "n_startup_trials=1" in study["sampler"]
+
+
+def test_a_row_run_in_parts_is_merged_and_curves_can_be_skipped(toy_dataset_dir, tmp_path):
+    data = ["--data", str(toy_dataset_dir), *SMALL]
+    parts = []
+    for seed in (2024, 2025):
+        out = tmp_path / f"part{seed}.json"
+        main(["seeds", *data, "--models", "metammf_lightgcn", "--seeds", "1",
+              "--seed-from", str(seed), "--no-report-curves", "--hparam", "knn_weight=1.0",
+              "--out", str(out)])
+        parts.append(str(out))
+    run = json.loads(Path(parts[1]).read_text())["models"]["metammf_lightgcn"]["runs"][0]
+    assert run["seed"] == 2025 and run["calibration"]["curve"] == []  # choices only
+    assert run["knn_scale"]["curve"] == [] and run["knn_scale"]["chosen"] > 0
+    table = tmp_path / "merged.md"
+    main(["report", *data[:2], "--runs", *parts, "--out", str(table)])
+    summary = table.read_text().split("## Test metrics")[1].split("## Paired")[0]
+    assert re.search(r"^\| metammf_lightgcn \| 2 \|", summary, re.M)  # both seeds, one row
