@@ -203,6 +203,8 @@ def tune(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     training_free = family_of(args.model) == "training_free"
     # the fixed part of every trial (e.g. the served new-item slots), searched keys win
     base = json.loads(Path(args.settings).read_text()).get(args.model, {}) if args.settings else {}
+    if base.get("hparams", {}).get("knn_weight", 0) > 0:
+        space.pop("combine", None)
     storage = f"sqlite:///{Path(args.storage).resolve()}" if args.storage else None
 
     def sampler(seed: int) -> optuna.samplers.TPESampler:

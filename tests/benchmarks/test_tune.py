@@ -172,6 +172,7 @@ def test_tune_starts_from_the_base_setting(toy_dataset_dir: Path, tmp_path: Path
     for setting in (first, second):  # unsearched keys stay fixed in every trial
         assert setting["new_item_slots"] == 0.1 and setting["hparams"]["knn_weight"] == 0.5
     assert study["base"] == base and "n_startup_trials=1" in study["sampler"]
+    assert "combine" not in study["space"]  # the kNN part needs combine=beside
 
 
 def test_a_row_run_in_parts_is_merged_and_curves_can_be_skipped(toy_dataset_dir, tmp_path):
