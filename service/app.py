@@ -19,6 +19,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -59,6 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings
     app.state.metrics = metrics
+    app.openapi = lambda: openapi_for_bundle(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(LatencyMiddleware, metrics=metrics)
     # The recommendation routes join the app's own router: FastAPI (0.16x) dispatches an included
@@ -105,6 +107,39 @@ async def http_error(request: Request, exc: Exception) -> Response:
                    if pattern.fullmatch(request.url.path) for m in methods}
         exc.headers = {**(exc.headers or {}), "Allow": ", ".join(sorted(allowed))}
     return await http_exception_handler(request, exc)
+
+
+def openapi_for_bundle(app: FastAPI) -> dict:
+    """The OpenAPI schema with examples valid for the served bundle (its modalities with their
+    dimensions, ids it knows), rebuilt when the bundle changes; generic before one is loaded."""
+    recommender = getattr(app.state, "recommender", None)
+    model = recommender.model if recommender is not None else None
+    version = model.version if model is not None else None
+    if app.openapi_schema is not None and getattr(app.state, "openapi_version", 0) == version:
+        return app.openapi_schema
+    schema = get_openapi(title=app.title, version=app.version, description=app.description,
+                         routes=app.routes)
+    if model is not None:
+        users, items = model.bundle.user_ids[:1], model.bundle.item_ids[:2]
+        features = {m.name: [0.0] * m.dim for m in model.modalities}
+        for name, component in schema.get("components", {}).get("schemas", {}).items():
+            fields = component.get("properties", {})
+            examples = {"user_id": users, "history": [items], "exclude": [[]],
+                        "item_id": ["new-item-1"] if name == "ItemIn" else items[:1],
+                        "features": [features]}
+            for field, example in examples.items():
+                if field in fields and example:
+                    fields[field]["examples"] = example
+        for path in schema.get("paths", {}).values():
+            for operation in path.values():
+                for parameter in operation.get("parameters", []) if isinstance(operation,
+                                                                                 dict) else []:
+                    if parameter.get("name") == "user_id" and users:
+                        parameter["example"] = users[0]
+                    if parameter.get("name") == "item_id" and items:
+                        parameter["example"] = items[0]
+    app.openapi_schema, app.state.openapi_version = schema, version
+    return schema
 
 
 def _path_methods(app: FastAPI) -> list[tuple[re.Pattern[str], set[str]]]:

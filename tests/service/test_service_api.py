@@ -359,3 +359,20 @@ def test_method_json_and_empty_body_errors_say_what_is_wrong(client):
         assert "not valid JSON" in bad.json()["detail"] and "position" in bad.json()["detail"]
     empty = client.post("/recommend", json={})
     assert empty.status_code == 422 and "user_id" in empty.text
+
+
+def test_docs_examples_are_valid_for_the_served_bundle(client, factory):
+    schema = client.get("/openapi.json").json()
+    components = schema["components"]["schemas"]
+    features = components["ItemIn"]["properties"]["features"]["examples"][0]
+    assert {name: len(v) for name, v in features.items()} == dict(factory.modalities)
+    item = {"item_id": components["ItemIn"]["properties"]["item_id"]["examples"][0],
+            "features": features}
+    assert client.post("/items", json={"items": [item]}, headers=AUTH).status_code == 200
+    history = components["RecommendIn"]["properties"]["history"]["examples"][0]
+    assert client.post("/recommend", json={"history": history, "k": 5}).status_code == 200
+    user = components["RecommendIn"]["properties"]["user_id"]["examples"][0]
+    assert client.get(f"/recommend/{user}").status_code == 200
+    interaction = {"user_id": user,
+                   "item_id": components["InteractionIn"]["properties"]["item_id"]["examples"][0]}
+    assert client.post("/interactions", json=interaction, headers=AUTH).status_code == 201
