@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,6 +14,17 @@ import typer
 from training.config import TrainConfig, load_config_file, parse_hparams
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+
+
+@contextmanager
+def _exit_on(*errors: type[BaseException]) -> Iterator[None]:
+    """A user's mistake (bad data, a broken bundle, a bad value) ends the command with its
+    message in red and exit code 2, not a traceback."""
+    try:
+        yield
+    except errors as error:
+        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
 
 
 def _parse_hparams(pairs: list[str]) -> dict[str, Any]:
@@ -87,12 +100,9 @@ def train_command(
     fields.update({k: v for k, v in overrides.items() if v is not None})
     if hparam:
         fields["hparams"] = {**fields.get("hparams", {}), **_parse_hparams(hparam)}
-    try:
+    with _exit_on(DataError, BundleError, ValueError, TypeError, FileNotFoundError):
         cfg = TrainConfig(**fields)
         result, path = train_to_bundle(data, out, cfg, overwrite=overwrite, progress=not quiet)
-    except (DataError, BundleError, ValueError, TypeError, FileNotFoundError) as error:
-        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from None
     typer.echo(f"bundle written to {path}")
     typer.echo(
         _metrics_table(
@@ -117,11 +127,8 @@ def export_command(bundle: Annotated[Path, typer.Option(help="bundle folder")]) 
     from bundle import BundleError
     from training.export import ExportError, export_bundle
 
-    try:
+    with _exit_on(BundleError, ExportError, FileNotFoundError):
         export_bundle(bundle)
-    except (BundleError, ExportError, FileNotFoundError) as error:
-        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from None
     typer.echo(f"towers exported into {bundle}")
 
 
@@ -140,14 +147,11 @@ def evaluate_command(
     from training.pipeline import prepare_dataset
     from training.report import evaluate_embeddings
 
-    try:
+    with _exit_on(BundleError, DataError, ValueError):
         loaded = load_bundle(bundle)
         manifest = loaded.manifest
         config = TrainConfig(**manifest.config)
         dataset = prepare_dataset(data or manifest.dataset["path"], config)
-    except (BundleError, DataError, ValueError) as error:
-        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from None
     users = torch.as_tensor(loaded.user_embeddings)
     items = torch.as_tensor(loaded.item_embeddings)
     results = {s: evaluate_embeddings(users, items, dataset, s) for s in ("valid", "test")}
@@ -173,7 +177,7 @@ def features_command(
     from training.encoders import EncoderError, get_encoder_spec
     from training.encoders.cache import StateTable
 
-    try:
+    with _exit_on(DataError, EncoderError, ValueError):
         spec = get_encoder_spec(encoder)
         if pooling not in spec.poolings:
             raise ValueError(
@@ -181,9 +185,6 @@ def features_command(
             )
         folder = resolve_dataset_path(data)
         path = microlens.write_text_features(folder, encoder, pooling, layer, progress=not quiet)
-    except (DataError, EncoderError, ValueError) as error:
-        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from None
     shape = np.load(path, mmap_mode="r").shape
     typer.echo(f"encoder cache: {StateTable.of(spec, pooling).folder}")
     typer.echo(
@@ -207,11 +208,8 @@ def publish_command(
     """Publish a bundle as a new version and point current at it (atomic)."""
     from bundle import BundleError, versions
 
-    try:
+    with _exit_on(BundleError, ValueError, OSError):
         name = versions.publish(bundle, root, keep=keep)
-    except (BundleError, ValueError, OSError) as error:
-        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from None
     typer.echo(f"published {name}; {root / versions.CURRENT} -> {name}")
 
 
@@ -225,12 +223,9 @@ def rollback_command(
     """Point current at an earlier published version (replicas follow within their poll)."""
     from bundle import BundleError, versions
 
-    try:
+    with _exit_on(BundleError):
         before = versions.current_version(root)
         name = versions.rollback(root, to)
-    except BundleError as error:
-        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from None
     typer.echo(f"rolled back {before} -> {name}")
 
 
@@ -260,14 +255,11 @@ def bootstrap_command(
     if live is not None:
         typer.echo(f"{root / versions.CURRENT} -> {live}: nothing to do")
         return
-    try:
+    with _exit_on(DataError, BundleError, ValueError, FileNotFoundError):
         cfg = TrainConfig(**(load_config_file(config) if config else {}))
         _, path = train_to_bundle(data, root / "candidate", cfg, overwrite=True,
                                   progress=not quiet)
         name = versions.publish(path, root)
-    except (DataError, BundleError, ValueError, FileNotFoundError) as error:
-        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from None
     typer.echo(f"published {name}")
 
 
@@ -299,13 +291,10 @@ def retrain_command(
     fields: dict[str, Any] = load_config_file(config) if config else {}
     if max_epochs is not None:
         fields["max_epochs"] = max_epochs
-    try:
+    with _exit_on(DataError, BundleError, ValueError, FileNotFoundError):
         decision = retrain(root, data, TrainConfig(**fields), database_url,
                            table_prefix=table_prefix, holdout_share=holdout_share,
                            tolerance=tolerance, keep=keep, progress=not quiet)
-    except (DataError, BundleError, ValueError, FileNotFoundError) as error:
-        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from None
     valid, holdout = decision["valid"], decision["holdout"]
     typer.echo(f"valid recall@20: candidate {valid['candidate']:.4f}, live {valid['live']:.4f}, "
                f"popularity {valid['popularity']:.4f}; holdout rows {holdout['rows']}"
