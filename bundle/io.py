@@ -185,10 +185,7 @@ def read_manifest(bundle_dir: str | Path) -> Manifest:
     path = Path(bundle_dir) / MANIFEST
     if not path.exists():
         raise BundleError(f"{bundle_dir}: not a bundle (no {MANIFEST})")
-    try:
-        fields = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise BundleError(f"{path}: invalid JSON ({error})") from None
+    fields = _read_json(path)
     if not isinstance(fields, dict):
         raise BundleError(f"{path}: a manifest is a JSON object, got {type(fields).__name__}")
     if fields.get("format_version") != FORMAT_VERSION:
@@ -233,11 +230,15 @@ def load_bundle(bundle_dir: str | Path, *, check: bool = True) -> Bundle:
     )
 
 
-def _json_list(path: Path) -> list[str]:
+def _read_json(path: Path) -> Any:
     try:
-        values = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise BundleError(f"{path}: invalid JSON ({error})") from None
+
+
+def _json_list(path: Path) -> list[str]:
+    values = _read_json(path)
     if not isinstance(values, list):
         raise BundleError(f"{path}: expected a JSON list of ids")
     return [str(v) for v in values]
