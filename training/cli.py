@@ -280,6 +280,9 @@ def retrain_command(
     ] = 0.02,
     keep: Annotated[int, typer.Option(help="versions kept")] = 5,
     max_epochs: Annotated[int | None, typer.Option(help="override the config")] = None,
+    warm_start: Annotated[
+        bool, typer.Option(help="start from the live bundle's weights when the model matches")
+    ] = True,
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
 ) -> None:
     """Retrain on base data + the store, gate against live, publish if not worse (exit 1 if
@@ -294,7 +297,8 @@ def retrain_command(
     with _exit_on(DataError, BundleError, ValueError, FileNotFoundError):
         decision = retrain(root, data, TrainConfig(**fields), database_url,
                            table_prefix=table_prefix, holdout_share=holdout_share,
-                           tolerance=tolerance, keep=keep, progress=not quiet)
+                           tolerance=tolerance, keep=keep, warm_start=warm_start,
+                           progress=not quiet)
     valid, holdout = decision["valid"], decision["holdout"]
     typer.echo(f"valid recall@20: candidate {valid['candidate']:.4f}, live {valid['live']:.4f}, "
                f"popularity {valid['popularity']:.4f}; holdout rows {holdout['rows']}"

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 import bundle as bundle_format
+from models.base import Recommender
 from training import distributed
 from training.checkpoint import save_checkpoint
 from training.config import TrainConfig
@@ -113,11 +116,12 @@ def train_dataset_to_bundle(
     data_cutoff: float,
     overwrite: bool = False,
     progress: bool = True,
+    init_model: Callable[[Recommender], Any] | None = None,
 ) -> tuple[TrainResult, Path]:
     """Train on a prepared dataset and write the exported bundle (``data_cutoff``: the time
     of the newest data in it, after which the service replays what it logged)."""
     log.info("%s", dataset.summary())
-    result = train(dataset, config, progress=progress)
+    result = train(dataset, config, progress=progress, init_model=init_model)
     if not distributed.context().writes:  # under torchrun, rank 0 writes the bundle
         return result, Path(out)
     path = write_result_bundle(result, dataset, out, overwrite=overwrite, data_cutoff=data_cutoff)

@@ -8,8 +8,9 @@
 2. **Recent holdout.** The newest ``holdout_share`` of the interactions logged after the live
    bundle's data cutoff are kept out of training: neither the live bundle nor the candidate has
    seen them, so they score both fairly on what users did most recently.
-3. **Candidate.** Trained from scratch with the configuration (no warm start yet: the models'
-   ID tables grow with new users and items, and no model implements the copy).
+3. **Candidate.** Trained with the configuration, warm-started from the live bundle's weights
+   when it is the same model (:mod:`training.warm_start`: ID-table rows matched by external
+   id, new rows freshly initialised; ``warm_start=False`` trains from scratch).
 4. **Gate** (:func:`gate`). Both bundles are scored by the same code, from their stored
    embeddings, on the base catalog: Recall@20 on the fixed base validation split (training
    items masked) and on the recent holdout (every known interaction masked; rows whose user or
@@ -43,6 +44,7 @@ from training.config import TrainConfig
 from training.data import Dataset
 from training.evaluation import evaluate
 from training.pipeline import prepare_dataset, train_dataset_to_bundle
+from training.warm_start import from_bundle
 
 log = logging.getLogger(__name__)
 
@@ -265,6 +267,7 @@ def retrain(
     holdout_share: float = 0.2,
     tolerance: float = 0.02,
     keep: int = 5,
+    warm_start: bool = True,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train, gate and (if accepted) publish; returns the decision (``published`` added)."""
@@ -284,11 +287,16 @@ def retrain(
     log.info("retraining on %s", prepared.stats)
     out = root / "candidate"  # the last candidate stays for inspection until the next run
     started = time.time()
-    _, path = train_dataset_to_bundle(prepared.dataset, out, config, data_cutoff=logged.read_at,
-                                      overwrite=True, progress=progress)
+    init_model = (from_bundle(live, config.model, prepared.dataset.external_user_ids(),
+                              prepared.dataset.external_item_ids()) if warm_start else None)
+    result, path = train_dataset_to_bundle(prepared.dataset, out, config,
+                                           data_cutoff=logged.read_at, overwrite=True,
+                                           progress=progress, init_model=init_model)
     candidate = bundle_format.load_bundle(path)
     decision = gate(candidate, live, base, prepared, tolerance)
     decision["train_seconds"] = round(time.time() - started, 1)
+    decision["warm_start"] = init_model is not None
+    decision["epochs"] = {"run": result.epochs_run, "best": result.best_epoch}
     decision["candidate"] = str(path)
     accepted = decision["accepted"]
     decision["published"] = versions.publish(path, root, keep=keep) if accepted else None

@@ -201,18 +201,23 @@ def train(
     *,
     progress: bool = True,
     after_training: Callable[[Recommender, Dataset], Any] | None = None,
+    init_model: Callable[[Recommender], Any] | None = None,
 ) -> TrainResult:
     """Fit ``config.model`` on ``dataset.train``; keep the best epoch on validation.
 
     Models with a new-item scale (:mod:`training.calibration`) are calibrated on validation
     before every validation and once more, with the whole trade-off curve, at the end; models
     with a content-kNN part get the factor on its weight chosen on validation before that.
-    ``after_training(model, dataset)`` runs on the best model before the final reports.
+    ``init_model(model)`` runs once on the built model before training (a warm start,
+    :mod:`training.warm_start`); ``after_training(model, dataset)`` runs on the best model
+    before the final reports.
     """
     ctx = distributed.context()
     device = distributed.device_for(ctx, choose_device(config.device))
     np.random.seed(config.seed)
     model = build_for(dataset, config, device)
+    if init_model is not None:
+        init_model(model)
     sampler = training_sampler(dataset, config)
     best_score, best_epoch, best_state = -1.0, 0, copy.deepcopy(model.state_dict())
     history: list[dict[str, float]] = []

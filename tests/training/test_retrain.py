@@ -62,6 +62,7 @@ def test_retrain_publishes_a_candidate_that_passes_and_keeps_live_when_one_fails
     assert result.exit_code == 0, result.output
     decision = json.loads((root / "gate" / "gate.json").read_text())
     assert decision["accepted"] and decision["published"] == versions.current_version(root) != live
+    assert decision["warm_start"]  # the same model as live: started from its weights
     assert decision["data"]["new_items"] == 1 and decision["data"]["dropped_unknown_item"] == 1
     assert decision["data"]["holdout_interactions"] == round(0.3 * 1502)
     assert decision["holdout"]["candidate"] > 2 * decision["holdout"]["live"]  # it learnt the day
@@ -73,7 +74,9 @@ def test_retrain_publishes_a_candidate_that_passes_and_keeps_live_when_one_fails
     assert "recsys_gate_accepted 1" in prom and 'split="holdout",bundle="live"' in prom
 
     serving = versions.current_version(root)
-    result = runner.invoke(app, [*retrain, "--config", _config(tmp_path, "w", WORSE)])
+    # from scratch: a warm start from live would leave the barely-trained candidate near live
+    result = runner.invoke(app, [*retrain, "--config", _config(tmp_path, "w", WORSE),
+                                 "--no-warm-start"])
     assert result.exit_code == 1 and "rejected" in result.output
     decision = json.loads((root / "gate" / "gate.json").read_text())
     assert not decision["accepted"] and decision["published"] is None and decision["reasons"]
