@@ -35,7 +35,8 @@ class BipartiteGraph:
 
     num_users: int
     num_items: int
-    edge_index: torch.Tensor  # LongTensor [2, E]: row 0 user ids, row 1 item ids
+    edge_index: torch.Tensor  # LongTensor [2, E]: row 0 user ids, row 1 item ids; oldest first
+    # when the data knows the time (training.trainer.model_inputs), which sequential models read
 
     def to(self, device: torch.device | str) -> BipartiteGraph:
         return BipartiteGraph(self.num_users, self.num_items, self.edge_index.to(device))
@@ -114,6 +115,13 @@ class Recommender(nn.Module):
                 users[batch.users], items[batch.positives], items[batch.negatives]
             )
         }
+
+    def user_embeddings_after(self, pairs: torch.Tensor) -> torch.Tensor | None:
+        """User vectors [U, d] once ``pairs`` [N, 2] (user, item; oldest first) are appended to
+        the users' histories, for a model whose user vector reads an ordered history (a
+        leave-one-out test user has also seen its validation item); None (the default): the
+        model's user vectors do not change without training."""
+        return None
 
     def embed_new_items(self, features: torch.Tensor) -> torch.Tensor:
         """Final embeddings [B, d] of items that have features [B, F] but no interactions.

@@ -19,6 +19,11 @@ VBPR gives those items ``[0 ; E f_i]``.
 fusion on a LightGCN backbone (:mod:`models.metammf_lightgcn`, a variant the paper allows, not
 eq. 18); their fusion is built on the conditioned features. ``mostpop`` and ``content_knn`` are
 training-free baselines (:mod:`models.popularity`, :mod:`models.content_knn`).
+
+``crossan`` (eq. 5 cross-expert side adapters + eq. 6 MOMEF), ``indsan`` (independent towers),
+``sasrec_text`` (frozen states, no adapters) and ``sasrec`` (item IDs) share the sequential
+user encoder and eq. 7-8's loss (:mod:`models.crossan`); their item features are per-layer
+encoder states (``training.feature_sets``).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import torch
 
 from models.base import BipartiteGraph, Recommender
 from models.content_knn import ContentKNN
+from models.crossan import SequentialRecommender
 from models.fusion import build_fusion
 from models.lightgcn import LightGCN
 from models.metammf import FusedItemRecommender, FusionGCN, FusionMF
@@ -66,6 +72,12 @@ _LIGHTGCN_FUSED: dict[str, Any] = {
     "cold_items": None,
 }
 
+# CROSSAN and its controls (models.crossan): section 5's sequence encoder, our adapter defaults.
+_SEQUENTIAL: dict[str, Any] = {"embed_dim": 64, "max_length": 10, "num_blocks": 2,
+                               "num_heads": 2, "dropout": 0.1, "cold_items": None}
+_SIDE_ADAPTERS: dict[str, Any] = {"state_dim": 384, "adapter_dim": 64, "fusion": "momef",
+                                  "top_k": 2}
+
 _DEFAULTS: dict[str, dict[str, Any]] = {
     "metammf_gcn": {"embed_dim": 64, "num_layers": 2, **_META_FUSION, **_NEW_ITEMS, **_NEW_USERS},
     "metammf_mf": {"embed_dim": 64, **_META_FUSION, **_NEW_ITEMS},
@@ -81,6 +93,10 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     "hybrid_lightgcn": {**_LIGHTGCN_FUSED, **_STATIC_FUSION},
     "mostpop": {"cold_items": None},
     "content_knn": {"conditioning": "center_l2", "cold_items": None},
+    "crossan": {**_SEQUENTIAL, **_SIDE_ADAPTERS},
+    "indsan": {**_SEQUENTIAL, **_SIDE_ADAPTERS},
+    "sasrec": {**_SEQUENTIAL},
+    "sasrec_text": {**_SEQUENTIAL, "state_dim": 384},
 }
 
 #: Every buildable model name.
@@ -146,6 +162,16 @@ def _fused_lightgcn(kind: str) -> Callable[..., Recommender]:
     return build
 
 
+def _sequential(**fixed: Any) -> Callable[..., Recommender]:
+    """Builder of a :class:`SequentialRecommender` whose item side ``fixed`` names."""
+
+    def build(graph: BipartiteGraph, item_features: torch.Tensor | None,
+              modality_dims: Sequence[int], **hp: Any) -> Recommender:
+        return SequentialRecommender(graph, item_features, modality_dims, **fixed, **hp)
+
+    return build
+
+
 _BUILDERS: dict[str, Callable[..., Recommender]] = {
     "metammf_gcn": _fused(FusionGCN, "metammf"),
     "metammf_mf": _fused(FusionMF, "metammf"),
@@ -161,6 +187,10 @@ _BUILDERS: dict[str, Callable[..., Recommender]] = {
     "hybrid_lightgcn": _fused_lightgcn("hybrid"),
     "mostpop": MostPop,
     "content_knn": ContentKNN,
+    "crossan": _sequential(item_encoder="adapters", mixing="cross"),
+    "indsan": _sequential(item_encoder="adapters", mixing="independent"),
+    "sasrec": _sequential(item_encoder="ids"),
+    "sasrec_text": _sequential(item_encoder="frozen"),
 }
 
 

@@ -1,0 +1,222 @@
+"""CROSSAN (cross-modal side adapters, MOMEF, a sequential user) and its controls, as one
+:class:`models.base.Recommender` whose item side is chosen by ``item_encoder``:
+
+- ``adapters``: :class:`models.side_adapters.SideAdapterTowers` over the frozen per-layer states
+  of each expert (``crossan``: eq. 5 cross mixing; ``indsan``: independent towers);
+- ``frozen``: the frozen last kept state of every expert, concatenated and linearly mapped
+  (``sasrec_text``: no adapters);
+- ``ids``: an item-ID table (``sasrec``: no content at all).
+
+Item features are ``[I, M * K * D]``: for each of M experts (``modality_dims``, one per expert,
+each ``K * D``), the pooled frozen states of K kept layers of width D (``state_dim``).
+
+The user is :class:`models.sequence.SequenceEncoder` over the newest ``max_length`` training
+items, in the order of the training graph's edges (the trainer lists them oldest first). The
+loss is eq. 7-8, with the trainer's BPR triples choosing the targets: a triple ``(u, i+, -)``
+is the position of ``i+`` in u's training sequence, the ``max_length`` items before it are the
+history, and the softmax runs over the batch's items (every history item and target) with
+logit ``y - log p`` (p: training popularity), every other training item of u excluded. An
+epoch of triples is every training interaction once, so eq. 8's sum over users and positions
+is covered once an epoch (the first item of a sequence has no history and is never a target).
+The mean over the batch's targets replaces the paper's sum (a scale). Scores for ranking and
+serving are the plain inner products (no popularity term).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.base import BipartiteGraph, Recommender, TrainingBatch
+from models.sequence import SequenceEncoder
+from models.side_adapters import SideAdapterTowers
+
+ITEM_ENCODERS = ("adapters", "frozen", "ids")
+PAD = -1
+
+
+def ordered_histories(graph: BipartiteGraph, length: int) -> torch.Tensor:
+    """long [U, length]: each user's newest ``length`` items in edge order, left-padded."""
+    users, items = graph.edge_index[0].long().cpu(), graph.edge_index[1].long().cpu()
+    order = torch.sort(users, stable=True).indices  # by user, edge order kept within a user
+    users, items = users[order], items[order]
+    counts = torch.bincount(users, minlength=graph.num_users)
+    ends = torch.cumsum(counts, 0)
+    # position of each edge counted back from its user's newest edge (0 = newest)
+    back = ends[users] - 1 - torch.arange(len(users))
+    keep = back < length
+    histories = torch.full((graph.num_users, length), PAD, dtype=torch.long)
+    histories[users[keep], length - 1 - back[keep]] = items[keep]
+    return histories
+
+
+def _flat_sequences(graph: BipartiteGraph) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every user's training items by user, in edge order (``items``), the sorted
+    ``user * I + item`` keys of those edges, and each key's index into ``items``."""
+    users, items = graph.edge_index[0].long().cpu(), graph.edge_index[1].long().cpu()
+    order = torch.sort(users, stable=True).indices
+    keys = users[order] * graph.num_items + items[order]
+    sorted_keys, where = torch.sort(keys)
+    return items[order], sorted_keys, where
+
+
+class SequentialRecommender(Recommender):
+    uses_features = True
+    user_tables: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        graph: BipartiteGraph,
+        item_features: torch.Tensor | None = None,
+        modality_dims: Sequence[int] = (),
+        *,
+        item_encoder: str = "adapters",
+        embed_dim: int = 64,
+        max_length: int = 10,
+        num_blocks: int = 2,
+        num_heads: int = 2,
+        dropout: float = 0.1,
+        state_dim: int = 384,
+        adapter_dim: int = 64,
+        mixing: str = "cross",
+        fusion: str = "momef",
+        top_k: int = 2,
+        item_chunk: int = 4096,
+        cold_items: torch.Tensor | None = None,
+    ) -> None:
+        super().__init__()
+        if item_encoder not in ITEM_ENCODERS:
+            raise ValueError(f"item_encoder must be one of {ITEM_ENCODERS}, got {item_encoder!r}")
+        self.item_encoder, self.item_chunk = item_encoder, item_chunk
+        self.num_users, self.num_items = graph.num_users, graph.num_items
+        self.uses_features = item_encoder != "ids"
+        self.item_tables = ("item_embedding",) if item_encoder == "ids" else ()
+        if self.uses_features:
+            if item_features is None:
+                raise ValueError(f"item_encoder={item_encoder!r} needs item features")
+            dims = list(modality_dims) or [int(item_features.shape[1])]
+            if any(d != dims[0] or d % state_dim for d in dims):
+                raise ValueError(f"every expert needs K * {state_dim} features, got {dims}")
+            self.num_experts, self.num_layers = len(dims), dims[0] // state_dim
+            self.state_dim = state_dim
+            self.register_buffer("states", item_features.float().reshape(
+                -1, self.num_experts, self.num_layers, state_dim), persistent=False)
+        if item_encoder == "adapters":
+            self.towers = SideAdapterTowers(self.num_experts, self.num_layers, state_dim,
+                                            embed_dim, adapter_dim=adapter_dim, mixing=mixing,
+                                            fusion=fusion, top_k=min(top_k, self.num_experts))
+        elif item_encoder == "frozen":
+            self.project = nn.Linear(self.num_experts * state_dim, embed_dim)
+        else:
+            self.item_embedding = nn.Parameter(nn.init.normal_(
+                torch.empty(graph.num_items, embed_dim), std=0.02))
+        self.encoder = SequenceEncoder(embed_dim, max_length, num_blocks, num_heads, dropout)
+        self.max_length = max_length
+        self.register_buffer("histories", ordered_histories(graph, max_length),
+                             persistent=False)
+        flat, keys, starts = _flat_sequences(graph)
+        self.register_buffer("sequence_items", flat, persistent=False)  # by user, oldest first
+        self.register_buffer("sequence_keys", keys, persistent=False)  # sorted user*I + item
+        self.register_buffer("key_position", starts, persistent=False)
+        counts = torch.bincount(graph.edge_index[0].long().cpu(), minlength=graph.num_users)
+        self.register_buffer("sequence_users", torch.repeat_interleave(
+            torch.arange(graph.num_users), counts), persistent=False)
+        self.register_buffer("user_start", torch.cumsum(counts, 0) - counts, persistent=False)
+        counts = graph.item_degree().float().clamp_min(1.0)
+        self.register_buffer("log_popularity", (counts / counts.sum()).log(), persistent=False)
+
+    # ---- items ------------------------------------------------------------------------------
+    def embed_items(self, items: torch.Tensor) -> torch.Tensor:
+        """[len(items), d] item vectors of item ids ``items``."""
+        if self.item_encoder == "ids":
+            return self.item_embedding[items]
+        states = self.states[items]
+        if self.item_encoder == "frozen":
+            return self.project(states[:, :, -1].flatten(1))
+        return self.towers(states)
+
+    def all_items(self) -> torch.Tensor:
+        rows = torch.arange(self.num_items, device=self.histories.device)
+        return torch.cat([self.embed_items(part) for part in rows.split(self.item_chunk)])
+
+    # ---- users ------------------------------------------------------------------------------
+    def encode_histories(self, histories: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """User vectors [B, d] of left-padded item-id rows ``histories`` [B, L], given every
+        item's vector ``items`` [I, d]."""
+        mask = histories != PAD
+        return self.encoder.last(items[histories.clamp_min(0)], mask)
+
+    def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
+        items = self.all_items()
+        users = torch.cat([self.encode_histories(part, items)
+                           for part in self.histories.split(self.item_chunk)])
+        return users, items
+
+    @torch.no_grad()
+    def user_embeddings_after(self, pairs: torch.Tensor) -> torch.Tensor:
+        histories = self.histories.clone()
+        users, items = pairs[:, 0].long().to(histories.device), pairs[:, 1].long().to(
+            histories.device)
+        order = torch.sort(users, stable=True).indices
+        users, items = users[order], items[order]
+        starts = torch.searchsorted(users, users, right=False)
+        rank = torch.arange(len(users), device=users.device) - starts  # k-th event of its user
+        for k in range(int(rank.max()) + 1 if len(rank) else 0):
+            chosen = rank == k
+            rows = users[chosen]
+            histories[rows] = torch.cat([histories[rows, 1:], items[chosen, None]], 1)
+        vectors = self.all_items()
+        return torch.cat([self.encode_histories(part, vectors)
+                          for part in histories.split(self.item_chunk)])
+
+    # ---- eq. 7-8 ----------------------------------------------------------------------------
+    def _position(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Index into ``sequence_items`` of each training pair (user, item); -1 if none."""
+        keys = users * self.num_items + items
+        slots = torch.searchsorted(self.sequence_keys, keys).clamp_max(len(self.sequence_keys) - 1)
+        found = self.sequence_keys[slots] == keys
+        return torch.where(found, self.key_position[slots], torch.full_like(slots, -1))
+
+    def training_losses(self, batch: TrainingBatch) -> dict[str, torch.Tensor]:
+        flat = self._position(batch.users, batch.positives)
+        flat = flat[flat >= 0]
+        starts = self.user_start[self.sequence_users[flat]]
+        back = torch.arange(self.max_length, 0, -1, device=flat.device)
+        index = flat.unsqueeze(1) - back  # the max_length positions before the target
+        real = index >= starts.unsqueeze(1)
+        has_history = real[:, -1]
+        flat, index, real = flat[has_history], index[has_history], real[has_history]
+        if len(flat) == 0:  # only first items: nothing to predict (a zero that backpropagates)
+            return {"softmax": sum(p.sum() for p in self.parameters()) * 0.0}
+        histories = torch.where(real, self.sequence_items[index.clamp_min(0)],
+                                torch.full_like(index, PAD))
+        targets = self.sequence_items[flat]
+        users = self.sequence_users[flat]
+        batch_items, local = torch.unique(torch.cat([histories.flatten(), targets]),
+                                          return_inverse=True)
+        local_histories, local_targets = local[: histories.numel()].view_as(histories), local[
+            histories.numel():]
+        vectors = self.embed_items(batch_items.clamp_min(0))  # [N, d]
+        hidden = self.encoder.last(vectors[local_histories], real)  # [B, d]
+        logits = hidden @ vectors.T - self.log_popularity[batch_items.clamp_min(0)]  # [B, N]
+        own = self._position(users.unsqueeze(1).expand(-1, len(batch_items)),
+                             batch_items.clamp_min(0).unsqueeze(0).expand(len(users), -1)) >= 0
+        own |= (batch_items == PAD).unsqueeze(0)  # the padding is no item
+        own[torch.arange(len(users), device=own.device), local_targets] = False
+        loss = F.cross_entropy(logits.masked_fill(own, float("-inf")), local_targets)
+        return {"softmax": loss}
+
+    def diagnostics(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"item_encoder": self.item_encoder}
+        if self.item_encoder == "adapters":
+            mixing = self.towers.mixing
+            out["mixing_weights"] = [mixing.weights(i).tolist()
+                                     for i in range(1, self.num_layers)]
+            if self.towers.fusion.mode == "static":
+                out["fusion_weights"] = torch.softmax(
+                    self.towers.fusion.static_logits, 0).tolist()
+        return out
