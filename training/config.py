@@ -69,6 +69,16 @@ class TrainConfig(BaseModel):
         "use all of them (None: all, every epoch)",
     )
     eval_batch_size: int = Field(2048, ge=1)
+    feature_set: Literal["dataset", "title_fields"] = Field(
+        "dataset",
+        description="item features: the dataset's own files, or per-layer frozen-encoder "
+        "states of two title fields (CROSSAN's experts); see training.feature_sets",
+    )
+    state_layers: list[int] = Field(
+        default_factory=lambda: [0, 2, 4, 6],
+        description="title_fields: the hidden states kept (0 = embeddings; MiniLM has 0..6)",
+    )
+    state_pooling: Literal["mean", "cls"] = Field("mean", description="title_fields: pooling")
     hparams: dict[str, Any] = Field(default_factory=dict, description="model hyperparameters")
 
 

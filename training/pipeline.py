@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 import bundle as bundle_format
 from models.base import Recommender
@@ -17,6 +18,7 @@ from training.checkpoint import save_checkpoint
 from training.config import TrainConfig
 from training.data import Dataset, load_dataset
 from training.export import ExportError, export_bundle
+from training.feature_sets import with_feature_set
 from training.report import new_items
 from training.trainer import TrainResult, embeddings, model_inputs, train
 
@@ -24,7 +26,8 @@ log = logging.getLogger(__name__)
 
 
 def prepare_dataset(data: str | Path, config: TrainConfig) -> Dataset:
-    dataset = load_dataset(data, seed=config.seed)
+    dataset = with_feature_set(load_dataset(data, seed=config.seed), config.feature_set,
+                               layers=config.state_layers, pooling=config.state_pooling)
     if config.cold_start_fraction > 0:
         dataset = dataset.with_cold_items(config.cold_start_fraction, seed=config.seed,
                                           fold=config.cold_start_fold)
@@ -41,6 +44,11 @@ def write_result_bundle(
 ) -> Path:
     """Write the trained model, its final embeddings and metrics as a bundle."""
     users, items = embeddings(result.model)
+    # a sequential user is served after every interaction it is known for, oldest first
+    with torch.no_grad():
+        after = result.model.user_embeddings_after(
+            torch.as_tensor(np.concatenate([dataset.valid, dataset.test])))
+    users = users if after is None else after
     graph, features, hparams = model_inputs(dataset, result.config)
 
     def write_weights(path: Path) -> None:

@@ -89,9 +89,10 @@ def model_inputs(
     dataset: Dataset, config: TrainConfig
 ) -> tuple[BipartiteGraph, torch.Tensor | None, dict[str, Any]]:
     """What ``build_model`` takes for this dataset: training graph, features, hyperparameters."""
-    graph = BipartiteGraph(
-        dataset.num_users, dataset.num_items, torch.as_tensor(dataset.train.T.copy())
-    )
+    # edges oldest first where the data knows the order (the sequential models read it)
+    train = (dataset.train if dataset.train_time is None
+             else dataset.train[np.argsort(dataset.train_time, kind="stable")])
+    graph = BipartiteGraph(dataset.num_users, dataset.num_items, torch.as_tensor(train.T.copy()))
     features = dataset.feature_matrix()
     hparams = dict(config.hparams)
     if len(dataset.cold_items):
@@ -300,7 +301,12 @@ def train(
     users, items = embeddings(model)
     valid_report = warm_cold_report(users, items, dataset, "valid", config.eval_batch_size,
                                     config.new_item_slots)
-    test_report = warm_cold_report(users, items, dataset, "test", config.eval_batch_size,
+    # a sequential user has also seen its validation item by test time
+    model.eval()
+    with torch.no_grad():
+        after = model.user_embeddings_after(torch.as_tensor(dataset.valid, device=device))
+    test_users = users if after is None else after.detach()
+    test_report = warm_cold_report(test_users, items, dataset, "test", config.eval_batch_size,
                                    config.new_item_slots)
     epochs_run = len(history)
     return TrainResult(
