@@ -28,7 +28,7 @@ from bundle.layout import relayout
 from service import schemas
 from service.batching import MicroBatcher
 from service.cache import Cache
-from service.errors import Invalid, NotFound, NotReady, invalid
+from service.errors import NotFound, NotReady, invalid
 from service.index import Hit, IndexConfig, choose_device, gpu_count, set_threads
 from service.metrics import Metrics
 from service.model import ServingModel
@@ -317,8 +317,8 @@ class Recommender:
     def add_interaction(self, body: schemas.InteractionIn) -> schemas.InteractionOut:
         with self._write_lock:
             model = self.require_model()
-            if not model.has_item(body.item_id):
-                raise invalid(("body", "item_id"), f"unknown item {body.item_id!r}", body.item_id)
+            if not model.has_item(body.item_id):  # a well-formed reference to nothing: 404
+                raise NotFound(f"unknown item {body.item_id!r}")
             logged_at = self.store.add_interaction(body.user_id, body.item_id, body.ts,
                                                    origin=self.origin)
             model.apply_interaction(body.user_id, body.item_id)
@@ -335,13 +335,12 @@ class Recommender:
     async def recommend(self, body: schemas.RecommendIn) -> bytes:
         """The JSON body of a ``schemas.RecommendationOut``."""
         model = self.require_model()
-        unknown = [
-            {"loc": ["body", "history", i], "msg": f"unknown item {item_id!r}",
-             "type": "value_error", "input": item_id}
-            for i, item_id in enumerate(body.history) if not model.has_item(item_id)
-        ]
-        if unknown:
-            raise Invalid(unknown)
+        unknown = [f"history[{i}]" for i, item_id in enumerate(body.history)
+                   if not model.has_item(item_id)]
+        if unknown:  # well-formed ids of nothing the service knows: 404, like an unknown user
+            first = body.history[int(unknown[0][8:-1])]
+            raise NotFound(f"unknown item {first!r} at {', '.join(unknown[:10])}"
+                           + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""))
         return await self._recommend(model, body.user_id, body.history, body.exclude, body.k)
 
     async def _recommend(

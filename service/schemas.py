@@ -23,7 +23,8 @@ UserId = Annotated[
     Field(description="External user id (no whitespace, '/' or control characters).",
           examples=["user_7"]),
 ]
-Finite = Annotated[float, Field(allow_inf_nan=False)]
+# strict: JSON true/false are no numbers (lax mode would take them as 1.0/0.0)
+Finite = Annotated[float, Field(allow_inf_nan=False, strict=True)]
 
 
 class Strict(BaseModel):
@@ -79,6 +80,11 @@ class InteractionOut(BaseModel):
 
 
 class RecommendIn(Strict):
+    # the rule of _someone, in the schema too: a user id, or a non-empty history
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"anyOf": [
+        {"required": ["user_id"], "properties": {"user_id": {"type": "string"}}},
+        {"required": ["history"], "properties": {"history": {"minItems": 1}}},
+    ]})
     user_id: UserId | None = Field(
         None, description="Optional user id; a known user adds its stored history and state."
     )

@@ -11,7 +11,8 @@ router = APIRouter(prefix="/interactions", tags=["interactions"])
 
 @router.post("", dependencies=[ApiKey], status_code=status.HTTP_201_CREATED,
              response_model=schemas.InteractionOut,
-             responses={**BAD_BODY, **UNAUTHORIZED})
+             responses={**BAD_BODY, **UNAUTHORIZED,
+                        404: {"description": "The item is unknown or deleted."}})
 def add_interaction(
     body: schemas.InteractionIn, recommender: RecommenderDep
 ) -> schemas.InteractionOut:

@@ -12,7 +12,8 @@ from service.routes import BAD_BODY
 JSON = "application/json"
 
 router = APIRouter(prefix="/recommend", tags=["recommend"])
-NOT_FOUND = {404: {"description": "Unknown user without history (unless popular fallback)."}}
+NOT_FOUND = {404: {"description": "Unknown user without history (unless popular fallback), "
+                               "or a history item the service does not know."}}
 
 
 @router.get("/{user_id}", response_model=schemas.RecommendationOut, responses=NOT_FOUND)

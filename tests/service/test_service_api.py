@@ -131,15 +131,18 @@ def test_duplicate_ids_and_oversized_batches_are_refused(make_settings, factory)
         assert index_size(client) == 200
 
 
-def test_invalid_recommend_and_interaction_requests_get_422(client):
+def test_invalid_recommend_and_interaction_requests_get_422_and_unknown_ids_404(client):
     for k in (0, -1, 1001, "many"):
         assert client.get(f"/recommend/u0?k={k}").status_code == 422
     response = client.post("/recommend", json={"history": ["i1", "ghost"]})
-    assert response.status_code == 422 and "unknown item 'ghost'" in response.text
+    assert response.status_code == 404 and "unknown item 'ghost' at history[1]" in response.text
     assert client.post("/recommend", json={"history": ["i1"], "k": 0}).status_code == 422
     response = client.post("/interactions", json={"user_id": "u0", "item_id": "ghost"},
                            headers=AUTH)
-    assert response.status_code == 422 and "unknown item 'ghost'" in response.text
+    assert response.status_code == 404 and "unknown item 'ghost'" in response.text
+    response = client.post("/interactions", json={"user_id": "u0", "item_id": "i1", "ts": True},
+                           headers=AUTH)
+    assert response.status_code == 422  # a boolean is no timestamp
     response = client.post("/interactions", json={"user_id": "u0", "item_id": "i1", "ts": -5},
                            headers=AUTH)
     assert response.status_code == 422
@@ -236,7 +239,7 @@ def test_deleted_item_never_appears_again(client, factory: FactoryBundle):
     body = client.post("/recommend", json={"history": ["i0"], "k": 199}).json()
     assert victim not in ids(body)
     response = client.post("/recommend", json={"history": [victim]})
-    assert response.status_code == 422
+    assert response.status_code == 404  # a deleted item is unknown
 
 
 @pytest.mark.skipif(not redis_reachable(), reason="local Redis is not reachable")

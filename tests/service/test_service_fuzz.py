@@ -13,7 +13,7 @@ import schemathesis
 from bundle_factory import make_bundle
 from conftest import API_KEY, AUTH
 from fastapi.testclient import TestClient
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from service.app import create_app
@@ -45,3 +45,11 @@ def test_no_server_errors_on_fuzzed_requests(case: schemathesis.Case):
     # Modality names and dims come from the bundle at run time, not from the schema, and ids
     # must exist: schema-valid requests may rightly get 422/404, so that one check is off.
     case.call_and_validate(headers=AUTH, excluded_checks=[positive_data_acceptance])
+
+
+@schema.parametrize()
+@settings(phases=[Phase.explicit], deadline=None, suppress_health_check=list(HealthCheck))
+def test_the_documented_examples_are_accepted(case: schemathesis.Case):
+    # the /docs examples come from the served bundle (its modalities and dims, ids it knows),
+    # so a request built from them must not be rejected: every check, acceptance included
+    case.call_and_validate(headers=AUTH)
