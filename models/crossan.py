@@ -126,6 +126,7 @@ class SequentialRecommender(Recommender):
         self.register_buffer("sequence_users", torch.repeat_interleave(
             torch.arange(graph.num_users), counts), persistent=False)
         self.register_buffer("user_start", torch.cumsum(counts, 0) - counts, persistent=False)
+        self.register_buffer("user_count", counts, persistent=False)
         counts = graph.item_degree().float().clamp_min(1.0)
         self.register_buffer("log_popularity", (counts / counts.sum()).log(), persistent=False)
 
@@ -181,6 +182,21 @@ class SequentialRecommender(Recommender):
         found = self.sequence_keys[slots] == keys
         return torch.where(found, self.key_position[slots], torch.full_like(slots, -1))
 
+    def _own_items(self, users: torch.Tensor, batch_items: torch.Tensor) -> torch.Tensor:
+        """bool [B, N]: is batch item n a training item of row b's user (gathered per user's
+        own items, never over all B x N pairs)."""
+        counts = self.user_count[users]
+        rows = torch.repeat_interleave(torch.arange(len(users), device=users.device), counts)
+        first = torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+        positions = (torch.repeat_interleave(self.user_start[users], counts)
+                     + torch.arange(len(rows), device=users.device) - first)
+        items = self.sequence_items[positions]
+        slots = torch.searchsorted(batch_items, items).clamp_max(len(batch_items) - 1)
+        found = batch_items[slots] == items
+        own = torch.zeros(len(users), len(batch_items), dtype=torch.bool, device=users.device)
+        own[rows[found], slots[found]] = True
+        return own
+
     def training_losses(self, batch: TrainingBatch) -> dict[str, torch.Tensor]:
         flat = self._position(batch.users, batch.positives)
         flat = flat[flat >= 0]
@@ -203,8 +219,7 @@ class SequentialRecommender(Recommender):
         vectors = self.embed_items(batch_items.clamp_min(0))  # [N, d]
         hidden = self.encoder.last(vectors[local_histories], real)  # [B, d]
         logits = hidden @ vectors.T - self.log_popularity[batch_items.clamp_min(0)]  # [B, N]
-        own = self._position(users.unsqueeze(1).expand(-1, len(batch_items)),
-                             batch_items.clamp_min(0).unsqueeze(0).expand(len(users), -1)) >= 0
+        own = self._own_items(users, batch_items)
         own |= (batch_items == PAD).unsqueeze(0)  # the padding is no item
         own[torch.arange(len(users), device=own.device), local_targets] = False
         loss = F.cross_entropy(logits.masked_fill(own, float("-inf")), local_targets)

@@ -19,11 +19,16 @@ Decisions (the paper leaves them open):
 - **first kept layer**: its input is the frozen state alone (IISAN's "previous" is zeros; the
   mixing would only scale the state, which the adapter's layer norm undoes).
 - **adapter**: Houlsby's bottleneck (LayerNorm, down to ``adapter_dim``, GELU, up, residual),
-  the up-projection initialised at zero so every tower starts as the identity of its input.
+  the up-projection initialised at zero so every tower starts as the identity of its input
+  (the down-projection gets its first gradient once the first step has moved the up one).
 - **mixing "independent"** (INDSAN, Table 6): each expert mixes only its own previous output
   and its own state (M = 1 in the equation); no cross terms exist as parameters.
 - **gate input** (MOMEF): the concatenation of the experts' outputs; a linear layer scores
-  them, the top-k are kept and renormalised by a softmax over the kept scores.
+  them, the top-k are kept and renormalised by a softmax over the kept scores. With k = 1 the
+  one kept weight is 1 whatever the scores, so the gate gets no gradient and routes by its
+  initialisation (eq. 6 as written; Switch-style MoEs multiply by the full softmax's
+  probability instead): k >= 2 is the useful range, and with two experts k = 2 is dynamic
+  gating. The registry's default is k = 2.
 
 Fusion modes (Table 5): ``momef`` (eq. 6, top-k), ``dynamic`` (every expert, per-item softmax
 gate: ``momef`` with k = M), ``static`` (one learned softmax weight per expert, the same for all

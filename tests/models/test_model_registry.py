@@ -22,7 +22,16 @@ def _small(name: str) -> dict[str, Any]:
     hp = dict(SMALL)
     if "fusion_layers" in default_hparams(name):
         hp.update(SMALL_FUSION)
+    if "state_dim" in default_hparams(name):
+        hp.update(state_dim=3, max_length=4)
     return hp
+
+
+def _inputs(name: str, features: torch.Tensor, dims: list[int]):
+    """Per-layer-state models take experts of K * state_dim values each: two of 2 x 3."""
+    if "state_dim" in default_hparams(name):
+        return torch.cat([features, features[:, :2]], 1), [6, 6]
+    return features, dims
 
 
 def test_model_names_are_the_documented_ones() -> None:
@@ -41,6 +50,10 @@ def test_model_names_are_the_documented_ones() -> None:
         "hybrid_lightgcn",
         "mostpop",
         "content_knn",
+        "crossan",
+        "indsan",
+        "sasrec",
+        "sasrec_text",
     }
 
 
@@ -63,7 +76,7 @@ def test_forward_returns_all_user_and_item_embeddings(
     modality_dims: list[int],
 ) -> None:
     torch.manual_seed(0)
-    model = build_model(name, graph, features, modality_dims, **_small(name))
+    model = build_model(name, graph, *_inputs(name, features, modality_dims), **_small(name))
     assert isinstance(model, Recommender)
     users, items = model()
     assert users.shape == (graph.num_users, 16)
@@ -85,8 +98,12 @@ def test_bpr_gradients_reach_every_parameter(
         hp["cold_items"] = torch.tensor([graph.num_items - 1])  # so unknown_item is used
     if "user_dropout" in default_hparams(name):
         hp["user_dropout"] = 0.5  # so unknown_user is used
-    model = build_model(name, graph, features, modality_dims, **hp)
+    model = build_model(name, graph, *_inputs(name, features, modality_dims), **hp)
     model.train()
+    with torch.no_grad():  # zero-initialised adapter up-projections block the down ones at
+        for pname, param in model.named_parameters():  # step 0 only: open them
+            if pname.endswith("up.weight"):
+                param.normal_(0, 0.1)
     users, positives = graph.edge_index
     batch = TrainingBatch(users, positives, (positives + 1) % graph.num_items)
     loss = torch.stack(list(model.training_losses(batch).values())).sum()
