@@ -41,6 +41,9 @@ class Towers(BaseModel):
     history_state_dim: int = Field(gt=0)
     user_state_dim: int = Field(gt=0)
     opset: int = Field(gt=0)
+    max_history: int | None = Field(
+        None, gt=0, description="the user tower reads at most this many newest items (a "
+        "sequential model's trained length); None: any number")
 
 
 class Manifest(BaseModel):

@@ -90,6 +90,7 @@ class ServingTowers:
     item_states: torch.Tensor
     user_states: torch.Tensor
     feature_dim: int
+    max_history: int | None = None  # the user tower reads at most this many newest items
 
 
 class Recommender(nn.Module):

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.base import BipartiteGraph, Recommender, TrainingBatch
+from models.base import BipartiteGraph, Recommender, ServingTowers, TrainingBatch
 from models.sequence import SequenceEncoder
 from models.side_adapters import SideAdapterTowers
 
@@ -225,6 +225,28 @@ class SequentialRecommender(Recommender):
         loss = F.cross_entropy(logits.masked_fill(own, float("-inf")), local_targets)
         return {"softmax": loss}
 
+    def serving_towers(self) -> ServingTowers | None:
+        """Item tower: the item side on raw features (here the per-layer states); its vector
+        is also the item's history state. User tower: the sequence encoder over those vectors,
+        at most ``max_length`` of them (the bundle says so and the service clamps). An ID-only
+        model (``sasrec``) has no feature path, so no towers."""
+        if not self.uses_features:
+            return None
+        self.eval()
+        with torch.no_grad():
+            items = self.all_items()
+        return ServingTowers(
+            item_tower=SequentialItemTower(self),
+            user_tower=SequentialUserTower(self.encoder),
+            item_states=items,
+            user_states=torch.zeros(self.num_users, 1),  # no per-user state: the history is all
+            feature_dim=int(self.states[0].numel()),
+            max_history=self.max_length,
+        )
+
+    def embed_new_items(self, features: torch.Tensor) -> torch.Tensor:
+        return SequentialItemTower(self)(features)[0]
+
     def diagnostics(self) -> dict[str, Any]:
         out: dict[str, Any] = {"item_encoder": self.item_encoder}
         if self.item_encoder == "adapters":
@@ -235,3 +257,35 @@ class SequentialRecommender(Recommender):
                 out["fusion_weights"] = torch.softmax(
                     self.towers.fusion.static_logits, 0).tolist()
         return out
+
+
+class SequentialItemTower(nn.Module):
+    """Raw features [B, F] -> (item vector, the same vector as its history state)."""
+
+    def __init__(self, model: SequentialRecommender) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        model = self.model
+        states = features.reshape(-1, model.num_experts, model.num_layers, model.state_dim)
+        if model.item_encoder == "frozen":
+            vector = model.project(states[:, :, -1].flatten(1))
+        else:
+            vector = model.towers(states)
+        return vector, vector
+
+
+class SequentialUserTower(nn.Module):
+    """History item vectors [B, H, d] (oldest first, H <= max_length) -> user vector; the
+    stored user state and the known flag are accepted for the common contract and unused."""
+
+    def __init__(self, encoder: SequenceEncoder) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, history_state: torch.Tensor, history_mask: torch.Tensor,
+                user_state: torch.Tensor, user_known: torch.Tensor) -> torch.Tensor:
+        user = self.encoder.last(history_state, history_mask > 0)
+        # the exporter drops unused inputs; the contract has four, so the unused two stay
+        return user + 0.0 * (user_state.sum(-1, keepdim=True) + user_known)

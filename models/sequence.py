@@ -47,8 +47,9 @@ class SequenceEncoder(nn.Module):
         causal = self.causal[-length:, -length:]
         # a padded key is hidden from every query but itself: no row is fully masked
         keys = ~mask.unsqueeze(1).expand(-1, length, -1)
-        hidden = (causal.unsqueeze(0) | keys) & ~torch.eye(length, dtype=torch.bool,
-                                                           device=items.device)
+        index = torch.arange(length, device=items.device)
+        itself = index.unsqueeze(0) == index.unsqueeze(1)  # (not torch.eye: ONNX-exportable)
+        hidden = (causal.unsqueeze(0) | keys) & ~itself
         heads = self.blocks.layers[0].self_attn.num_heads
         attention = hidden.repeat_interleave(heads, dim=0)
         return self.norm(self.blocks(x, mask=attention))

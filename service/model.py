@@ -40,7 +40,10 @@ class ServingModel:
         self.modalities = list(manifest.modalities)
         self.layout = layout_of(self.modalities)
         self.feature_dim = manifest.feature_dim
-        self.history_len = history_len
+        towers = bundle.manifest.towers
+        # a sequential user tower was trained on at most max_history items: clamp to it
+        self.history_len = min(history_len, towers.max_history or history_len) if towers \
+            else history_len
         self.dim = int(bundle.item_embeddings.shape[1])
         self.user_rows = {u: row for row, u in enumerate(bundle.user_ids)}
         self.item_rows = {i: row for row, i in enumerate(bundle.item_ids)}

@@ -63,15 +63,20 @@ class UserTower:
                              f"expected {sorted(names.USER_INPUTS)}")
         self.state_dim = _dim(self._session, names.HISTORY_STATE, 2)
         self.user_state_dim = _dim(self._session, names.USER_STATE, 1)
+        # a sequential tower takes exactly this many items, the newest last (left-padded)
+        self.fixed_history = _dim(self._session, names.HISTORY_STATE, 1)
 
     def __call__(
         self, states: list[np.ndarray], user_state: np.ndarray | None, user_state_dim: int
     ) -> np.ndarray:
         """Embed one user from the history states of its items (oldest first)."""
-        history = max(len(states), 1)  # one masked slot for an empty history
+        if self.fixed_history is not None:
+            states = states[-self.fixed_history :]
+        history = self.fixed_history or max(len(states), 1)  # one masked slot when empty
         stacked = np.zeros((1, history, self._state_width(states)), dtype=np.float32)
         mask = np.zeros((1, history), dtype=np.float32)
-        for position, state in enumerate(states):
+        start = history - len(states)  # right-aligned: the newest item is the last slot
+        for position, state in enumerate(states, start=start):
             stacked[0, position] = state
             mask[0, position] = 1.0
         known = user_state is not None

@@ -68,12 +68,19 @@ def tower_onnx(towers: ServingTowers) -> tuple[bytes, bytes]:
         list(names.ITEM_OUTPUTS),
         names.ITEM_AXES,
     )
+    # a sequential user tower takes exactly max_history items (left-padded by the service):
+    # its attention reshapes do not export with a symbolic history length
+    history = towers.max_history or 3
+    axes = names.USER_AXES if towers.max_history is None else {
+        name: {k: v for k, v in axes.items() if v != "history"}
+        for name, axes in names.USER_AXES.items()}
     user = _onnx_bytes(
         towers.user_tower.cpu(),
-        (torch.zeros(2, 3, states), torch.ones(2, 3), torch.zeros(2, user_dim), torch.ones(2, 1)),
+        (torch.zeros(2, history, states), torch.ones(2, history), torch.zeros(2, user_dim),
+         torch.ones(2, 1)),
         list(names.USER_INPUTS),
         list(names.USER_OUTPUTS),
-        names.USER_AXES,
+        axes,
     )
     return item, user
 
@@ -105,5 +112,6 @@ def export_bundle(bundle_dir: str | Path) -> None:
             "history_state_dim": int(item_states.shape[1]),
             "user_state_dim": int(user_states.shape[1]),
             "opset": OPSET,
+            "max_history": towers.max_history,
         },
     )

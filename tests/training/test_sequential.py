@@ -74,3 +74,32 @@ def test_crossan_trains_on_title_fields_with_histories_in_time_order(
     assert result.diagnostics["item_encoder"] == "adapters"
     assert all(abs(sum(row) - 1) < 1e-5 for layer in result.diagnostics["mixing_weights"]
                for row in layer)
+
+
+def test_a_crossan_bundle_serves_the_trained_vectors_through_its_onnx_towers(
+    sequences_dir: Path, tmp_path: Path,
+) -> None:
+    import bundle as bf
+    from service.towers import ItemTower, UserTower
+    from training.pipeline import train_to_bundle
+
+    config = TrainConfig(model="crossan", feature_set="title_fields", lr=0.005, l2=0.0,
+                         batch_size=64, max_epochs=2, patience=2, report_curves=False,
+                         hparams={"embed_dim": 16, "max_length": 5, "adapter_dim": 8})
+    result, path = train_to_bundle(sequences_dir, tmp_path / "b", config, progress=False)
+    bundle = bf.load_bundle(path)
+    assert bundle.manifest.towers.max_history == 5
+    dataset = prepare_dataset(sequences_dir, config)
+    features = dataset.feature_matrix()
+
+    embedding, state = ItemTower(bundle.file(bf.ITEM_TOWER))(features)
+    assert np.abs(embedding - bundle.item_embeddings).max() <= 1e-4
+    assert np.array_equal(embedding, state)
+
+    # a user's stored vector is the user tower over its whole known history, oldest first
+    user_tower = UserTower(bundle.file(bf.USER_TOWER))
+    lines = (sequences_dir / "MicroLens-tiny_pairs.tsv").read_text().split("\n")
+    for user, line in enumerate(lines[:20]):
+        items = [int(i) - 100 for i in line.split("\t")[1].split()]
+        vector = user_tower([embedding[i] for i in items], np.zeros(1, np.float32), 1)
+        assert np.abs(vector - bundle.user_embeddings[user]).max() <= 1e-4, user
