@@ -103,3 +103,49 @@ def test_a_crossan_bundle_serves_the_trained_vectors_through_its_onnx_towers(
         items = [int(i) - 100 for i in line.split("\t")[1].split()]
         vector = user_tower([embedding[i] for i in items], np.zeros(1, np.float32), 1)
         assert np.abs(vector - bundle.user_embeddings[user]).max() <= 1e-4, user
+
+
+def test_the_text_item_tower_in_onnx_matches_torch_and_the_cached_states(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Token ids -> frozen MiniLM -> pooled kept states -> CROSSAN's item side, on real
+    MicroLens titles: ONNX equals torch, and its states are the cache's (stored as float16)."""
+    import io
+
+    import onnxruntime as ort
+
+    monkeypatch.setenv("RECSYS_CACHE_DIR", str(tmp_path / "cache"))
+    from models.base import BipartiteGraph
+    from models.crossan import SequentialItemTower
+    from models.registry import build_model
+    from models.text_tower import TextItemTower
+    from training.data import default_data_dir
+    from training.encoders import load_encoder, tokenize
+    from training.export import _onnx_bytes
+    from training.feature_sets import field_states
+
+    titles_file = default_data_dir() / "microlens-50k" / "MicroLens-50k_titles.csv"
+    with titles_file.open(newline="") as handle:
+        titles = [row[1] for row in list(csv.reader(handle))[1:9]]
+    encoder = load_encoder("minilm")
+    fields = list(zip(*(split_title(t) for t in titles), strict=True))
+    encoded = [tokenize(encoder.tokenizer, list(texts)) for texts in fields]
+    ids, mask = (np.stack([e[k] for e in encoded], 1) for k in (0, 1))
+    torch.manual_seed(0)
+    edges = torch.stack([torch.arange(20).repeat_interleave(3), torch.randint(0, 15, (60,))])
+    model = build_model("crossan", BipartiteGraph(20, 15, edges), torch.randn(15, 2 * 4 * 384),
+                        [1536, 1536], embed_dim=16, max_length=4).eval()
+    tower = TextItemTower(encoder.model, [0, 2, 4, 6], "mean", SequentialItemTower(model)).eval()
+    with torch.no_grad():
+        expected, _ = tower(torch.as_tensor(ids), torch.as_tensor(mask))
+        states = tower.states(torch.as_tensor(ids), torch.as_tensor(mask)).numpy()
+    cached = field_states(titles, [0, 2, 4, 6], progress=False)
+    assert np.abs(states - np.concatenate([cached["caption"], cached["hashtags"]], 1)).max() < 5e-3
+
+    axes = {"input_ids": {0: "batch", 2: "tokens"}, "attention_mask": {0: "batch", 2: "tokens"},
+            "embedding": {0: "batch"}, "history_state": {0: "batch"}}
+    onnx = _onnx_bytes(tower, (torch.as_tensor(ids), torch.as_tensor(mask)),
+                       ["input_ids", "attention_mask"], ["embedding", "history_state"], axes)
+    session = ort.InferenceSession(io.BytesIO(onnx).getvalue())
+    embedding, _ = session.run(None, {"input_ids": ids, "attention_mask": mask})
+    assert np.abs(embedding - expected.numpy()).max() <= 1e-4

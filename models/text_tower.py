@@ -1,0 +1,47 @@
+"""An item tower from token ids: the frozen text encoder, the pooling of its kept hidden states,
+then a model's item side on those states (the path of a brand-new item given as raw text).
+
+Training never runs this (it reads the cached states); export turns it into ONNX so that the
+service can embed a title it has never seen. Inputs ``input_ids`` and ``attention_mask``
+``[B, M, T]`` (M fields, each tokenised to T tokens); pooling and kept layers as in
+:mod:`training.feature_sets` (``mean``: attention-masked mean; ``cls``: the first token).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+
+class TextItemTower(nn.Module):
+    def __init__(
+        self,
+        encoder: nn.Module,
+        layers: Sequence[int],
+        pooling: str,
+        item_side: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+    ) -> None:
+        super().__init__()
+        if pooling not in ("mean", "cls"):
+            raise ValueError(f"pooling must be mean or cls, got {pooling!r}")
+        self.encoder, self.layers, self.pooling = encoder, list(layers), pooling
+        self.item_side = item_side
+
+    def states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Pooled kept states, flattened per item: [B, M * K * D] (the training features)."""
+        batch, fields, tokens = input_ids.shape
+        output = self.encoder(input_ids=input_ids.reshape(-1, tokens),
+                              attention_mask=attention_mask.reshape(-1, tokens),
+                              output_hidden_states=True)
+        hidden = torch.stack([output.hidden_states[i] for i in self.layers], 1)  # [BM,K,T,D]
+        if self.pooling == "cls":
+            pooled = hidden[:, :, 0]
+        else:
+            weights = attention_mask.reshape(-1, 1, tokens, 1).to(hidden.dtype)
+            pooled = (hidden * weights).sum(2) / weights.sum(2).clamp_min(1.0)
+        return pooled.reshape(batch, -1)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        return self.item_side(self.states(input_ids, attention_mask))
