@@ -8,7 +8,9 @@ neither torch nor anything of ``training`` or ``service``, so the serving image 
 - :mod:`bundle.io`: atomic writing, checksums, loading (:func:`load_bundle`);
 - :mod:`bundle.towers`: the ONNX towers' input and output names and axes;
 - :mod:`bundle.layout`: the raw-feature layout of the item tower;
-- :mod:`bundle.serving_rules`: rules the bundle asks the service to apply (new-item slots).
+- :mod:`bundle.serving_rules`: rules the bundle asks the service to apply (new-item slots);
+- :mod:`bundle.text_fields`: how a raw text becomes a text bundle's fields;
+- :mod:`bundle.tokenize`: the tokenizer both sides run (``tokenizers`` only).
 """
 
 from bundle.files import (
@@ -20,6 +22,8 @@ from bundle.files import (
     ITEM_TOWER,
     MANIFEST,
     NEW_ITEMS,
+    TEXT_TOWER,
+    TOKENIZER,
     TRAIN_HISTORY,
     USER_EMBEDDINGS,
     USER_IDS,
@@ -48,6 +52,8 @@ __all__ = [
     "ITEM_TOWER",
     "MANIFEST",
     "NEW_ITEMS",
+    "TEXT_TOWER",
+    "TOKENIZER",
     "TRAIN_HISTORY",
     "USER_EMBEDDINGS",
     "USER_IDS",

@@ -17,5 +17,7 @@ ITEM_TOWER = "item_tower.onnx"
 USER_TOWER = "user_tower.onnx"
 ITEM_STATES = "item_history_states.npy"
 USER_STATES = "user_states.npy"
+TEXT_TOWER = "text_tower.onnx"  # token ids -> item embedding (a text bundle)
+TOKENIZER = "tokenizer.json"  # the text tower's tokenizer (the `tokenizers` format)
 
 REQUIRED = (USER_EMBEDDINGS, ITEM_EMBEDDINGS, USER_IDS, ITEM_IDS, INTERACTIONS)

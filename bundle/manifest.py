@@ -46,6 +46,18 @@ class Towers(BaseModel):
         "sequential model's trained length); None: any number")
 
 
+class TextInput(BaseModel):
+    """A text bundle's item input: ``text_tower.onnx`` takes token ids of these fields."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    fields: list[str] = Field(min_length=1, description="in the tower's field order")
+    split: Literal["title_fields"] = Field(
+        "title_fields", description="how a raw text becomes the fields (bundle.text_fields)")
+    max_tokens: int = Field(gt=0, description="tokens per field (the tokenizer truncates)")
+    encoder: str = Field(min_length=1, description="the frozen encoder inside the tower")
+
+
 class Manifest(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
@@ -62,6 +74,8 @@ class Manifest(BaseModel):
     modalities: list[Modality] = []
     serving: Serving = Serving()
     towers: Towers | None = None
+    text_input: TextInput | None = Field(
+        None, description="present when the item tower also takes raw text (text_tower.onnx)")
     files: dict[str, str] = Field(default_factory=dict, description="file name -> sha256")
     # training-side records, free-form
     config: dict[str, Any] = Field(default_factory=dict)

@@ -8,6 +8,9 @@ service checks them).
                      ``user_state`` [B, U0] (a known user's stored state), ``user_known`` [B, 1]
                      -> ``embedding`` [B, d]: the user over that history, starting from the
                      stored state or from the learned unknown-user vector.
+``text_tower.onnx``  ``input_ids``, ``attention_mask`` [B, M, T] (int64; M text fields, each
+                     tokenised to T tokens) -> ``embedding`` [B, d], ``history_state`` [B, S]:
+                     the item tower of a text bundle on raw text.
 """
 
 from __future__ import annotations
@@ -36,4 +39,15 @@ USER_AXES: dict[str, dict[int, str]] = {
     USER_STATE: {0: "batch"},
     USER_KNOWN: {0: "batch"},
     EMBEDDING: {0: "batch"},
+}
+
+INPUT_IDS = "input_ids"
+ATTENTION_MASK = "attention_mask"
+TEXT_INPUTS = (INPUT_IDS, ATTENTION_MASK)
+TEXT_OUTPUTS = (EMBEDDING, HISTORY_STATE)
+TEXT_AXES: dict[str, dict[int, str]] = {
+    INPUT_IDS: {0: "batch", 2: "tokens"},
+    ATTENTION_MASK: {0: "batch", 2: "tokens"},
+    EMBEDDING: {0: "batch"},
+    HISTORY_STATE: {0: "batch"},
 }

@@ -85,6 +85,33 @@ def tower_onnx(towers: ServingTowers) -> tuple[bytes, bytes]:
     return item, user
 
 
+def text_tower_files(model: nn.Module, config: dict) -> tuple[dict, dict] | None:
+    """``(files, text_input)`` of the text tower for a model trained on the ``title_fields``
+    feature set (frozen encoder + pooling + the model's item tower, from token ids), or
+    None for any other model."""
+    if config.get("feature_set") != "title_fields" or not hasattr(model, "states"):
+        return None
+    from bundle.text_fields import FIELDS
+    from models.crossan import SequentialItemTower
+    from models.text_tower import TextItemTower
+    from training.encoders import get_encoder_spec, load_encoder, tokenize
+
+    spec = get_encoder_spec("minilm")  # the encoder of training.feature_sets
+    encoder = load_encoder(spec.name)
+    tower = TextItemTower(encoder.model, config["state_layers"], config["state_pooling"],
+                          SequentialItemTower(model)).eval()
+    ids, mask = tokenize(encoder.tokenizer, ["an example title", "#tag"])
+    example = (torch.as_tensor(np.stack([ids, ids], 1)), torch.as_tensor(np.stack([mask, mask], 1)))
+    onnx = _onnx_bytes(tower, example, list(names.TEXT_INPUTS), list(names.TEXT_OUTPUTS),
+                       names.TEXT_AXES)
+    tokenizer = (spec.folder() / bundle_format.TOKENIZER).read_bytes()
+    files = {bundle_format.TEXT_TOWER: lambda p: p.write_bytes(onnx),
+             bundle_format.TOKENIZER: lambda p: p.write_bytes(tokenizer)}
+    text_input = {"fields": list(FIELDS), "split": "title_fields",
+                  "max_tokens": spec.max_length, "encoder": spec.name}
+    return files, text_input
+
+
 def export_bundle(bundle_dir: str | Path) -> None:
     """Add both towers and the per-item / per-user states to an existing bundle, atomically."""
     bundle_dir = Path(bundle_dir)
@@ -99,6 +126,7 @@ def export_bundle(bundle_dir: str | Path) -> None:
     item_states = towers.item_states.detach().cpu().numpy().astype(np.float32)
     user_states = towers.user_states.detach().cpu().numpy().astype(np.float32)
     item_onnx, user_onnx = tower_onnx(towers)
+    text = text_tower_files(model, manifest.config)
     bundle_format.add_files(
         bundle_dir,
         {
@@ -106,7 +134,9 @@ def export_bundle(bundle_dir: str | Path) -> None:
             bundle_format.USER_TOWER: lambda p: p.write_bytes(user_onnx),
             bundle_format.ITEM_STATES: lambda p: np.save(p, item_states),
             bundle_format.USER_STATES: lambda p: np.save(p, user_states),
+            **(text[0] if text else {}),
         },
+        text_input=text[1] if text else None,
         towers={
             "feature_dim": towers.feature_dim,
             "history_state_dim": int(item_states.shape[1]),

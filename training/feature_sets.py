@@ -7,10 +7,8 @@
   MiniLM with every hidden state pooled (:func:`training.encoders.cached_states`), and the
   states of ``state_layers`` kept: per field ``[I, len(state_layers) * 384]``.
 
-Split rule (:func:`split_title`): the caption is the text before the first ``#``, the hashtags
-everything after it with the ``#`` marks removed (MicroLens-50K: 76% of titles have both; a
-missing field is the empty text, which MiniLM encodes as ``[CLS] [SEP]``). A tag that runs on
-into prose stays in the hashtag field: the titles have no delimiter that says where it ends.
+The split rule is :func:`bundle.text_fields.split_title` (the service splits a new item's text
+with the same function); an empty field is encoded by MiniLM as ``[CLS] [SEP]``.
 """
 
 from __future__ import annotations
@@ -21,16 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
+from bundle.text_fields import FIELDS, split_title
 from training.data import DataError, Dataset
 
 FEATURE_SETS = ("dataset", "title_fields")
-FIELDS = ("caption", "hashtags")
-
-
-def split_title(title: str) -> tuple[str, str]:
-    """``(caption, hashtags)`` of one title (module docstring)."""
-    caption, _, tags = title.partition("#")
-    return caption.strip(), " ".join(tags.replace("#", " ").split())
 
 
 def titles_of(dataset: Dataset) -> list[str]:

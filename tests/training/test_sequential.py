@@ -4,14 +4,15 @@ order, the test user having seen its validation item."""
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from bundle.text_fields import split_title
 from training.config import TrainConfig
-from training.feature_sets import split_title
 from training.pipeline import prepare_dataset
 from training.trainer import model_inputs, train
 
@@ -95,6 +96,24 @@ def test_a_crossan_bundle_serves_the_trained_vectors_through_its_onnx_towers(
     embedding, state = ItemTower(bundle.file(bf.ITEM_TOWER))(features)
     assert np.abs(embedding - bundle.item_embeddings).max() <= 1e-4
     assert np.array_equal(embedding, state)
+
+    # the text tower embeds the raw titles from the bundle's own tokenizer; the stored vectors
+    # came from the float16 state cache, hence the looser bound
+    import onnxruntime as ort
+
+    from bundle.text_fields import split_title
+    from bundle.tokenize import load_tokenizer, tokenize
+
+    text = bundle.manifest.text_input
+    assert text.fields == ["caption", "hashtags"] and bundle.has(bf.TOKENIZER)
+    tokenizer = load_tokenizer(bundle.path, text.max_tokens)
+    titles = json.loads((Path(dataset.source) / "titles.json").read_text())
+    encoded = [tokenize(tokenizer, list(f)) for f in zip(*map(split_title, titles), strict=True)]
+    ids, mask = (np.stack([e[k] for e in encoded], 1) for k in (0, 1))
+    session = ort.InferenceSession(str(bundle.file(bf.TEXT_TOWER)))
+    from_text, _ = session.run(None, {"input_ids": ids, "attention_mask": mask})
+    scale = np.abs(bundle.item_embeddings).max()
+    assert np.abs(from_text - bundle.item_embeddings).max() <= 0.01 * scale
 
     # a user's stored vector is the user tower over its whole known history, oldest first
     user_tower = UserTower(bundle.file(bf.USER_TOWER))

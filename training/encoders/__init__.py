@@ -5,6 +5,7 @@ registry, the cache layout and the encoder kinds are documented in their modules
 package does not import torch: only encoding a text that is not cached yet does.
 """
 
+from bundle.tokenize import load_tokenizer, tokenize
 from training.encoders.cache import cache_root, cached_states, item_features, text_key
 from training.encoders.registry import (
     ENCODERS,
@@ -15,7 +16,6 @@ from training.encoders.registry import (
     load_encoder,
     register_encoder,
 )
-from training.encoders.tokenize import load_tokenizer, tokenize
 
 __all__ = [
     "ENCODERS",

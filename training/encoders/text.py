@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from bundle.tokenize import load_tokenizer, tokenize
 from training.encoders.registry import EncoderSpec
-from training.encoders.tokenize import load_tokenizer, tokenize
 
 if TYPE_CHECKING:
     from tqdm import tqdm

@@ -1,7 +1,8 @@
 """Tokenisation with the ``tokenizers`` package only, so turning text into ids never needs torch.
 
-The serving side can embed new item titles from the same ``tokenizer.json`` the model was
-trained with; a test checks the ids against transformers' own tokenizer.
+Training encodes titles with it and the service tokenises a text bundle's new items with it,
+from the ``tokenizer.json`` the bundle ships: one function, the same ids on both sides (a test
+checks them against transformers' own tokenizer).
 """
 
 from __future__ import annotations
