@@ -9,8 +9,9 @@ service checks them).
                      -> ``embedding`` [B, d]: the user over that history, starting from the
                      stored state or from the learned unknown-user vector.
 ``text_tower.onnx``  ``input_ids``, ``attention_mask`` [B, M, T] (int64; M text fields, each
-                     tokenised to T tokens) -> ``embedding`` [B, d], ``history_state`` [B, S]:
-                     the item tower of a text bundle on raw text.
+                     tokenised to T tokens) -> ``embedding`` [B, d], ``history_state`` [B, S]
+                     and ``features`` [B, F]: the item tower of a text bundle on raw text, and
+                     the item tower's input it computed (stored like posted features).
 """
 
 from __future__ import annotations
@@ -44,10 +45,11 @@ USER_AXES: dict[str, dict[int, str]] = {
 INPUT_IDS = "input_ids"
 ATTENTION_MASK = "attention_mask"
 TEXT_INPUTS = (INPUT_IDS, ATTENTION_MASK)
-TEXT_OUTPUTS = (EMBEDDING, HISTORY_STATE)
+TEXT_OUTPUTS = (EMBEDDING, HISTORY_STATE, FEATURES)
 TEXT_AXES: dict[str, dict[int, str]] = {
     INPUT_IDS: {0: "batch", 2: "tokens"},
     ATTENTION_MASK: {0: "batch", 2: "tokens"},
     EMBEDDING: {0: "batch"},
     HISTORY_STATE: {0: "batch"},
+    FEATURES: {0: "batch"},
 }

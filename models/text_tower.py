@@ -44,4 +44,7 @@ class TextItemTower(nn.Module):
         return pooled.reshape(batch, -1)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
-        return self.item_side(self.states(input_ids, attention_mask))
+        """``(embedding, history_state, features)``: the item side's outputs and its input."""
+        states = self.states(input_ids, attention_mask)
+        embedding, history_state = self.item_side(states)
+        return embedding, history_state, states

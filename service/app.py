@@ -133,9 +133,14 @@ def openapi_for_bundle(app: FastAPI) -> dict:
         }
         for name, component in schema.get("components", {}).get("schemas", {}).items():
             fields = component.get("properties", {})
-            if "features" in fields and "features" in component.get("required", []):
-                fields["features"] = {**fields["features"], **exact_features,
-                                      "examples": [features]}
+            if name == "ItemIn":
+                fields["features"] = {
+                    "description": fields["features"].get("description", ""),
+                    **exact_features, "examples": [features]}
+                if model.text_tower is None:  # a feature bundle: features only, required
+                    fields.pop("text", None)
+                    component.pop("oneOf", None)
+                    component["required"] = ["item_id", "features"]
             if name == "ItemsIn":  # the configured batch limit, not only the hard cap
                 fields["items"]["maxItems"] = app.state.settings.max_batch
                 # a repeated entry is refused; a repeated id with other features too (422),

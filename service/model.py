@@ -19,7 +19,7 @@ from bundle.layout import layout_of, parse_layout
 from bundle.serving_rules import interleave_new_items, reserved_slots
 from service.errors import Invalid, NotReady
 from service.index import Hit, IndexConfig, ItemIndex
-from service.towers import ItemTower, UserTower
+from service.towers import ItemTower, TextTower, UserTower
 
 POPULAR_KEPT = 10_000
 
@@ -50,6 +50,10 @@ class ServingModel:
 
         self.item_tower = self._optional(bundle, bundle_format.ITEM_TOWER, ItemTower, onnx_threads)
         self.user_tower = self._optional(bundle, bundle_format.USER_TOWER, UserTower, onnx_threads)
+        text = manifest.text_input
+        self.text_tower = (TextTower(bundle.file(bundle_format.TEXT_TOWER), bundle.path,
+                                     text.max_tokens, onnx_threads)
+                           if text is not None and bundle.has(bundle_format.TEXT_TOWER) else None)
         if self.user_tower is not None and bundle.train_history is None:
             log.warning("bundle %s has no %s: the user tower reads all known interactions in "
                         "item-id order (retrain to fix)", bundle.version,
@@ -129,8 +133,11 @@ class ServingModel:
 
     # ---- items -------------------------------------------------------------------------
 
-    def validate_items(self, items: Sequence[tuple[str, Mapping[str, Sequence[float]]]]) -> None:
-        """Modality names and dims against the manifest, float32 range; raises ``Invalid``."""
+    def validate_items(
+        self, items: Sequence[tuple[str, Mapping[str, Sequence[float]] | None]]
+    ) -> None:
+        """Unique ids; modality names and dims against the manifest (items given as text have
+        no features to check); raises ``Invalid``."""
         expected = {m.name: m.dim for m in self.modalities}
         wanted = ", ".join(f"{m.name} ({m.dim})" for m in self.modalities)
         errors, seen = [], set()
@@ -139,6 +146,8 @@ class ServingModel:
             if item_id in seen:
                 errors.append(_error(loc + ("item_id",), f"duplicate item_id {item_id!r}"))
             seen.add(item_id)
+            if features is None:  # a text item: its features come from the text tower
+                continue
             for name in sorted(set(features) - set(expected)):
                 errors.append(_error(loc + ("features", name),
                                      f"unknown modality {name!r}; this bundle expects {wanted}"))
@@ -183,6 +192,13 @@ class ServingModel:
         if self.item_tower is None:
             raise NotReady(f"bundle {self.version} has no {bundle_format.ITEM_TOWER}")
         return self.item_tower(features)
+
+    def text_features(self, texts: Sequence[str]) -> np.ndarray:
+        """The item tower's features [B, F] of raw texts (a text bundle only; else 422)."""
+        if self.text_tower is None:
+            raise Invalid([_error(("body", "items"), f"bundle {self.version} takes item "
+                                  "features, not text (its manifest has no text_input)")])
+        return self.text_tower(list(texts))[2]
 
     def apply_items(self, ids: Sequence[str], embeddings: np.ndarray, states: np.ndarray) -> None:
         self.index.upsert(ids, embeddings)

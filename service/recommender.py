@@ -268,7 +268,14 @@ class Recommender:
         while True:
             model = self.require_model()
             model.validate_items([(i.item_id, i.features) for i in items])
-            features = model.feature_matrix([i.features for i in items])
+            posted = [i for i in items if i.features is not None]
+            features = np.empty((len(items), model.feature_dim), np.float32)
+            rows = [r for r, i in enumerate(items) if i.features is not None]
+            if rows:
+                features[rows] = model.feature_matrix([i.features for i in posted])
+            text_rows = [r for r, i in enumerate(items) if i.text is not None]
+            if text_rows:  # a text bundle's encoder gives the features (stored like posted)
+                features[text_rows] = model.text_features([items[r].text for r in text_rows])
             embeddings, states = model.embed(features)
             with self._write_lock:
                 if self.model is not model:

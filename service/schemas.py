@@ -31,13 +31,31 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+MAX_TEXT = 4096
+
+
 class ItemIn(Strict):
+    # features, or (for a text bundle) the raw text: exactly one of them
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"oneOf": [
+        {"required": ["features"]}, {"required": ["text"]}]})
     item_id: ItemId
-    features: dict[str, list[Finite]] = Field(
+    features: dict[str, list[Finite]] | None = Field(
+        None,
         description="Modality name -> feature vector. Every modality of the bundle's manifest "
         "(see GET /readyz, `modalities`) with exactly its dimension; finite numbers only.",
         examples=[{"image": [0.1, 0.2], "audio": [0.3, 0.4]}],
     )
+    text: str | None = Field(
+        None, min_length=1, max_length=MAX_TEXT,
+        description="The item's raw text, for a text bundle (its manifest's `text_input`): "
+        "embedded by the bundle's frozen text encoder and item tower.",
+    )
+
+    @model_validator(mode="after")
+    def _one_input(self) -> ItemIn:
+        if (self.features is None) == (self.text is None):
+            raise ValueError("send the item's features or its text (exactly one)")
+        return self
 
 
 class ItemsIn(Strict):

@@ -98,3 +98,39 @@ class UserTower:
         if self.state_dim is None:
             raise ValueError("user tower has a dynamic state width and the history is empty")
         return self.state_dim
+
+
+class TextTower:
+    """Raw texts -> (item embedding, history state, the item tower's features): the text
+    fields of :mod:`bundle.text_fields`, tokenised by :mod:`bundle.tokenize` with the
+    bundle's own ``tokenizer.json``, through ``text_tower.onnx``."""
+
+    def __init__(self, path: Path, tokenizer_folder: Path, max_tokens: int, threads: int = 1,
+                 batch_size: int = 64):
+        from bundle.tokenize import load_tokenizer
+
+        self._session = _session(path, threads)
+        inputs = {i.name for i in self._session.get_inputs()}
+        if inputs != set(names.TEXT_INPUTS):
+            raise ValueError(f"{path}: text tower inputs are {sorted(inputs)}, "
+                             f"expected {sorted(names.TEXT_INPUTS)}")
+        self.tokenizer = load_tokenizer(tokenizer_folder, max_tokens)
+        self.batch_size = batch_size
+
+    def __call__(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        from bundle.text_fields import split_title
+        from bundle.tokenize import tokenize
+
+        parts = []
+        for start in range(0, len(texts), self.batch_size):
+            chunk = texts[start : start + self.batch_size]
+            encoded = [tokenize(self.tokenizer, list(field))
+                       for field in zip(*map(split_title, chunk), strict=True)]
+            ids = np.stack([e[0] for e in encoded], 1)
+            mask = np.stack([e[1] for e in encoded], 1)
+            width = max(int(mask.sum(-1).max()), 1)  # padding is masked: cut it away
+            parts.append(self._session.run(list(names.TEXT_OUTPUTS), {
+                names.INPUT_IDS: np.ascontiguousarray(ids[..., :width]),
+                names.ATTENTION_MASK: np.ascontiguousarray(mask[..., :width])}))
+        return tuple(np.concatenate([p[k] for p in parts]).astype(np.float32, copy=False)
+                     for k in range(3))  # type: ignore[return-value]

@@ -105,7 +105,7 @@ RAW_BAD_BODIES = [
     ('{"items": [{"item_id": "a/b", "features": {}}]}', "should match pattern"),
     ('{"items": [{"item_id": "a b", "features": {}}]}', "should match pattern"),
     ('{"items": [{"item_id": "x", "features": {}, "color": 1}]}', "Extra inputs"),
-    ('{"items": [{"item_id": "x"}]}', "Field required"),
+    ('{"items": [{"item_id": "x"}]}', "send the item's features or its text"),
     ('{"items": "nope"}', "valid list"),
 ]
 

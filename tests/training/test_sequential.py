@@ -111,7 +111,7 @@ def test_a_crossan_bundle_serves_the_trained_vectors_through_its_onnx_towers(
     encoded = [tokenize(tokenizer, list(f)) for f in zip(*map(split_title, titles), strict=True)]
     ids, mask = (np.stack([e[k] for e in encoded], 1) for k in (0, 1))
     session = ort.InferenceSession(str(bundle.file(bf.TEXT_TOWER)))
-    from_text, _ = session.run(None, {"input_ids": ids, "attention_mask": mask})
+    from_text, _, _ = session.run(None, {"input_ids": ids, "attention_mask": mask})
     scale = np.abs(bundle.item_embeddings).max()
     assert np.abs(from_text - bundle.item_embeddings).max() <= 0.01 * scale
 
@@ -122,6 +122,33 @@ def test_a_crossan_bundle_serves_the_trained_vectors_through_its_onnx_towers(
         items = [int(i) - 100 for i in line.split("\t")[1].split()]
         vector = user_tower([embedding[i] for i in items], np.zeros(1, np.float32), 1)
         assert np.abs(vector - bundle.user_embeddings[user]).max() <= 1e-4, user
+
+    # the service embeds a new item from its raw text and serves it
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.settings import Settings
+
+    settings = Settings(bundle=path, database_url=f"sqlite:///{tmp_path / 'store.db'}",
+                        redis_url=None, api_key="k")
+    title = "a brand new cat video # cat # video"
+    with TestClient(create_app(settings)) as client:
+        headers = {"X-API-Key": "k"}
+        response = client.post("/items", json={"items": [{"item_id": "new", "text": title}]},
+                               headers=headers)
+        assert response.status_code == 200, response.text
+        stored = client.get("/items/new").json()
+        assert stored["source"] == "online" and set(stored["features"]) == set(text.fields)
+        expected = session.run(None, dict(zip(("input_ids", "attention_mask"), (
+            np.stack([tokenize(tokenizer, [f])[k] for f in split_title(title)], 1)
+            for k in (0, 1)), strict=True)))[0]
+        vector = user_tower([expected[0]], np.zeros(1, np.float32), 1)  # a one-item history
+        ranked = client.post("/recommend", json={"history": ["new"], "k": 5}).json()
+        assert len(ranked["items"]) == 5
+        # the posted history is the new item alone: the best bundle item for that user
+        assert abs(ranked["items"][0]["score"] - float((embedding @ vector).max())) < 1e-3
+        both = {"item_id": "x", "text": title, "features": {"caption": [0.0]}}
+        assert client.post("/items", json={"items": [both]}, headers=headers).status_code == 422
 
 
 def test_the_text_item_tower_in_onnx_matches_torch_and_the_cached_states(
@@ -156,15 +183,18 @@ def test_the_text_item_tower_in_onnx_matches_torch_and_the_cached_states(
                         [1536, 1536], embed_dim=16, max_length=4).eval()
     tower = TextItemTower(encoder.model, [0, 2, 4, 6], "mean", SequentialItemTower(model)).eval()
     with torch.no_grad():
-        expected, _ = tower(torch.as_tensor(ids), torch.as_tensor(mask))
+        expected, _, _ = tower(torch.as_tensor(ids), torch.as_tensor(mask))
         states = tower.states(torch.as_tensor(ids), torch.as_tensor(mask)).numpy()
     cached = field_states(titles, [0, 2, 4, 6], progress=False)
     assert np.abs(states - np.concatenate([cached["caption"], cached["hashtags"]], 1)).max() < 5e-3
 
     axes = {"input_ids": {0: "batch", 2: "tokens"}, "attention_mask": {0: "batch", 2: "tokens"},
             "embedding": {0: "batch"}, "history_state": {0: "batch"}}
+    axes["features"] = {0: "batch"}
     onnx = _onnx_bytes(tower, (torch.as_tensor(ids), torch.as_tensor(mask)),
-                       ["input_ids", "attention_mask"], ["embedding", "history_state"], axes)
+                       ["input_ids", "attention_mask"], ["embedding", "history_state", "features"],
+                       axes)
     session = ort.InferenceSession(io.BytesIO(onnx).getvalue())
-    embedding, _ = session.run(None, {"input_ids": ids, "attention_mask": mask})
+    embedding, _, features = session.run(None, {"input_ids": ids, "attention_mask": mask})
     assert np.abs(embedding - expected.numpy()).max() <= 1e-4
+    assert np.abs(features - states).max() <= 1e-4
