@@ -77,6 +77,18 @@ SEARCH_SPACES: dict[str, dict[str, Any]] = {
     },
     # evaluated as built: one trial at the defaults
     "training_free": {"models": ["mostpop", "content_knn"], "space": {}},
+    # CROSSAN and its controls: the paper's lr range (1e-5..1e-3, section 5), hidden sizes
+    # searched there ({32, 64, 128}). Not run yet: `tune` loads the dataset's own features,
+    # not the title fields these models read (benchmarks/sequential.py runs them)
+    "sequential": {
+        "models": ["crossan", "indsan", "sasrec", "sasrec_text"],
+        "space": {
+            "lr": ("log", 1e-5, 1e-3),
+            "embed_dim": ("categorical", [32, 64, 128]),
+            "adapter_dim": ("categorical", [32, 64, 128]),
+            "dropout": ("float", 0.0, 0.3),
+        },
+    },
 }
 
 TRAIN_FIELDS = ("lr", "l2", "l2_scope")
