@@ -246,3 +246,25 @@ def test_tiny_clip_embeds_texts_and_images(tmp_path: Path, monkeypatch) -> None:
     cached = cached_states(texts, clip, "embed", progress=False)
     assert cached.shape == (2, 1, 8)
     np.testing.assert_array_equal(cached[:, 0], text_emb.astype(np.float16))
+
+
+@pytest.mark.dataset
+def test_a_text_bundles_tokenizer_matches_training_on_1000_real_titles(tmp_path) -> None:
+    """The service tokenises with the bundle's tokenizer.json alone (no tokenizer_config.json
+    beside it): the ids of 1,000 real titles' fields equal training's and transformers'."""
+    import shutil
+
+    from bundle.text_fields import split_title
+
+    if not MICROLENS_TITLES.is_file():
+        pytest.skip(f"MicroLens titles not found at {MICROLENS_TITLES}")
+    with MICROLENS_TITLES.open(encoding="utf-8", newline="") as handle:
+        titles = [row["title"] for row in csv.DictReader(handle)][:1000]
+    folder = get_encoder_spec("minilm").folder()
+    shutil.copy(folder / "tokenizer.json", tmp_path / "tokenizer.json")  # as a bundle ships it
+    texts = [field for title in titles for field in split_title(title)]
+    served = tokenize(load_tokenizer(tmp_path, 64), texts)
+    trained = tokenize(load_tokenizer(folder, 64), texts)
+    for a, b in zip(served, trained, strict=True):
+        np.testing.assert_array_equal(a, b)
+    _assert_same_ids_as_transformers(texts)
