@@ -39,29 +39,33 @@ ITEM_ENCODERS = ("adapters", "frozen", "ids")
 PAD = -1
 
 
-def ordered_histories(graph: BipartiteGraph, length: int) -> torch.Tensor:
-    """long [U, length]: each user's newest ``length`` items in edge order, left-padded."""
+def _flat_sequences(graph: BipartiteGraph) -> dict[str, torch.Tensor]:
+    """The training edges as per-user sequences: ``items`` (by user, in edge order), each
+    user's ``start`` into them and ``count``, and the sorted ``user * I + item`` ``keys`` with
+    each key's ``position`` in ``items``."""
     users, items = graph.edge_index[0].long().cpu(), graph.edge_index[1].long().cpu()
     order = torch.sort(users, stable=True).indices  # by user, edge order kept within a user
-    users, items = users[order], items[order]
     counts = torch.bincount(users, minlength=graph.num_users)
-    ends = torch.cumsum(counts, 0)
-    # position of each edge counted back from its user's newest edge (0 = newest)
-    back = ends[users] - 1 - torch.arange(len(users))
-    keep = back < length
-    histories = torch.full((graph.num_users, length), PAD, dtype=torch.long)
-    histories[users[keep], length - 1 - back[keep]] = items[keep]
-    return histories
+    keys, position = torch.sort(users[order] * graph.num_items + items[order])
+    return {"items": items[order], "start": torch.cumsum(counts, 0) - counts, "count": counts,
+            "keys": keys, "position": position}
 
 
-def _flat_sequences(graph: BipartiteGraph) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Every user's training items by user, in edge order (``items``), the sorted
-    ``user * I + item`` keys of those edges, and each key's index into ``items``."""
-    users, items = graph.edge_index[0].long().cpu(), graph.edge_index[1].long().cpu()
-    order = torch.sort(users, stable=True).indices
-    keys = users[order] * graph.num_items + items[order]
-    sorted_keys, where = torch.sort(keys)
-    return items[order], sorted_keys, where
+def _window(
+    items: torch.Tensor, ends: torch.Tensor, starts: torch.Tensor, length: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``length`` sequence positions before each of ``ends`` (exclusive), left-padded:
+    ``(item ids with PAD [B, length], real [B, length])``; a position before its user's start
+    is padding."""
+    index = ends.unsqueeze(1) - torch.arange(length, 0, -1, device=ends.device)
+    real = index >= starts.unsqueeze(1)
+    return torch.where(real, items[index.clamp_min(0)], torch.full_like(index, PAD)), real
+
+
+def ordered_histories(graph: BipartiteGraph, length: int) -> torch.Tensor:
+    """long [U, length]: each user's newest ``length`` items in edge order, left-padded."""
+    flat = _flat_sequences(graph)
+    return _window(flat["items"], flat["start"] + flat["count"], flat["start"], length)[0]
 
 
 class SequentialRecommender(Recommender):
@@ -116,17 +120,17 @@ class SequentialRecommender(Recommender):
                 torch.empty(graph.num_items, embed_dim), std=0.02))
         self.encoder = SequenceEncoder(embed_dim, max_length, num_blocks, num_heads, dropout)
         self.max_length = max_length
-        self.register_buffer("histories", ordered_histories(graph, max_length),
-                             persistent=False)
-        flat, keys, starts = _flat_sequences(graph)
-        self.register_buffer("sequence_items", flat, persistent=False)  # by user, oldest first
-        self.register_buffer("sequence_keys", keys, persistent=False)  # sorted user*I + item
-        self.register_buffer("key_position", starts, persistent=False)
-        counts = torch.bincount(graph.edge_index[0].long().cpu(), minlength=graph.num_users)
+        flat = _flat_sequences(graph)
+        self.register_buffer("sequence_items", flat["items"], persistent=False)  # oldest first
+        self.register_buffer("sequence_keys", flat["keys"], persistent=False)  # user*I + item
+        self.register_buffer("key_position", flat["position"], persistent=False)
         self.register_buffer("sequence_users", torch.repeat_interleave(
-            torch.arange(graph.num_users), counts), persistent=False)
-        self.register_buffer("user_start", torch.cumsum(counts, 0) - counts, persistent=False)
-        self.register_buffer("user_count", counts, persistent=False)
+            torch.arange(graph.num_users), flat["count"]), persistent=False)
+        self.register_buffer("user_start", flat["start"], persistent=False)
+        self.register_buffer("user_count", flat["count"], persistent=False)
+        self.register_buffer("histories", _window(flat["items"], flat["start"] + flat["count"],
+                                                  flat["start"], max_length)[0],
+                             persistent=False)  # each user's newest max_length items
         counts = graph.item_degree().float().clamp_min(1.0)
         self.register_buffer("log_popularity", (counts / counts.sum()).log(), persistent=False)
 
@@ -135,7 +139,10 @@ class SequentialRecommender(Recommender):
         """[len(items), d] item vectors of item ids ``items``."""
         if self.item_encoder == "ids":
             return self.item_embedding[items]
-        states = self.states[items]
+        return self.content_vectors(self.states[items])
+
+    def content_vectors(self, states: torch.Tensor) -> torch.Tensor:
+        """Item vectors [B, d] from frozen states [B, M, K, D] (the content item sides)."""
         if self.item_encoder == "frozen":
             return self.project(states[:, :, -1].flatten(1))
         return self.towers(states)
@@ -200,16 +207,13 @@ class SequentialRecommender(Recommender):
     def training_losses(self, batch: TrainingBatch) -> dict[str, torch.Tensor]:
         flat = self._position(batch.users, batch.positives)
         flat = flat[flat >= 0]
-        starts = self.user_start[self.sequence_users[flat]]
-        back = torch.arange(self.max_length, 0, -1, device=flat.device)
-        index = flat.unsqueeze(1) - back  # the max_length positions before the target
-        real = index >= starts.unsqueeze(1)
+        # the max_length positions before the target
+        histories, real = _window(self.sequence_items, flat,
+                                  self.user_start[self.sequence_users[flat]], self.max_length)
         has_history = real[:, -1]
-        flat, index, real = flat[has_history], index[has_history], real[has_history]
+        flat, histories, real = flat[has_history], histories[has_history], real[has_history]
         if len(flat) == 0:  # only first items: nothing to predict (a zero that backpropagates)
             return {"softmax": sum(p.sum() for p in self.parameters()) * 0.0}
-        histories = torch.where(real, self.sequence_items[index.clamp_min(0)],
-                                torch.full_like(index, PAD))
         targets = self.sequence_items[flat]
         users = self.sequence_users[flat]
         batch_items, local = torch.unique(torch.cat([histories.flatten(), targets]),
@@ -268,11 +272,8 @@ class SequentialItemTower(nn.Module):
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         model = self.model
-        states = features.reshape(-1, model.num_experts, model.num_layers, model.state_dim)
-        if model.item_encoder == "frozen":
-            vector = model.project(states[:, :, -1].flatten(1))
-        else:
-            vector = model.towers(states)
+        vector = model.content_vectors(
+            features.reshape(-1, model.num_experts, model.num_layers, model.state_dim))
         return vector, vector
 
 
