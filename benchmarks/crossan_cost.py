@@ -38,7 +38,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bundle.text_fields import split_title  # noqa: E402
+from bundle.text_fields import tokenize_fields  # noqa: E402
 from models.base import TrainingBatch  # noqa: E402
 from models.crossan import SequentialRecommender  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
@@ -75,15 +75,12 @@ class FullFineTune(SequentialRecommender):
 
 
 def _full_finetune(dataset, config) -> FullFineTune:
-    from training.encoders import get_encoder_spec, load_tokenizer, tokenize
+    from training.encoders import get_encoder_spec, load_tokenizer
 
     spec = get_encoder_spec("minilm")
     folder = spec.folder()
-    tokenizer = load_tokenizer(folder, spec.max_length)
-    fields = list(zip(*(split_title(t) for t in titles_of(dataset)), strict=True))
-    encoded = [tokenize(tokenizer, list(texts)) for texts in fields]
-    ids = torch.as_tensor(np.stack([e[0] for e in encoded], 1))
-    masks = torch.as_tensor(np.stack([e[1] for e in encoded], 1))
+    ids, masks = map(torch.as_tensor, tokenize_fields(load_tokenizer(folder, spec.max_length),
+                                                      titles_of(dataset)))
     torch.manual_seed(config.seed)
     graph, _, _ = model_inputs(dataset, config)
     return FullFineTune(graph, ids, masks, folder)

@@ -10,6 +10,13 @@ delimiter that says where it ends.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from bundle.tokenize import tokenize
+
 FIELDS = ("caption", "hashtags")
 
 
@@ -17,3 +24,11 @@ def split_title(title: str) -> tuple[str, str]:
     """``(caption, hashtags)`` of one title."""
     caption, _, tags = title.partition("#")
     return caption.strip(), " ".join(tags.replace("#", " ").split())
+
+
+def tokenize_fields(tokenizer: Tokenizer, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """``(input_ids, attention_mask)`` int64 ``[len(texts), len(FIELDS), max_length]``: every
+    text split into its fields, each field tokenised (the text tower's input)."""
+    fields = zip(*map(split_title, texts), strict=True)
+    encoded = [tokenize(tokenizer, list(field)) for field in fields]
+    return np.stack([e[0] for e in encoded], 1), np.stack([e[1] for e in encoded], 1)

@@ -11,6 +11,8 @@ import numpy as np
 import onnxruntime as ort
 
 from bundle import towers as names
+from bundle.text_fields import tokenize_fields
+from bundle.tokenize import load_tokenizer
 
 
 def providers() -> list[str]:
@@ -107,8 +109,6 @@ class TextTower:
 
     def __init__(self, path: Path, tokenizer_folder: Path, max_tokens: int, threads: int = 1,
                  batch_size: int = 64):
-        from bundle.tokenize import load_tokenizer
-
         self._session = _session(path, threads)
         inputs = {i.name for i in self._session.get_inputs()}
         if inputs != set(names.TEXT_INPUTS):
@@ -118,16 +118,9 @@ class TextTower:
         self.batch_size = batch_size
 
     def __call__(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        from bundle.text_fields import split_title
-        from bundle.tokenize import tokenize
-
         parts = []
         for start in range(0, len(texts), self.batch_size):
-            chunk = texts[start : start + self.batch_size]
-            encoded = [tokenize(self.tokenizer, list(field))
-                       for field in zip(*map(split_title, chunk), strict=True)]
-            ids = np.stack([e[0] for e in encoded], 1)
-            mask = np.stack([e[1] for e in encoded], 1)
+            ids, mask = tokenize_fields(self.tokenizer, texts[start : start + self.batch_size])
             width = max(int(mask.sum(-1).max()), 1)  # padding is masked: cut it away
             parts.append(self._session.run(list(names.TEXT_OUTPUTS), {
                 names.INPUT_IDS: np.ascontiguousarray(ids[..., :width]),

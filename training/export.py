@@ -72,8 +72,8 @@ def tower_onnx(towers: ServingTowers) -> tuple[bytes, bytes]:
     # its attention reshapes do not export with a symbolic history length
     history = towers.max_history or 3
     axes = names.USER_AXES if towers.max_history is None else {
-        name: {k: v for k, v in axes.items() if v != "history"}
-        for name, axes in names.USER_AXES.items()}
+        name: {axis: label for axis, label in labels.items() if label != "history"}
+        for name, labels in names.USER_AXES.items()}
     user = _onnx_bytes(
         towers.user_tower.cpu(),
         (torch.zeros(2, history, states), torch.ones(2, history), torch.zeros(2, user_dim),
@@ -91,17 +91,17 @@ def text_tower_files(model: nn.Module, config: dict) -> tuple[dict, dict] | None
     None for any other model."""
     if config.get("feature_set") != "title_fields" or not hasattr(model, "states"):
         return None
-    from bundle.text_fields import FIELDS
+    from bundle.text_fields import FIELDS, tokenize_fields
     from models.crossan import SequentialItemTower
     from models.text_tower import TextItemTower
-    from training.encoders import get_encoder_spec, load_encoder, tokenize
+    from training.encoders import get_encoder_spec, load_encoder
 
     spec = get_encoder_spec("minilm")  # the encoder of training.feature_sets
     encoder = load_encoder(spec.name)
     tower = TextItemTower(encoder.model, config["state_layers"], config["state_pooling"],
                           SequentialItemTower(model)).eval()
-    ids, mask = tokenize(encoder.tokenizer, ["an example title", "#tag"])
-    example = (torch.as_tensor(np.stack([ids, ids], 1)), torch.as_tensor(np.stack([mask, mask], 1)))
+    ids, mask = tokenize_fields(encoder.tokenizer, ["an example title # tag", "# tag"])
+    example = (torch.as_tensor(ids), torch.as_tensor(mask))
     onnx = _onnx_bytes(tower, example, list(names.TEXT_INPUTS), list(names.TEXT_OUTPUTS),
                        names.TEXT_AXES)
     tokenizer = (spec.folder() / bundle_format.TOKENIZER).read_bytes()

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from bundle.text_fields import split_title
+from bundle.text_fields import split_title, tokenize_fields
 from training.config import TrainConfig
 from training.pipeline import prepare_dataset
 from training.trainer import model_inputs, train
@@ -101,15 +101,13 @@ def test_a_crossan_bundle_serves_the_trained_vectors_through_its_onnx_towers(
     # came from the float16 state cache, hence the looser bound
     import onnxruntime as ort
 
-    from bundle.text_fields import split_title
-    from bundle.tokenize import load_tokenizer, tokenize
+    from bundle.tokenize import load_tokenizer
 
     text = bundle.manifest.text_input
     assert text.fields == ["caption", "hashtags"] and bundle.has(bf.TOKENIZER)
     tokenizer = load_tokenizer(bundle.path, text.max_tokens)
     titles = json.loads((Path(dataset.source) / "titles.json").read_text())
-    encoded = [tokenize(tokenizer, list(f)) for f in zip(*map(split_title, titles), strict=True)]
-    ids, mask = (np.stack([e[k] for e in encoded], 1) for k in (0, 1))
+    ids, mask = tokenize_fields(tokenizer, titles)
     session = ort.InferenceSession(str(bundle.file(bf.TEXT_TOWER)))
     from_text, _, _ = session.run(None, {"input_ids": ids, "attention_mask": mask})
     scale = np.abs(bundle.item_embeddings).max()
@@ -139,9 +137,8 @@ def test_a_crossan_bundle_serves_the_trained_vectors_through_its_onnx_towers(
         assert response.status_code == 200, response.text
         stored = client.get("/items/new").json()
         assert stored["source"] == "online" and set(stored["features"]) == set(text.fields)
-        expected = session.run(None, dict(zip(("input_ids", "attention_mask"), (
-            np.stack([tokenize(tokenizer, [f])[k] for f in split_title(title)], 1)
-            for k in (0, 1)), strict=True)))[0]
+        new_ids, new_mask = tokenize_fields(tokenizer, [title])
+        expected = session.run(None, {"input_ids": new_ids, "attention_mask": new_mask})[0]
         vector = user_tower([expected[0]], np.zeros(1, np.float32), 1)  # a one-item history
         ranked = client.post("/recommend", json={"history": ["new"], "k": 5}).json()
         assert len(ranked["items"]) == 5
@@ -166,7 +163,7 @@ def test_the_text_item_tower_in_onnx_matches_torch_and_the_cached_states(
     from models.registry import build_model
     from models.text_tower import TextItemTower
     from training.data import default_data_dir
-    from training.encoders import load_encoder, tokenize
+    from training.encoders import load_encoder
     from training.export import _onnx_bytes
     from training.feature_sets import field_states
 
@@ -174,9 +171,7 @@ def test_the_text_item_tower_in_onnx_matches_torch_and_the_cached_states(
     with titles_file.open(newline="") as handle:
         titles = [row[1] for row in list(csv.reader(handle))[1:9]]
     encoder = load_encoder("minilm")
-    fields = list(zip(*(split_title(t) for t in titles), strict=True))
-    encoded = [tokenize(encoder.tokenizer, list(texts)) for texts in fields]
-    ids, mask = (np.stack([e[k] for e in encoded], 1) for k in (0, 1))
+    ids, mask = tokenize_fields(encoder.tokenizer, titles)
     torch.manual_seed(0)
     edges = torch.stack([torch.arange(20).repeat_interleave(3), torch.randint(0, 15, (60,))])
     model = build_model("crossan", BipartiteGraph(20, 15, edges), torch.randn(15, 2 * 4 * 384),
