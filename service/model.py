@@ -193,12 +193,30 @@ class ServingModel:
             raise NotReady(f"bundle {self.version} has no {bundle_format.ITEM_TOWER}")
         return self.item_tower(features)
 
-    def text_features(self, texts: Sequence[str]) -> np.ndarray:
-        """The item tower's features [B, F] of raw texts (a text bundle only; else 422)."""
-        if self.text_tower is None:
-            raise Invalid([_error(("body", "items"), f"bundle {self.version} takes item "
-                                  "features, not text (its manifest has no text_input)")])
-        return self.text_tower(list(texts))[2]
+    def embed_posted(
+        self, features: Sequence[Mapping[str, Sequence[float]] | None],
+        texts: Sequence[str | None],
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(features, embeddings, history states)`` of validated posted items, in order: an
+        item's features go through the item tower, its text (a text bundle only, else 422)
+        through the text tower, which gives all three, its features stored like posted ones."""
+        parts = []
+        posted = [row for row, f in enumerate(features) if f is not None]
+        if posted:
+            matrix = self.feature_matrix([features[row] for row in posted])
+            parts.append((posted, (matrix, *self.embed(matrix))))
+        written = [row for row, text in enumerate(texts) if text is not None]
+        if written:
+            if self.text_tower is None:
+                raise Invalid([_error(("body", "items"), f"bundle {self.version} takes item "
+                                      "features, not text (its manifest has no text_input)")])
+            embedding, state, matrix = self.text_tower([texts[row] for row in written])
+            parts.append((written, (matrix, embedding, state)))
+        out = [np.empty((len(features), *array.shape[1:]), np.float32) for array in parts[0][1]]
+        for rows, arrays in parts:
+            for target, array in zip(out, arrays, strict=True):
+                target[rows] = array
+        return out[0], out[1], out[2]
 
     def apply_items(self, ids: Sequence[str], embeddings: np.ndarray, states: np.ndarray) -> None:
         self.index.upsert(ids, embeddings)

@@ -268,15 +268,8 @@ class Recommender:
         while True:
             model = self.require_model()
             model.validate_items([(i.item_id, i.features) for i in items])
-            posted = [i for i in items if i.features is not None]
-            features = np.empty((len(items), model.feature_dim), np.float32)
-            rows = [r for r, i in enumerate(items) if i.features is not None]
-            if rows:
-                features[rows] = model.feature_matrix([i.features for i in posted])
-            text_rows = [r for r, i in enumerate(items) if i.text is not None]
-            if text_rows:  # a text bundle's encoder gives the features (stored like posted)
-                features[text_rows] = model.text_features([items[r].text for r in text_rows])
-            embeddings, states = model.embed(features)
+            features, embeddings, states = model.embed_posted([i.features for i in items],
+                                                              [i.text for i in items])
             with self._write_lock:
                 if self.model is not model:
                     continue  # a reload swapped bundles meanwhile: embed with the new one
@@ -342,11 +335,10 @@ class Recommender:
     async def recommend(self, body: schemas.RecommendIn) -> bytes:
         """The JSON body of a ``schemas.RecommendationOut``."""
         model = self.require_model()
-        unknown = [f"history[{i}]" for i, item_id in enumerate(body.history)
-                   if not model.has_item(item_id)]
+        unknown = [i for i, item_id in enumerate(body.history) if not model.has_item(item_id)]
         if unknown:  # well-formed ids of nothing the service knows: 404, like an unknown user
-            first = body.history[int(unknown[0][8:-1])]
-            raise NotFound(f"unknown item {first!r} at {', '.join(unknown[:10])}"
+            where = ", ".join(f"history[{i}]" for i in unknown[:10])
+            raise NotFound(f"unknown item {body.history[unknown[0]]!r} at {where}"
                            + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""))
         return await self._recommend(model, body.user_id, body.history, body.exclude, body.k)
 
