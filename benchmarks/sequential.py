@@ -36,7 +36,7 @@ from models.registry import default_hparams  # noqa: E402
 from training.config import TrainConfig, load_config_file  # noqa: E402
 from training.pipeline import prepare_dataset  # noqa: E402
 from training.report import per_user_hits  # noqa: E402
-from training.trainer import embeddings, train  # noqa: E402
+from training.trainer import embeddings, train, users_after  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "results" / "sequential" / "seeds-microlens.json"
 METRICS = ("hit@10", "ndcg@10", "hit@20", "ndcg@20")
@@ -81,9 +81,7 @@ def run(args: argparse.Namespace) -> None:
             dataset = prepare_dataset(args.data, config)
             result = train(dataset, config, progress=not args.quiet)
             users, items = embeddings(result.model)
-            with torch.no_grad():
-                after = result.model.user_embeddings_after(torch.as_tensor(dataset.valid))
-            test_users = users if after is None else after
+            test_users = users_after(result.model, users, dataset.valid)  # as the trainer does
             for part in PARTS:
                 ids, hits = per_user_hits(test_users, items, dataset, "test", 10, part)
                 arrays[f"{row}__{seed}__{part}__users"] = ids

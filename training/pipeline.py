@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 import bundle as bundle_format
 from models.base import Recommender
@@ -20,7 +19,7 @@ from training.data import Dataset, load_dataset
 from training.export import ExportError, export_bundle
 from training.feature_sets import with_feature_set
 from training.report import new_items
-from training.trainer import TrainResult, embeddings, model_inputs, train
+from training.trainer import TrainResult, embeddings, model_inputs, train, users_after
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +44,7 @@ def write_result_bundle(
     """Write the trained model, its final embeddings and metrics as a bundle."""
     users, items = embeddings(result.model)
     # a sequential user is served after every interaction it is known for, oldest first
-    with torch.no_grad():
-        after = result.model.user_embeddings_after(
-            torch.as_tensor(np.concatenate([dataset.valid, dataset.test])))
-    users = users if after is None else after
+    users = users_after(result.model, users, np.concatenate([dataset.valid, dataset.test]))
     graph, features, hparams = model_inputs(dataset, result.config)
 
     def write_weights(path: Path) -> None:

@@ -114,6 +114,15 @@ def embeddings(model: Recommender) -> tuple[torch.Tensor, torch.Tensor]:
     return users.detach(), items.detach()
 
 
+@torch.no_grad()
+def users_after(model: Recommender, users: torch.Tensor, pairs: np.ndarray) -> torch.Tensor:
+    """``users``, or, for a model whose users read an ordered history, its user vectors once
+    ``pairs`` (user, item; oldest first) are appended (``Recommender.user_embeddings_after``)."""
+    model.eval()
+    after = model.user_embeddings_after(torch.as_tensor(pairs, device=users.device))
+    return users if after is None else after.detach()
+
+
 def evaluate_split(
     model: Recommender, dataset: Dataset, split: str, batch_size: int = 2048
 ) -> dict[str, float]:
@@ -301,11 +310,7 @@ def train(
     users, items = embeddings(model)
     valid_report = warm_cold_report(users, items, dataset, "valid", config.eval_batch_size,
                                     config.new_item_slots)
-    # a sequential user has also seen its validation item by test time
-    model.eval()
-    with torch.no_grad():
-        after = model.user_embeddings_after(torch.as_tensor(dataset.valid, device=device))
-    test_users = users if after is None else after.detach()
+    test_users = users_after(model, users, dataset.valid)  # test time: validation item seen
     test_report = warm_cold_report(test_users, items, dataset, "test", config.eval_batch_size,
                                    config.new_item_slots)
     epochs_run = len(history)
