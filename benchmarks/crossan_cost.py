@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 from bundle.text_fields import tokenize_fields  # noqa: E402
 from models.base import TrainingBatch  # noqa: E402
 from models.crossan import SequentialRecommender  # noqa: E402
+from models.text_tower import pool_states  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
 from training.feature_sets import titles_of  # noqa: E402
 from training.pipeline import prepare_dataset  # noqa: E402
@@ -69,8 +70,7 @@ class FullFineTune(SequentialRecommender):
         width = max(int(masks.sum(-1).max()), 1)
         flat_ids, flat_masks = ids[..., :width].flatten(0, 1), masks[..., :width].flatten(0, 1)
         hidden = self.text(input_ids=flat_ids, attention_mask=flat_masks).last_hidden_state
-        weights = flat_masks.unsqueeze(-1).float()
-        pooled = (hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+        pooled = pool_states(hidden.unsqueeze(1), flat_masks, "mean")[:, 0]
         return self.project(pooled).reshape(len(items), ids.shape[1], -1).mean(1)
 
 

@@ -14,6 +14,18 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+POOLINGS = ("mean", "cls")
+
+
+def pool_states(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """Hidden states [B, S, T, D] (S states of T tokens), attention mask [B, T] -> [B, S, D]:
+    ``mean`` over the real tokens, or ``cls``, the first token. The state cache and the text
+    tower both pool through here, so serving sees the states training was given."""
+    if pooling == "cls":
+        return hidden[:, :, 0]
+    weights = mask[:, None, :, None].to(hidden.dtype)
+    return (hidden * weights).sum(2) / weights.sum(2).clamp_min(1.0)
+
 
 class TextItemTower(nn.Module):
     def __init__(
@@ -24,7 +36,7 @@ class TextItemTower(nn.Module):
         item_side: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
     ) -> None:
         super().__init__()
-        if pooling not in ("mean", "cls"):
+        if pooling not in POOLINGS:
             raise ValueError(f"pooling must be mean or cls, got {pooling!r}")
         self.encoder, self.layers, self.pooling = encoder, list(layers), pooling
         self.item_side = item_side
@@ -36,11 +48,7 @@ class TextItemTower(nn.Module):
                               attention_mask=attention_mask.reshape(-1, tokens),
                               output_hidden_states=True)
         hidden = torch.stack([output.hidden_states[i] for i in self.layers], 1)  # [BM,K,T,D]
-        if self.pooling == "cls":
-            pooled = hidden[:, :, 0]
-        else:
-            weights = attention_mask.reshape(-1, 1, tokens, 1).to(hidden.dtype)
-            pooled = (hidden * weights).sum(2) / weights.sum(2).clamp_min(1.0)
+        pooled = pool_states(hidden, attention_mask.reshape(-1, tokens), self.pooling)
         return pooled.reshape(batch, -1)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):

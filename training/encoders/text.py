@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from bundle.tokenize import load_tokenizer, tokenize
+from models.text_tower import pool_states
 from training.encoders.registry import EncoderSpec
 
 if TYPE_CHECKING:
@@ -56,10 +57,8 @@ class HiddenStateEncoder:
                     input_ids=torch.from_numpy(ids[rows, :width]), attention_mask=batch_mask
                 )
                 states = torch.stack(output.hidden_states, dim=1)  # [B, states, tokens, dim]
-                weights = batch_mask[:, None, :, None].to(states.dtype)
-                mean = (states * weights).sum(dim=2) / weights.sum(dim=2).clamp_min(1.0)
-                pooled["mean"][rows] = mean.numpy()
-                pooled["cls"][rows] = states[:, :, 0].numpy()
+                for pooling, out in pooled.items():
+                    out[rows] = pool_states(states, batch_mask, pooling).numpy()
                 if progress is not None:
                     progress.update(len(rows))
         return pooled
