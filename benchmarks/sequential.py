@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.stats import paired_bootstrap  # noqa: E402
 from models.registry import default_hparams  # noqa: E402
-from training.config import TrainConfig, load_config_file  # noqa: E402
+from training.config import TrainConfig, load_config_file, parse_hparams  # noqa: E402
 from training.pipeline import prepare_dataset  # noqa: E402
 from training.report import per_user_hits  # noqa: E402
 from training.trainer import embeddings, train, users_after  # noqa: E402
@@ -53,17 +53,6 @@ def config_for(model: str, base: dict[str, Any], seed: int, hparams: dict[str, A
     return TrainConfig(**fields)
 
 
-def _parse(pairs: list[str] | None) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for pair in pairs or []:
-        key, _, value = pair.partition("=")
-        try:
-            out[key] = json.loads(value)  # numbers, true/false, lists
-        except json.JSONDecodeError:
-            out[key] = value  # a bare word: a string (fusion=concat)
-    return out
-
-
 def run(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -73,7 +62,7 @@ def run(args: argparse.Namespace) -> None:
     arrays_path = out.with_suffix(".npz")
     arrays = dict(np.load(arrays_path)) if arrays_path.exists() else {}
     record["commands"].append(shlex.join(["python", *sys.argv]))
-    hparams = _parse(args.hparam)
+    hparams = parse_hparams(args.hparam or [])
     for model in args.models.split(","):
         row = model + args.label
         for seed in range(args.seed_from, args.seed_from + args.seeds):
