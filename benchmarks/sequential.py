@@ -1,23 +1,26 @@
 """CROSSAN and its controls on MicroLens-50K: seed runs and the quality table (issue 9).
 
     python benchmarks/sequential.py run --models crossan,indsan,sasrec_text,sasrec \\
-        --config configs/microlens_crossan.json --seeds 3 [--seed-from 2024] [--threads 1]
+        --config configs/microlens_crossan.json --seeds 3 [--seed-from 2024] [--threads 1] \\
+        [--out FILE] [--bundle-dir bundles/sequential]
     python benchmarks/sequential.py report [--baseline sasrec]
 
 ``run`` trains every model with the configuration file's setting (the model swapped in, each
 model keeping only the hyperparameters it takes; ``sasrec`` reads no content, so it skips the
 title fields), early stopping on validation Recall@20 (= HR@20 under leave-one-out), and
 records the validation and test reports (all rows, warm, cold: HR and NDCG at 10 and 20) and
-every test user's hit at 10, so that ``report`` can give paired per-user bootstrap intervals.
-A test user's history includes its validation item, as in the trainer. Runs are merged into
-``benchmarks/results/sequential/seeds-microlens.json`` (+ ``.npz``; ``--out`` gives runs in
-parallel their own files); a later run of the same row and seed replaces the earlier one.
+every test user's hit at 10 (packed bits in the record, so the committed file alone gives
+``report`` its paired per-user bootstrap intervals). A test user's history includes its
+validation item, as in the trainer. Runs are merged into
+``benchmarks/results/sequential/seeds-microlens.json`` (``--out`` gives runs in parallel their
+own files); a later run of the same row and seed replaces the earlier one.
 ``report --runs FILE...`` merges them and writes ``benchmarks/results/crossan.md``.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import platform
 import shlex
@@ -31,10 +34,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.stats import paired_bootstrap  # noqa: E402
+from benchmarks.stats import pack_hits, paired_bootstrap, unpack_hits  # noqa: E402
 from models.registry import default_hparams  # noqa: E402
 from training.config import TrainConfig, load_config_file, parse_hparams  # noqa: E402
-from training.pipeline import prepare_dataset  # noqa: E402
+from training.export import export_bundle  # noqa: E402
+from training.pipeline import prepare_dataset, write_result_bundle  # noqa: E402
 from training.report import per_user_hits  # noqa: E402
 from training.trainer import embeddings, train, users_after  # noqa: E402
 
@@ -59,8 +63,6 @@ def run(args: argparse.Namespace) -> None:
     base = load_config_file(args.config)
     out = Path(args.out)
     record = json.loads(out.read_text()) if out.exists() else {"rows": {}, "commands": []}
-    arrays_path = out.with_suffix(".npz")
-    arrays = dict(np.load(arrays_path)) if arrays_path.exists() else {}
     record["commands"].append(shlex.join(["python", *sys.argv]))
     hparams = parse_hparams(args.hparam or [])
     for model in args.models.split(","):
@@ -71,10 +73,11 @@ def run(args: argparse.Namespace) -> None:
             result = train(dataset, config, progress=not args.quiet)
             users, items = embeddings(result.model)
             test_users = users_after(result.model, users, dataset.valid)  # as the trainer does
+            hit10 = {}
             for part in PARTS:
                 ids, hits = per_user_hits(test_users, items, dataset, "test", 10, part)
-                arrays[f"{row}__{seed}__{part}__users"] = ids
-                arrays[f"{row}__{seed}__{part}__hit10"] = hits
+                hit10[part] = {"users": int(ids.size), "users_sha256": _ids_digest(ids),
+                               "bits": pack_hits(hits)}
             runs = [r for r in record["rows"].get(row, {}).get("runs", []) if r["seed"] != seed]
             runs.append({
                 "seed": seed,
@@ -87,6 +90,7 @@ def run(args: argparse.Namespace) -> None:
                 "epochs_run": result.epochs_run,
                 "seconds_per_epoch": result.seconds_per_epoch,
                 "diagnostics": result.diagnostics,
+                "hit10": hit10,
             })
             record["rows"][row] = {
                 "config": config.model_dump(exclude={"seed"}),
@@ -95,7 +99,9 @@ def run(args: argparse.Namespace) -> None:
             }
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps(record, indent=1))
-            np.savez_compressed(arrays_path, **arrays)
+            if args.bundle_dir:  # for benchmarks/text_tower.py and benchmarks/serving.py
+                export_bundle(write_result_bundle(result, dataset, Path(args.bundle_dir)
+                                                  / f"{row}-{seed}", overwrite=True))
             test = result.test_report["all"]
             print(f"{row} seed {seed}: test HR@10 {test['hit@10']:.4f} NDCG@10 "
                   f"{test['ndcg@10']:.4f}, best epoch {result.best_epoch}/"
@@ -109,22 +115,29 @@ def _mean_std(values: list[float]) -> str:
     return f"{np.mean(values):.4f} ± {std:.4f}" if len(values) > 1 else f"{values[0]:.4f}"
 
 
-def _per_user(arrays: dict[str, np.ndarray], row: str, seeds: list[int], part: str):
-    """Per-user HR@10 averaged over the seeds (users in every seed: the split is fixed)."""
-    found = [(arrays[f"{row}__{s}__{part}__users"], arrays[f"{row}__{s}__{part}__hit10"])
-             for s in seeds if f"{row}__{s}__{part}__users" in arrays]
-    ids = found[0][0]
-    return ids, np.mean([hits for _, hits in found], axis=0)
+def _ids_digest(ids: np.ndarray) -> str:
+    return hashlib.sha256(np.asarray(ids, dtype=np.int64).tobytes()).hexdigest()[:16]
+
+
+def _per_user(row: dict[str, Any], seeds: list[int], part: str) -> tuple[str, np.ndarray] | None:
+    """``(users digest, per-user HR@10 averaged over the seeds)``; None when a seed has none.
+
+    The split is fixed, so every seed ranks the same users in the same order (checked by
+    the digest of their ids).
+    """
+    found = [r["hit10"][part] for r in row["runs"] if r["seed"] in seeds and "hit10" in r]
+    if len(found) != len(seeds) or len({f["users_sha256"] for f in found}) != 1:
+        return None
+    hits = [unpack_hits(f["bits"], f["users"]) for f in found]
+    return found[0]["users_sha256"], np.mean(hits, axis=0)
 
 
 def report(args: argparse.Namespace) -> str:
     record: dict[str, Any] = {"rows": {}, "commands": []}
-    arrays: dict[str, np.ndarray] = {}
     for path in map(Path, args.runs):  # later files win a row they share
         part = json.loads(path.read_text())
         record["rows"].update(part["rows"])
         record["commands"] += [c for c in part["commands"] if c not in record["commands"]]
-        arrays.update(dict(np.load(path.with_suffix(".npz"))))
     rows = record["rows"]
     lines = ["# CROSSAN and its controls on MicroLens-50K (test split; settings chosen on "
              "validation)", "", "Produced by", "", "```", *record["commands"],
@@ -152,7 +165,8 @@ def report(args: argparse.Namespace) -> str:
     lines += ["", f"Test rows: {cold_rows['warm']} warm, {cold_rows['cold']} cold.", ""]
     lines += ["Paired per-user bootstrap of HR@10 (95%, seeds averaged per user), "
               f"against {', '.join(args.baseline)}:", "",
-              "| model | baseline | part | difference [interval] |", "| --- | --- | --- | --- |"]
+              "| model | baseline | seeds | part | difference [interval] |",
+              "| --- | --- | --- | --- | --- |"]
     for baseline in args.baseline:
         if baseline not in rows:
             continue
@@ -164,12 +178,11 @@ def report(args: argparse.Namespace) -> str:
             if not seeds:
                 continue
             for part in PARTS:
-                ids_a, a = _per_user(arrays, name, seeds, part)
-                ids_b, b = _per_user(arrays, baseline, seeds, part)
-                if len(ids_a) == 0 or not np.array_equal(ids_a, ids_b):
+                mine, theirs = _per_user(row, seeds, part), _per_user(rows[baseline], seeds, part)
+                if mine is None or theirs is None or mine[0] != theirs[0] or mine[1].size == 0:
                     continue
-                mean, low, high = paired_bootstrap(a, b)
-                lines.append(f"| {name} | {baseline} | {part} | {mean:+.4f} "
+                mean, low, high = paired_bootstrap(mine[1], theirs[1])
+                lines.append(f"| {name} | {baseline} | {len(seeds)} | {part} | {mean:+.4f} "
                              f"[{low:+.4f}, {high:+.4f}] |")
     text = "\n".join(lines) + "\n"
     target = ROOT / "benchmarks" / "results" / "crossan.md"
@@ -192,6 +205,7 @@ def main() -> None:
     runner.add_argument("--label", default="", help="row-name suffix, e.g. '[fusion=concat]'")
     runner.add_argument("--quiet", action="store_true")
     runner.add_argument("--out", default=str(OUT))
+    runner.add_argument("--bundle-dir", help="also write each run's bundle to DIR/<row>-<seed>")
     reporter = sub.add_parser("report")
     reporter.add_argument("--baseline", action="append", default=None)
     reporter.add_argument("--runs", nargs="+", default=[str(OUT)],

@@ -1,0 +1,24 @@
+import numpy as np
+import pytest
+
+from benchmarks.stats import pack_hits, paired_bootstrap, unpack_hits
+
+
+@pytest.mark.parametrize("size", [1, 7, 8, 9, 50_000])
+def test_packed_hits_come_back_exactly(size: int) -> None:
+    hits = (np.random.default_rng(size).random(size) < 0.3).astype(np.float64)
+    assert np.array_equal(unpack_hits(pack_hits(hits), size), hits)
+
+
+def test_packing_refuses_anything_but_hits() -> None:
+    with pytest.raises(ValueError, match="0 or 1"):
+        pack_hits(np.array([0.0, 0.5, 1.0]))
+
+
+def test_paired_bootstrap_brackets_a_known_difference() -> None:
+    rng = np.random.default_rng(0)
+    b = (rng.random(20_000) < 0.2).astype(float)
+    a = np.where(rng.random(20_000) < 0.1, 1.0, b)  # a gains ~8 points over b, never loses
+    mean, low, high = paired_bootstrap(a, b)
+    assert low > 0 and low <= mean <= high
+    assert mean == pytest.approx(a.mean() - b.mean())
