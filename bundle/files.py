@@ -18,6 +18,7 @@ USER_TOWER = "user_tower.onnx"
 ITEM_STATES = "item_history_states.npy"
 USER_STATES = "user_states.npy"
 TEXT_TOWER = "text_tower.onnx"  # token ids -> item embedding (a text bundle)
+TEXT_TOWER_INT8 = "text_tower_int8.onnx"  # the same, the frozen encoder's weights in int8
 TOKENIZER = "tokenizer.json"  # the text tower's tokenizer (the `tokenizers` format)
 
 REQUIRED = (USER_EMBEDDINGS, ITEM_EMBEDDINGS, USER_IDS, ITEM_IDS, INTERACTIONS)

@@ -30,7 +30,7 @@ class ServingModel:
     """A bundle ready to serve: towers, index, id maps, and the online state on top of it."""
 
     def __init__(self, bundle: bundle_format.Bundle, config: IndexConfig, history_len: int = 50,
-                 onnx_threads: int = 1):
+                 onnx_threads: int = 1, text_precision: str = "int8"):
         manifest = bundle.manifest
         self.bundle = bundle
         self.version = bundle.version
@@ -50,10 +50,7 @@ class ServingModel:
 
         self.item_tower = self._optional(bundle, bundle_format.ITEM_TOWER, ItemTower, onnx_threads)
         self.user_tower = self._optional(bundle, bundle_format.USER_TOWER, UserTower, onnx_threads)
-        text = manifest.text_input
-        self.text_tower = (TextTower(bundle.file(bundle_format.TEXT_TOWER), bundle.path,
-                                     text.max_tokens, onnx_threads)
-                           if text is not None and bundle.has(bundle_format.TEXT_TOWER) else None)
+        self.text_tower = self._text_tower(bundle, text_precision, onnx_threads)
         if self.user_tower is not None and bundle.train_history is None:
             log.warning("bundle %s has no %s: the user tower reads all known interactions in "
                         "item-id order (retrain to fix)", bundle.version,
@@ -81,9 +78,27 @@ class ServingModel:
 
     @classmethod
     def load(cls, path: str | Path, config: IndexConfig, *, verify: bool = True,
-             history_len: int = 50, onnx_threads: int = 1) -> ServingModel:
+             history_len: int = 50, onnx_threads: int = 1,
+             text_precision: str = "int8") -> ServingModel:
         bundle = bundle_format.load_bundle(path, check=verify)
-        return cls(bundle, config, history_len=history_len, onnx_threads=onnx_threads)
+        return cls(bundle, config, history_len=history_len, onnx_threads=onnx_threads,
+                   text_precision=text_precision)
+
+    @staticmethod
+    def _text_tower(bundle: bundle_format.Bundle, precision: str, threads: int) -> Any:
+        """The text bundle's text tower in the asked precision (int8 falls back to float32
+        for a bundle exported before the int8 file existed); None for a feature bundle."""
+        text = bundle.manifest.text_input
+        if text is None or not bundle.has(bundle_format.TEXT_TOWER):
+            return None
+        name = bundle_format.TEXT_TOWER
+        if precision == "int8":
+            if bundle.has(bundle_format.TEXT_TOWER_INT8):
+                name = bundle_format.TEXT_TOWER_INT8
+            else:
+                log.warning("bundle %s has no %s: its text tower runs in float32",
+                            bundle.version, bundle_format.TEXT_TOWER_INT8)
+        return TextTower(bundle.file(name), bundle.path, text.max_tokens, threads)
 
     @staticmethod
     def _optional(bundle: bundle_format.Bundle, name: str, tower: type, threads: int) -> Any:

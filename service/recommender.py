@@ -142,6 +142,7 @@ class Recommender:
                 model = ServingModel.load(
                     path, self.index_config, verify=self.settings.verify_bundle,
                     history_len=self.settings.history_len, onnx_threads=self.settings.onnx_threads,
+                    text_precision=self.settings.text_tower_precision,
                 )
             except Exception as error:  # any broken bundle must leave the served one alone
                 self.metrics.reloads.labels(result="failed").inc()

@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     )
     verify_bundle: bool = Field(True, description="Check the sha256 of bundle files on load.")
     onnx_threads: int = Field(1, ge=1, description="Intra-op threads of each ONNX session.")
+    text_tower_precision: Literal["int8", "fp32"] = Field(
+        "int8", description="Which text tower a text bundle serves POST /items text with: "
+        "int8 (the frozen encoder's weights quantised, faster) or fp32 (the exact one).")
     faiss_threads: int = Field(
         1, ge=1, description="OpenMP threads of FAISS; requests already run in parallel."
     )

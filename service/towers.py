@@ -105,25 +105,34 @@ class UserTower:
 class TextTower:
     """Raw texts -> (item embedding, history state, the item tower's features): the text
     fields of :mod:`bundle.text_fields`, tokenised by :mod:`bundle.tokenize` with the
-    bundle's own ``tokenizer.json``, through ``text_tower.onnx``."""
+    bundle's own ``tokenizer.json``, through ``text_tower.onnx`` (or its int8 twin).
+
+    Texts run in chunks of ``chunk_size`` items of similar length, each cut to its own
+    longest field: padding is masked, so it only costs time, and MicroLens titles are
+    short with a long tail (fields of 14 tokens on average, padded to 53 in a batch of 64).
+    """
 
     def __init__(self, path: Path, tokenizer_folder: Path, max_tokens: int, threads: int = 1,
-                 batch_size: int = 64):
+                 chunk_size: int = 16):
         self._session = _session(path, threads)
         inputs = {i.name for i in self._session.get_inputs()}
         if inputs != set(names.TEXT_INPUTS):
             raise ValueError(f"{path}: text tower inputs are {sorted(inputs)}, "
                              f"expected {sorted(names.TEXT_INPUTS)}")
         self.tokenizer = load_tokenizer(tokenizer_folder, max_tokens)
-        self.batch_size = batch_size
+        self.chunk_size = chunk_size
 
     def __call__(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        ids, mask = tokenize_fields(self.tokenizer, texts)
+        lengths = mask.sum(-1).max(-1)  # an item's longest field
+        order = np.argsort(lengths, kind="stable")
         parts = []
-        for start in range(0, len(texts), self.batch_size):
-            ids, mask = tokenize_fields(self.tokenizer, texts[start : start + self.batch_size])
-            width = max(int(mask.sum(-1).max()), 1)  # padding is masked: cut it away
+        for start in range(0, len(texts), self.chunk_size):
+            rows = order[start : start + self.chunk_size]
+            width = max(int(lengths[rows].max()), 1)
             parts.append(self._session.run(list(names.TEXT_OUTPUTS), {
-                names.INPUT_IDS: np.ascontiguousarray(ids[..., :width]),
-                names.ATTENTION_MASK: np.ascontiguousarray(mask[..., :width])}))
-        return tuple(np.concatenate([p[k] for p in parts]).astype(np.float32, copy=False)
+                names.INPUT_IDS: np.ascontiguousarray(ids[rows][..., :width]),
+                names.ATTENTION_MASK: np.ascontiguousarray(mask[rows][..., :width])}))
+        back = np.argsort(order, kind="stable")  # the callers' order again
+        return tuple(np.concatenate([p[k] for p in parts])[back].astype(np.float32, copy=False)
                      for k in range(3))  # type: ignore[return-value]

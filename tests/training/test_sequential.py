@@ -128,7 +128,7 @@ def test_a_crossan_bundle_serves_the_trained_vectors_through_its_onnx_towers(
     from service.settings import Settings
 
     settings = Settings(bundle=path, database_url=f"sqlite:///{tmp_path / 'store.db'}",
-                        redis_url=None, api_key="k")
+                        redis_url=None, api_key="k", text_tower_precision="fp32")
     title = "a brand new cat video # cat # video"
     with TestClient(create_app(settings)) as client:
         headers = {"X-API-Key": "k"}
@@ -146,6 +146,21 @@ def test_a_crossan_bundle_serves_the_trained_vectors_through_its_onnx_towers(
         assert abs(ranked["items"][0]["score"] - float((embedding @ vector).max())) < 1e-3
         both = {"item_id": "x", "text": title, "features": {"caption": [0.0]}}
         assert client.post("/items", json={"items": [both]}, headers=headers).status_code == 422
+
+    # texts run in length-sorted chunks: each gets what it gets alone (padding is masked)
+    from service.towers import TextTower
+
+    fp32 = TextTower(bundle.file(bf.TEXT_TOWER), bundle.path, text.max_tokens, chunk_size=4)
+    mixed = titles[:9] + ["x", "a much longer title than the others # with # many # tags"]
+    together = fp32(mixed)[0]
+    alone = np.concatenate([fp32([t])[0] for t in mixed])
+    assert np.abs(together - alone).max() <= 1e-5
+    # the int8 tower (the service's default) stays close to float32
+    assert bundle.has(bf.TEXT_TOWER_INT8)
+    int8 = TextTower(bundle.file(bf.TEXT_TOWER_INT8), bundle.path, text.max_tokens)(mixed)[0]
+    cosine = (int8 * together).sum(1) / np.linalg.norm(int8, axis=1) / np.linalg.norm(
+        together, axis=1)
+    assert cosine.min() >= 0.95, cosine.min()
 
 
 def test_the_text_item_tower_in_onnx_matches_torch_and_the_cached_states(
