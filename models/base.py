@@ -5,10 +5,14 @@ features (both kept as buffers). It owns three things, so that the trainer and t
 nothing model-specific (adding a model means one file and one registry entry):
 
 * **its training loss** on a batch of ``(user, positive, negative)`` triples:
-  :meth:`Recommender.training_losses` returns named terms that the trainer sums (BPR by
-  default; a model adds its auxiliary terms, and later in-batch softmax or distillation terms
-  plug in the same way). Regularisation (eq. 19's L2) stays the trainer's, see
-  :meth:`Recommender.l2_penalty`.
+  :meth:`Recommender.training_losses` returns named terms that the trainer sums: the model's
+  own (:meth:`Recommender.model_losses`, BPR by default; a model adds its auxiliary terms or
+  replaces them, as CROSSAN's in-batch softmax does), then those of every loss plug-in attached
+  with :meth:`Recommender.add_loss_plugin` (CKD's distillation, :mod:`models.ckd`).
+  Regularisation (eq. 19's L2) stays the trainer's, see :meth:`Recommender.l2_penalty`.
+* **its modality views** (models that read modality features): under
+  :meth:`Recommender.modality_view` the same weights see every modality but the kept ones at
+  a neutral value, the counterfactual uni-modal views of CKD.
 * **its all-item scores**: ``forward()`` returns the final embeddings of *all* users and
   *all* items, and the score of (u, i) is their inner product. Evaluation and the bundle use
   exactly these vectors.
@@ -20,6 +24,8 @@ nothing model-specific (adding a model means one file and one registry entry):
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +62,9 @@ def item_mask(num_items: int, items: torch.Tensor | None) -> torch.Tensor:
             raise ValueError(f"item ids must lie in [0, {num_items}), got ids from {lo} to {hi}")
         mask[items] = True
     return mask
+
+
+LossPlugin = Callable[["Recommender", "TrainingBatch"], dict[str, torch.Tensor]]
 
 
 @dataclass(frozen=True)
@@ -108,14 +117,76 @@ class Recommender(nn.Module):
         """False for training-free baselines (MostPop, content kNN): the trainer skips epochs."""
         return any(p.requires_grad for p in self.parameters())
 
-    def training_losses(self, batch: TrainingBatch) -> dict[str, torch.Tensor]:
-        """Named loss terms on one batch; the trainer minimises their sum. Default: BPR."""
+    def model_losses(self, batch: TrainingBatch) -> dict[str, torch.Tensor]:
+        """The model's own named loss terms on one batch. Default: BPR."""
         users, items = self()
         return {
             "bpr": bpr_loss(
                 users[batch.users], items[batch.positives], items[batch.negatives]
             )
         }
+
+    #: Callables ``plugin(model, batch) -> named terms`` added to every training loss.
+    loss_plugins: tuple[LossPlugin, ...] = ()
+
+    def add_loss_plugin(self, plugin: LossPlugin) -> None:
+        """Attach training terms from outside the model (CKD), without touching the trainer.
+        A plug-in is not a submodule: its tensors stay out of the state dict and checkpoint."""
+        self.loss_plugins = (*self.loss_plugins, plugin)
+
+    def training_losses(self, batch: TrainingBatch) -> dict[str, torch.Tensor]:
+        """Named loss terms on one batch, the model's own then its plug-ins'; the trainer
+        minimises their sum."""
+        named = self.model_losses(batch)
+        for plugin in self.loss_plugins:
+            extra = plugin(self, batch)
+            if clash := set(extra) & set(named):
+                raise ValueError(f"loss plug-in terms {sorted(clash)} are already named")
+            named.update(extra)
+        return named
+
+    # ---- modality views (CKD) ---------------------------------------------------------
+
+    #: Name of the buffer of item features [I, sum(modality_dims)] that forward() reads, in
+    #: the order of ``modality_dims``; None: the model has no modality views.
+    view_buffer: str | None = None
+    modality_dims: Sequence[int] = ()
+
+    @property
+    def num_modalities(self) -> int:
+        return len(self.modality_dims) if self.view_buffer is not None else 0
+
+    def neutral_features(self, keep: Collection[int]) -> torch.Tensor:
+        """The view buffer with every modality outside ``keep`` replaced by its mean over
+        all items (the authors' neutral value: ``feats.mean(dim=0)`` in their ``Models.py``)."""
+        if self.view_buffer is None:
+            raise NotImplementedError(f"{type(self).__name__} reads no modality features")
+        if not set(keep) <= set(range(self.num_modalities)):
+            raise ValueError(f"keep must name modalities 0..{self.num_modalities - 1}, "
+                             f"got {sorted(keep)}")
+        features = getattr(self, self.view_buffer).clone()
+        start = 0
+        for m, width in enumerate(self.modality_dims):
+            if m not in keep:
+                block = features[:, start : start + width]
+                block[:] = block.mean(0, keepdim=True)
+            start += width
+        return features
+
+    def set_view_features(self, features: torch.Tensor) -> None:
+        """Put a view's features in place; a model with buffers derived from them at build
+        time (a fixed kNN part) recomputes those too."""
+        setattr(self, self.view_buffer, features)
+
+    @contextmanager
+    def modality_view(self, keep: Collection[int]) -> Iterator[None]:
+        """Inside, ``self()`` is the view that sees only the modalities in ``keep``."""
+        full = getattr(self, self.view_buffer) if self.view_buffer else None
+        self.set_view_features(self.neutral_features(keep))
+        try:
+            yield
+        finally:
+            self.set_view_features(full)
 
     def user_embeddings_after(self, pairs: torch.Tensor) -> torch.Tensor | None:
         """User vectors [U, d] once ``pairs`` [N, 2] (user, item; oldest first) are appended to

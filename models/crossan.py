@@ -204,7 +204,7 @@ class SequentialRecommender(Recommender):
         own[rows[found], slots[found]] = True
         return own
 
-    def training_losses(self, batch: TrainingBatch) -> dict[str, torch.Tensor]:
+    def model_losses(self, batch: TrainingBatch) -> dict[str, torch.Tensor]:
         flat = self._position(batch.users, batch.positives)
         flat = flat[flat >= 0]
         # the max_length positions before the target

@@ -64,6 +64,7 @@ class FusedItemRecommender(Recommender):
 
     uses_features = True
     item_tables = ("item_id_embedding",)
+    view_buffer = "item_features"
 
     def __init__(
         self,
@@ -98,6 +99,7 @@ class FusedItemRecommender(Recommender):
                 f"fusion outputs {fusion_out} dims but d_m = embed_dim // 2 = {self.fusion_dim}"
             )
         self.register_buffer("item_features", features, persistent=False)
+        self.modality_dims = list(modality_dims) or [self.feature_dim]
         # Optional z-scoring of every feature dimension over the catalogue, inside the model so
         # that the exported item tower applies it to raw features too. (TikTok's visual features
         # are all positive with mean 2.7, norm ~33 against ~4.5 for audio.)

@@ -152,6 +152,7 @@ class FusionLightGCN(Recommender):
 
         self.conditioner = FeatureConditioner(features, modality_dims, conditioning, ~new)
         self.register_buffer("conditioned", self.conditioner(features), persistent=False)
+        self.modality_dims = list(self.conditioner.out_dims)  # the views act after conditioning
         self.fusion = fusion_factory(self.conditioner.out_dims, self.content_dim)
 
         user_dim = self.id_dim if combine == "beside" else embed_dim
@@ -169,10 +170,9 @@ class FusionLightGCN(Recommender):
         if self.knn:  # gamma, learned in log space like the content scale
             self.log_knn_weight = nn.Parameter(torch.tensor(math.log(knn_weight)))
             # the kNN part is fixed: its items and their history means are computed once
-            knn_items = F.normalize(self.conditioned, dim=1)
-            self.register_buffer("knn_items", knn_items, persistent=False)
-            self.register_buffer("knn_history", self.history_mean.user_mean(knn_items),
-                                 persistent=False)
+            self.register_buffer("knn_items", torch.empty(0), persistent=False)
+            self.register_buffer("knn_history", torch.empty(0), persistent=False)
+            self._set_knn(self.conditioned)
             # a factor on gamma chosen on validation after training (training.calibration)
             self.register_buffer("knn_scale", torch.ones(()))
         self.content_width = self.content_dim + (self.conditioner.out_dim if self.knn else 0)
@@ -183,6 +183,19 @@ class FusionLightGCN(Recommender):
         self.log_scale = nn.Parameter(torch.tensor(math.log(target / float(fused_norm))))
         self.register_buffer("cold_scale", torch.ones(()))
         self.register_buffer("new_item_fused_weight", torch.tensor(float(new_item_fused_weight)))
+
+    view_buffer = "conditioned"
+
+    def _set_knn(self, conditioned: torch.Tensor) -> None:
+        self.knn_items = F.normalize(conditioned, dim=1)
+        self.knn_history = self.history_mean.user_mean(self.knn_items)
+
+    def set_view_features(self, features: torch.Tensor) -> None:
+        """A view's conditioned features, and the kNN part computed from them (so a
+        uni-modal view's kNN sees its modality alone)."""
+        self.conditioned = features
+        if self.knn:
+            self._set_knn(features)
 
     # ---- pieces ------------------------------------------------------------------------
 
@@ -322,7 +335,7 @@ class FusionLightGCN(Recommender):
             negative = torch.cat([self.warm_content * negative_content, negative], 1)
         return user, positive, negative, positive_content, negative_content
 
-    def training_losses(self, batch: TrainingBatch) -> dict[str, torch.Tensor]:
+    def model_losses(self, batch: TrainingBatch) -> dict[str, torch.Tensor]:
         user, positive, negative, positive_content, negative_content = self._batch_vectors(batch)
         new_positive = self.new_item_vectors(positive_content)
         new_negative = self.new_item_vectors(negative_content)

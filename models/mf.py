@@ -61,6 +61,7 @@ class VBPR(Recommender):
 
     uses_features = True
     item_tables = ("item_gamma",)
+    view_buffer = "item_features"
 
     def __init__(
         self,
@@ -89,6 +90,7 @@ class VBPR(Recommender):
         self.num_users, self.num_items, self.embed_dim = graph.num_users, graph.num_items, embed_dim
         self.feature_dim = feature_dim
         self.register_buffer("item_features", item_features.detach().float(), persistent=False)
+        self.modality_dims = list(modality_dims) or [int(item_features.shape[1])]
         self.user_embedding = _xavier(graph.num_users, embed_dim)  # [gamma_u ; theta_u]
         self.item_gamma = _xavier(graph.num_items, embed_dim - feature_dim)  # gamma_i
         self.projection = nn.Linear(item_features.shape[1], feature_dim, bias=False)  # E

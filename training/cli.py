@@ -74,6 +74,13 @@ def train_command(
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="replace an existing bundle")] = False,
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+    ckd: Annotated[bool, typer.Option(
+        help="CKD modality-balanced distillation (teachers trained and cached first)")] = False,
+    ckd_weight: Annotated[float | None, typer.Option(help="CKD lambda (0.01)")] = None,
+    ckd_beta: Annotated[float | None, typer.Option(help="CKD generic-term weight (5)")] = None,
+    ckd_temperature: Annotated[float | None, typer.Option(help="CKD temperature (0.1)")] = None,
+    ckd_without: Annotated[list[str] | None, typer.Option(
+        help="CKD ablation: teachers, specific, generic or reweight (repeatable)")] = None,
 ) -> None:
     """Train a model and write a bundle (flags override the config file)."""
     from bundle import BundleError
@@ -101,6 +108,8 @@ def train_command(
     if hparam:
         fields["hparams"] = {**fields.get("hparams", {}), **_parse_hparams(hparam)}
     with _exit_on(DataError, BundleError, ValueError, TypeError, FileNotFoundError):
+        fields["ckd"] = _ckd_fields(fields.get("ckd"), ckd, ckd_weight, ckd_beta,
+                                    ckd_temperature, ckd_without or [])
         cfg = TrainConfig(**fields)
         result, path = train_to_bundle(data, out, cfg, overwrite=overwrite, progress=not quiet)
     typer.echo(f"bundle written to {path}")
@@ -119,6 +128,54 @@ def train_command(
         f"best epoch {result.best_epoch} of {result.epochs_run}, "
         f"{result.seconds_per_epoch:.2f} s/epoch, {result.train_seconds:.0f} s training"
     )
+
+
+CKD_PARTS = ("teachers", "specific", "generic", "reweight")
+
+
+def _ckd_fields(section: dict[str, Any] | None, enabled: bool, weight: float | None,
+                beta: float | None, temperature: float | None,
+                without: list[str]) -> dict[str, Any] | None:
+    """The config's ``ckd`` section with the flags over it (``--ckd`` turns it on)."""
+    given = {"weight": weight, "beta": beta, "temperature": temperature}
+    if section is None and not enabled:
+        if any(v is not None for v in given.values()) or without:
+            raise ValueError("the --ckd-* flags need --ckd (or a ckd section in the config)")
+        return None
+    if unknown := set(without) - set(CKD_PARTS):
+        raise ValueError(f"--ckd-without takes {', '.join(CKD_PARTS)}; got {sorted(unknown)}")
+    return {**(section or {}), **{k: v for k, v in given.items() if v is not None},
+            **{part: False for part in without}}
+
+
+@app.command("train-teachers")
+def train_teachers_command(
+    data: Annotated[str, typer.Option(help="dataset folder, or a name under RECSYS_DATA_DIR")] = (
+        "tiktok"
+    ),
+    config: Annotated[Path | None, typer.Option(help="JSON/TOML of TrainConfig fields")] = None,
+    model: Annotated[str | None, typer.Option(help="model name (see models.registry)")] = None,
+    retrain: Annotated[bool, typer.Option(help="train again even when cached")] = False,
+    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+) -> None:
+    """Train (or find cached) CKD's uni-modal teachers of a setting, one per modality."""
+    from training.ckd import load_teacher, train_teachers
+    from training.data import DataError
+    from training.pipeline import prepare_dataset
+
+    fields: dict[str, Any] = load_config_file(config) if config else {}
+    if model:
+        fields["model"] = model
+    fields["ckd"] = fields.get("ckd") or {}
+    with _exit_on(DataError, ValueError, TypeError, FileNotFoundError):
+        cfg = TrainConfig(**fields)
+        dataset = prepare_dataset(data, cfg)
+        paths = train_teachers(dataset, cfg, progress=not quiet, retrain=retrain)
+    for path in paths:
+        _, info = load_teacher(path)
+        valid = info["valid"].get("all")
+        typer.echo(f"{info['modality']}: {path} (valid Recall@20 {valid:.4f}, best epoch "
+                   f"{info['best_epoch']}, {info['train_seconds']:.0f} s)")
 
 
 @app.command("export")

@@ -10,6 +10,24 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 
+class CKDConfig(BaseModel):
+    """CKD's modality-balanced distillation (:mod:`models.ckd`, :mod:`training.ckd`); the
+    defaults are the authors' (``kd_ratio``, ``kl``, ``pred_temp``, 5,000 generic triples)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    weight: float = Field(0.01, gt=0, description="lambda: the distillation terms' weight")
+    beta: float = Field(5.0, ge=0, description="the generic term's weight inside them")
+    temperature: float = Field(0.1, gt=0, description="of the preference probabilities")
+    generic_triples: int = Field(5000, ge=1, description="random triples per step")
+    teachers: bool = Field(True, description="False: each view learns from the labels")
+    specific: bool = True
+    generic: bool = True
+    reweight: bool = Field(True, description="counterfactual modality weights (else all 1)")
+    teacher_seed: int = Field(0, description="teachers are trained once with this seed and "
+                              "reused by every run of the same setting")
+
+
 class TrainConfig(BaseModel):
     """Everything a training run depends on; recorded in the bundle manifest."""
 
@@ -80,6 +98,7 @@ class TrainConfig(BaseModel):
     )
     state_pooling: Literal["mean", "cls"] = Field("mean", description="title_fields: pooling")
     hparams: dict[str, Any] = Field(default_factory=dict, description="model hyperparameters")
+    ckd: CKDConfig | None = Field(None, description="modality-balanced distillation (CKD)")
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import bundle as bundle_format
 from models.base import Recommender
 from training import distributed
 from training.checkpoint import save_checkpoint
+from training.ckd import with_ckd
 from training.config import TrainConfig
 from training.data import Dataset, load_dataset
 from training.export import ExportError, export_bundle
@@ -125,6 +126,7 @@ def train_dataset_to_bundle(
     """Train on a prepared dataset and write the exported bundle (``data_cutoff``: the time
     of the newest data in it, after which the service replays what it logged)."""
     log.info("%s", dataset.summary())
+    init_model = with_ckd(dataset, config, init_model, progress=progress)
     result = train(dataset, config, progress=progress, init_model=init_model)
     if not distributed.context().writes:  # under torchrun, rank 0 writes the bundle
         return result, Path(out)

@@ -1,0 +1,146 @@
+"""CKD as a loss plug-in: counterfactual modality views, the specific and generic terms and the
+counterfactual re-weighting (models.ckd), on the model fixtures' two-modality graph."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models.base import BipartiteGraph, TrainingBatch
+from models.ckd import CounterfactualDistillation, TeacherScores, balance_weights
+from models.registry import build_model
+
+MULTIMODAL = ["metammf_lightgcn", "early_lightgcn", "metammf_gcn", "late_gcn", "vbpr"]
+SMALL = {"embed_dim": 8}
+
+
+def _model(name: str, graph: BipartiteGraph, features: torch.Tensor, dims: list[int]):
+    extra = {"knn_weight": 1.0} if name.endswith("_lightgcn") else {}  # the fixed kNN part too
+    torch.manual_seed(0)
+    return build_model(name, graph, features, dims, **SMALL, **extra).eval()
+
+
+def _batch(graph: BipartiteGraph) -> TrainingBatch:
+    users, positives = graph.edge_index
+    return TrainingBatch(users, positives, (positives + 1) % graph.num_items)
+
+
+@pytest.mark.parametrize("name", MULTIMODAL)
+def test_a_view_ignores_the_other_modality_and_the_model_comes_back_whole(
+    name: str, graph: BipartiteGraph, features: torch.Tensor, modality_dims: list[int],
+) -> None:
+    model = _model(name, graph, features, modality_dims)
+    assert model.num_modalities == 2
+    with torch.no_grad():
+        before = model()
+        with model.modality_view({0}):
+            only_first = model()
+        # shuffle the second modality among the items with interactions (its mean, the
+        # neutral value, and its conditioning statistics stay): the first's view is unmoved
+        changed = features.clone()
+        warm = graph.item_degree().nonzero().squeeze(1)
+        changed[warm, modality_dims[0]:] = features[warm.flip(0), modality_dims[0]:]
+        other = _model(name, graph, changed, modality_dims)
+        other.load_state_dict(model.state_dict())
+        with other.modality_view({0}):
+            only_first_changed = other()
+        after = model()
+    for a, b in zip(only_first, only_first_changed, strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
+    assert not torch.allclose(before[1], only_first[1])  # the view is a different model
+    for a, b in zip(before, after, strict=True):
+        assert torch.equal(a, b)  # leaving the view restores the features exactly
+
+
+def test_id_only_models_have_no_views(graph: BipartiteGraph, features: torch.Tensor) -> None:
+    model = build_model("lightgcn", graph, None, [])
+    assert model.num_modalities == 0
+    with pytest.raises(NotImplementedError, match="no modality features"):
+        model.neutral_features({0})
+
+
+def test_weights_sum_to_the_modality_count_and_match_the_authors_two_modality_form() -> None:
+    gen = torch.Generator().manual_seed(0)
+    joint, alone = torch.randn(50, generator=gen), torch.randn(50, 2, generator=gen)
+    weights = balance_weights(joint, alone, alone.flip(1))
+    assert torch.allclose(weights.sum(1), torch.full((50,), 2.0))
+    # train_kd.py: c_t = clamp((joint - visual) / textual), ratio_t = 1 - (c_t - c_v)/(c_t + c_v)
+    c = ((joint.unsqueeze(1) - alone.flip(1)) / alone).clamp(1e-8, 10)
+    authors = 1 - (c[:, 0] - c[:, 1]) / (c[:, 0] + c[:, 1])
+    assert torch.allclose(weights[:, 0], authors, atol=1e-5)
+    assert torch.allclose(weights[:, 1], 2 - authors, atol=1e-5)
+    # a modality whose uni-modal knowledge the joint margin uses less gets the larger weight
+    slow = balance_weights(torch.tensor([2.0]), torch.tensor([[1.0, 1.0]]),
+                           torch.tensor([[1.9, 0.5]]))  # removing m=0 costs 0.1, m=1 costs 1.5
+    assert slow[0, 0] > 1.0 > slow[0, 1]
+    three = balance_weights(joint, torch.randn(50, 3, generator=gen),
+                            torch.randn(50, 3, generator=gen))
+    assert torch.allclose(three.sum(1), torch.full((50,), 3.0), atol=1e-5)
+    undefined = balance_weights(torch.zeros(1), torch.zeros(1, 2), torch.zeros(1, 2))
+    assert torch.allclose(undefined, torch.ones(1, 2))  # 0/0 counts as 1
+
+
+def _teachers_from_views(model, count: int) -> list[TeacherScores]:
+    teachers = []
+    with torch.no_grad():
+        for m in range(count):
+            with model.modality_view({m}):
+                users, items = model()
+            teachers.append(TeacherScores(users.clone(), items.clone()))
+    return teachers
+
+
+@pytest.mark.parametrize("name", ["metammf_lightgcn", "vbpr"])
+def test_the_plugin_adds_its_terms_and_they_reach_the_weights(
+    name: str, graph: BipartiteGraph, features: torch.Tensor, modality_dims: list[int],
+) -> None:
+    model = _model(name, graph, features, modality_dims)
+    batch = _batch(graph)
+    own = set(model.training_losses(batch))
+    # teachers that are the student's own views: the hinge is exactly zero
+    same = CounterfactualDistillation(_teachers_from_views(model, 2), graph.edge_index[0].unique(),
+                                      graph.num_items, generic_triples=64)
+    assert float(same(model, batch)["ckd_specific"].detach()) == 0.0
+    # teachers with larger margins: the hinge is positive and its gradient reaches the model
+    strong = [TeacherScores(3 * t.users, 3 * t.items) for t in _teachers_from_views(model, 2)]
+    plugin = CounterfactualDistillation(strong, graph.edge_index[0].unique(), graph.num_items,
+                                        generic_triples=64)
+    model.add_loss_plugin(plugin)
+    model.train()
+    named = model.training_losses(batch)
+    assert set(named) == own | {"ckd_specific", "ckd_generic"}
+    assert float(named["ckd_specific"]) > 0.0 and float(named["ckd_generic"]) > 0.0
+    (named["ckd_specific"] + named["ckd_generic"]).backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and any(float(g.abs().sum()) > 0 for g in grads)
+    weights = plugin.mean_weights()
+    assert len(weights) == 2 and abs(sum(weights) - 2.0) < 1e-5
+    # the plug-in is not part of the model's state: a checkpoint reloads into a bare model
+    assert set(model.state_dict()) == set(_model(name, graph, features,
+                                                 modality_dims).state_dict())
+
+
+def test_the_ablations_switch_their_terms(
+    graph: BipartiteGraph, features: torch.Tensor, modality_dims: list[int],
+) -> None:
+    model = _model("vbpr", graph, features, modality_dims).train()
+    batch, users = _batch(graph), graph.edge_index[0].unique()
+    teachers = _teachers_from_views(model, 2)
+    terms = {
+        "no_generic": CounterfactualDistillation(teachers, users, graph.num_items, generic=False),
+        "no_specific": CounterfactualDistillation(teachers, users, graph.num_items,
+                                                  specific=False),
+        "no_teachers": CounterfactualDistillation(None, users, graph.num_items, generic=False),
+    }
+    assert set(terms["no_generic"](model, batch)) == {"ckd_specific"}
+    assert set(terms["no_specific"](model, batch)) == {"ckd_generic"}
+    without = terms["no_teachers"](model, batch)["ckd_specific"]  # each view's own BPR
+    assert float(without) > 0.0
+    flat = CounterfactualDistillation(teachers, users, graph.num_items, reweight=False)
+    flat(model, batch)
+    assert flat.mean_weights() == [1.0, 1.0]
+    with pytest.raises(ValueError, match="needs teachers"):
+        CounterfactualDistillation(None, users, graph.num_items)
+    single = build_model("vbpr", graph, features, [sum(modality_dims)], **SMALL)
+    with pytest.raises(ValueError, match="at least two modality views"):
+        flat(single, batch)
