@@ -157,14 +157,16 @@ class Recommender(nn.Module):
         return len(self.modality_dims) if self.view_buffer is not None else 0
 
     def neutral_features(self, keep: Collection[int]) -> torch.Tensor:
-        """The view buffer with every modality outside ``keep`` replaced by its mean over
-        all items (the authors' neutral value: ``feats.mean(dim=0)`` in their ``Models.py``)."""
+        """The model's item features with every modality outside ``keep`` replaced by its
+        mean over all items (the authors' neutral value: ``feats.mean(dim=0)``)."""
         if self.view_buffer is None:
             raise NotImplementedError(f"{type(self).__name__} reads no modality features")
         if not set(keep) <= set(range(self.num_modalities)):
             raise ValueError(f"keep must name modalities 0..{self.num_modalities - 1}, "
                              f"got {sorted(keep)}")
-        features = getattr(self, self.view_buffer).clone()
+        # the features the model was built with, even while a view is in place
+        source = self.__dict__.setdefault("_full_features", getattr(self, self.view_buffer))
+        features = source.to(getattr(self, self.view_buffer).device, copy=True)
         start = 0
         for m, width in enumerate(self.modality_dims):
             if m not in keep:
@@ -173,20 +175,49 @@ class Recommender(nn.Module):
             start += width
         return features
 
-    def set_view_features(self, features: torch.Tensor) -> None:
-        """Put a view's features in place; a model with buffers derived from them at build
-        time (a fixed kNN part) recomputes those too."""
-        setattr(self, self.view_buffer, features)
+    def view_state(self, keep: Collection[int]) -> dict[str, torch.Tensor]:
+        """The buffers that make the view of ``keep``: the neutral features, and in a model
+        with buffers derived from them at build time (a fixed kNN part) those too."""
+        return {self.view_buffer: self.neutral_features(keep)}
+
+    def _view_state(self, keep: Collection[int]) -> dict[str, torch.Tensor]:
+        # the features are fixed, so each view's buffers are built once (per device)
+        key = (frozenset(keep), str(getattr(self, self.view_buffer).device))
+        cache = self.__dict__.setdefault("_view_states", {})
+        if key not in cache:
+            cache[key] = self.view_state(keep)
+        return cache[key]
+
+    def use_view(self, keep: Collection[int]) -> None:
+        """Put the view of ``keep`` in place for good (a uni-modal teacher's whole run)."""
+        for name, tensor in self._view_state(keep).items():
+            setattr(self, name, tensor)
+
+    def view_vectors(
+        self, keeps: Sequence[Collection[int]], users: torch.Tensor, items: torch.Tensor
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """``(user vectors [len(users), d], item vectors [len(items), d])`` of some rows of
+        ``self()`` in each view of ``keeps``. A model whose views share work (an ID part that
+        reads no features) or that can build only the rows asked for overrides this."""
+        views = []
+        for keep in keeps:
+            with self.modality_view(keep):
+                all_users, all_items = self()
+            views.append((all_users[users], all_items[items]))
+        return views
 
     @contextmanager
     def modality_view(self, keep: Collection[int]) -> Iterator[None]:
         """Inside, ``self()`` is the view that sees only the modalities in ``keep``."""
-        full = getattr(self, self.view_buffer) if self.view_buffer else None
-        self.set_view_features(self.neutral_features(keep))
+        state = self._view_state(keep)
+        saved = {name: getattr(self, name) for name in state}
+        for name, tensor in state.items():
+            setattr(self, name, tensor)
         try:
             yield
         finally:
-            self.set_view_features(full)
+            for name, tensor in saved.items():
+                setattr(self, name, tensor)
 
     def user_embeddings_after(self, pairs: torch.Tensor) -> torch.Tensor | None:
         """User vectors [U, d] once ``pairs`` [N, 2] (user, item; oldest first) are appended to

@@ -56,9 +56,13 @@ class TeacherScores:
 
 def _margins(user_vectors: torch.Tensor, item_vectors: torch.Tensor, users: torch.Tensor,
              first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
-    """``<u, first> - <u, second>`` per triple."""
-    u = user_vectors[users]
-    return (u * item_vectors[first]).sum(-1) - (u * item_vectors[second]).sum(-1)
+    """``<u, first> - <u, second>`` per triple of ids."""
+    return _pair_margins(user_vectors[users], item_vectors[first], item_vectors[second])
+
+
+def _pair_margins(users: torch.Tensor, first: torch.Tensor, second: torch.Tensor):
+    """``<u, first> - <u, second>`` per row of aligned vectors."""
+    return (users * first).sum(-1) - (users * second).sum(-1)
 
 
 def balance_weights(joint: torch.Tensor, alone: torch.Tensor, without: torch.Tensor):
@@ -112,49 +116,56 @@ class CounterfactualDistillation:
                              f"{type(model).__name__} has {count}")
         if self.teachers is not None and len(self.teachers) != count:
             raise ValueError(f"{len(self.teachers)} teachers for {count} modalities")
-        triple = (batch.users, batch.positives, batch.negatives)
-        views = []
-        for m in range(count):
-            with model.modality_view({m}):
-                views.append(model())
-        alone = torch.stack([_margins(*view, *triple) for view in views], 1)  # [B, M]
-        weights = self._weights(model, triple, alone) if self.reweight else \
-            torch.ones_like(alone)
+        size = len(batch.users)
+        generic = self._generic_batch(batch.users.device) if self.generic else None
+        # the rows every view is needed for: the batch's triples, then the generic ones
+        users = batch.users if generic is None else torch.cat([batch.users, generic[0]])
+        items = torch.cat([batch.positives, batch.negatives, *(generic[1:] if generic else ())])
+        every = set(range(count))
+        # the uni-modal views, then (for the weights) the joint model and, beyond two
+        # modalities, each view without one modality: in one call, so shared work runs once
+        keeps = [{m} for m in range(count)]
+        if self.reweight:
+            keeps += [every] + ([every - {m} for m in range(count)] if count > 2 else [])
+        # each distinct row once (5,000 generic triples touch most of a small catalogue)
+        users, user_rows = torch.unique(users, return_inverse=True)
+        items, item_rows = torch.unique(items, return_inverse=True)
+        computed = [(u[user_rows], i[item_rows])
+                    for u, i in model.view_vectors(keeps, users, items)]
+
+        def batch_margins(view: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+            u, i = view
+            return _pair_margins(u[:size], i[:size], i[size : 2 * size])
+
+        alone = torch.stack([batch_margins(view) for view in computed[:count]], 1)  # [B, M]
+        if self.reweight:
+            with torch.no_grad():
+                joint = batch_margins(computed[count])
+                without = alone.flip(1) if count == 2 else torch.stack(
+                    [batch_margins(view) for view in computed[count + 1:]], 1)
+                weights = balance_weights(joint, alone.detach(), without.detach())
+        else:
+            weights = torch.ones_like(alone)
         self._record(weights)
         terms: dict[str, torch.Tensor] = {}
         if self.specific:
             if self.teachers is None:  # ablation: each view learns from the labels (BPR)
                 per_view = F.softplus(-alone)
             else:
-                taught = torch.stack([t.margins(*triple) for t in self.teachers], 1)
+                taught = torch.stack([t.margins(batch.users, batch.positives, batch.negatives)
+                                      for t in self.teachers], 1)
                 per_view = (taught - alone).clamp_min(0.0)
             terms["ckd_specific"] = self.weight * (weights * per_view).sum(1).mean()
-        if self.generic:
-            generic = self._generic_batch(batch.users.device)
+        if generic is not None:
+            half = len(generic[0])
             losses = torch.stack([
                 F.binary_cross_entropy_with_logits(
-                    _margins(*view, *generic) / self.temperature,
+                    _pair_margins(u[size:], i[2 * size : 2 * size + half], i[2 * size + half :])
+                    / self.temperature,
                     torch.sigmoid(teacher.margins(*generic) / self.temperature))
-                for view, teacher in zip(views, self.teachers, strict=True)])  # [M]
+                for (u, i), teacher in zip(computed[:count], self.teachers, strict=True)])
             terms["ckd_generic"] = self.weight * self.beta * (weights.mean(0) * losses).sum()
         return terms
-
-    @torch.no_grad()
-    def _weights(self, model: Recommender, triple: tuple[torch.Tensor, ...],
-                 alone: torch.Tensor) -> torch.Tensor:
-        joint = _margins(*model(), *triple)
-        count = alone.shape[1]
-        if count == 2:  # "without m" is the other modality's view
-            without = alone.detach().flip(1)
-        else:
-            without = torch.stack([self._view_margins(model, set(range(count)) - {m}, triple)
-                                   for m in range(count)], 1)
-        return balance_weights(joint, alone.detach(), without)
-
-    @staticmethod
-    def _view_margins(model: Recommender, keep: set[int], triple: tuple[torch.Tensor, ...]):
-        with model.modality_view(keep):
-            return _margins(*model(), *triple)
 
     def _record(self, weights: torch.Tensor) -> None:
         mean = weights.detach().mean(0).cpu()

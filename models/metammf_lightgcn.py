@@ -62,7 +62,7 @@ warm items keep ``warm_content * e_m``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 import torch
@@ -172,7 +172,7 @@ class FusionLightGCN(Recommender):
             # the kNN part is fixed: its items and their history means are computed once
             self.register_buffer("knn_items", torch.empty(0), persistent=False)
             self.register_buffer("knn_history", torch.empty(0), persistent=False)
-            self._set_knn(self.conditioned)
+            self.knn_items, self.knn_history = self._knn_part(self.conditioned)
             # a factor on gamma chosen on validation after training (training.calibration)
             self.register_buffer("knn_scale", torch.ones(()))
         self.content_width = self.content_dim + (self.conditioner.out_dim if self.knn else 0)
@@ -186,16 +186,18 @@ class FusionLightGCN(Recommender):
 
     view_buffer = "conditioned"
 
-    def _set_knn(self, conditioned: torch.Tensor) -> None:
-        self.knn_items = F.normalize(conditioned, dim=1)
-        self.knn_history = self.history_mean.user_mean(self.knn_items)
+    def _knn_part(self, conditioned: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The fixed kNN part: unit-norm features and their mean over each user's history."""
+        items = F.normalize(conditioned, dim=1)
+        return items, self.history_mean.user_mean(items)
 
-    def set_view_features(self, features: torch.Tensor) -> None:
-        """A view's conditioned features, and the kNN part computed from them (so a
-        uni-modal view's kNN sees its modality alone)."""
-        self.conditioned = features
+    def view_state(self, keep: Collection[int]) -> dict[str, torch.Tensor]:
+        """The view's conditioned features and the kNN part built from them (so a uni-modal
+        view's kNN sees its modality alone)."""
+        state = super().view_state(keep)
         if self.knn:
-            self._set_knn(features)
+            state["knn_items"], state["knn_history"] = self._knn_part(state["conditioned"])
+        return state
 
     # ---- pieces ------------------------------------------------------------------------
 
@@ -233,7 +235,7 @@ class FusionLightGCN(Recommender):
         knn = F.normalize(mean_content[:, self.content_dim :], dim=1)
         return torch.cat([fused, self.knn_scale * self.log_knn_weight.exp() * knn], dim=1)
 
-    def _items0(self, content: torch.Tensor) -> torch.Tensor:
+    def _items0(self, content: torch.Tensor | None) -> torch.Tensor:
         """Layer 0 of the propagated item part: the ID half (new items: unknown), and with
         ``propagate`` the warm-weighted ``e_m`` before it."""
         ids = torch.where(
@@ -289,6 +291,34 @@ class FusionLightGCN(Recommender):
             new_rows = self.new_item_vectors(content, self.cold_scale)
             items = torch.where(self.new_mask.unsqueeze(1), new_rows, items)
         return users, items
+
+    def view_vectors(
+        self, keeps: Sequence[Collection[int]], users: torch.Tensor, items: torch.Tensor
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Rows of ``forward()`` in each view. With ``beside`` the ID half reads no features,
+        so it is propagated once for all views, and the content halves are built for the
+        rows asked for only (as in training: for every user and item they cost most of a
+        step)."""
+        if self.combine != "beside":
+            return super().view_vectors(keeps, users, items)
+        id_users, id_items = lightgcn_propagate(
+            self._users0(), self._items0(None), self.adjacency, self.num_layers
+        )
+        is_new = self.new_mask[items].unsqueeze(1)
+        views = []
+        for keep in keeps:
+            with self.modality_view(keep):
+                fused = self.fused(self.conditioned)
+                history = self.history_mean.user_mean(fused)[users]
+                if self.knn:
+                    history = torch.cat([history, self.knn_history[users]], dim=1)
+                content = self._content_rows(fused, items)
+                user_rows = torch.cat([self.user_content(history), id_users[users]], 1)
+                item_rows = torch.cat([self.warm_content * content, id_items[items]], 1)
+                item_rows = torch.where(is_new, self.new_item_vectors(content, self.cold_scale),
+                                        item_rows)
+            views.append((user_rows, item_rows))
+        return views
 
     def _content_rows(self, fused: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """The content half of some items (:meth:`content` of theirs), from all items' ``e_m``."""

@@ -57,7 +57,7 @@ def teacher_path(dataset: Dataset, config: TrainConfig, modality: str) -> Path:
 def only_modality(modality: int) -> InitModel:
     """``init_model`` that puts a model in the view of one modality for the whole run."""
     def init(model: Recommender) -> None:
-        model.set_view_features(model.neutral_features({modality}))
+        model.use_view({modality})
     return init
 
 

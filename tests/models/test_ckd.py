@@ -52,6 +52,24 @@ def test_a_view_ignores_the_other_modality_and_the_model_comes_back_whole(
         assert torch.equal(a, b)  # leaving the view restores the features exactly
 
 
+@pytest.mark.parametrize("name", ["metammf_lightgcn", "vbpr"])
+def test_rows_of_views_computed_together_equal_each_whole_view(
+    name: str, graph: BipartiteGraph, features: torch.Tensor, modality_dims: list[int],
+) -> None:
+    model = _model(name, graph, features, modality_dims)
+    keeps = [{0}, {1}, {0, 1}]
+    users = torch.tensor([3, 0, 3, 6])
+    items = torch.tensor([8, 1, 1, 0, 5])  # item 8 has no interactions: the new-item path
+    with torch.no_grad():
+        together = model.view_vectors(keeps, users, items)
+        for keep, (user_rows, item_rows) in zip(keeps, together, strict=True):
+            with model.modality_view(keep):
+                alone = model()
+            assert torch.allclose(user_rows, alone[0][users], atol=1e-6)
+            assert torch.allclose(item_rows, alone[1][items], atol=1e-6)
+        assert torch.allclose(together[2][1], model()[1][items], atol=1e-6)  # all kept
+
+
 def test_id_only_models_have_no_views(graph: BipartiteGraph, features: torch.Tensor) -> None:
     model = build_model("lightgcn", graph, None, [])
     assert model.num_modalities == 0
@@ -144,3 +162,14 @@ def test_the_ablations_switch_their_terms(
     single = build_model("vbpr", graph, features, [sum(modality_dims)], **SMALL)
     with pytest.raises(ValueError, match="at least two modality views"):
         flat(single, batch)
+
+
+def test_three_modalities_weigh_each_against_the_view_without_it(
+    graph: BipartiteGraph, features: torch.Tensor,
+) -> None:
+    model = build_model("vbpr", graph, features, [4, 3, 3], **SMALL).train()
+    plugin = CounterfactualDistillation(_teachers_from_views(model, 3),
+                                        graph.edge_index[0].unique(), graph.num_items)
+    named = plugin(model, _batch(graph))
+    assert set(named) == {"ckd_specific", "ckd_generic"}
+    assert len(plugin.mean_weights()) == 3 and abs(sum(plugin.mean_weights()) - 3.0) < 1e-5
