@@ -62,7 +62,7 @@ def _margins(user_vectors: torch.Tensor, item_vectors: torch.Tensor, users: torc
 
 def _pair_margins(users: torch.Tensor, first: torch.Tensor, second: torch.Tensor):
     """``<u, first> - <u, second>`` per row of aligned vectors."""
-    return (users * first).sum(-1) - (users * second).sum(-1)
+    return (users * (first - second)).sum(-1)
 
 
 def balance_weights(joint: torch.Tensor, alone: torch.Tensor, without: torch.Tensor):
@@ -130,12 +130,12 @@ class CounterfactualDistillation:
         # each distinct row once (5,000 generic triples touch most of a small catalogue)
         users, user_rows = torch.unique(users, return_inverse=True)
         items, item_rows = torch.unique(items, return_inverse=True)
-        computed = [(u[user_rows], i[item_rows])
-                    for u, i in model.view_vectors(keeps, users, items)]
+        computed = model.view_vectors(keeps, users, items)
 
         def batch_margins(view: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
             u, i = view
-            return _pair_margins(u[:size], i[:size], i[size : 2 * size])
+            return _pair_margins(u[user_rows[:size]], i[item_rows[:size]],
+                                 i[item_rows[size : 2 * size]])
 
         alone = torch.stack([batch_margins(view) for view in computed[:count]], 1)  # [B, M]
         if self.reweight:
@@ -157,11 +157,11 @@ class CounterfactualDistillation:
                 per_view = (taught - alone).clamp_min(0.0)
             terms["ckd_specific"] = self.weight * (weights * per_view).sum(1).mean()
         if generic is not None:
-            half = len(generic[0])
+            half = 2 * size + len(generic[0])
             losses = torch.stack([
                 F.binary_cross_entropy_with_logits(
-                    _pair_margins(u[size:], i[2 * size : 2 * size + half], i[2 * size + half :])
-                    / self.temperature,
+                    _pair_margins(u[user_rows[size:]], i[item_rows[2 * size : half]],
+                                  i[item_rows[half:]]) / self.temperature,
                     torch.sigmoid(teacher.margins(*generic) / self.temperature))
                 for (u, i), teacher in zip(computed[:count], self.teachers, strict=True)])
             terms["ckd_generic"] = self.weight * self.beta * (weights.mean(0) * losses).sum()

@@ -22,3 +22,12 @@ def test_paired_bootstrap_brackets_a_known_difference() -> None:
     mean, low, high = paired_bootstrap(a, b)
     assert low > 0 and low <= mean <= high
     assert mean == pytest.approx(a.mean() - b.mean())
+
+
+def test_packed_values_come_back_within_float16() -> None:
+    from benchmarks.stats import pack_values, unpack_values
+
+    values = np.array([0.0, 1.0, 1 / 3, 2 / 7, 0.05])
+    assert np.allclose(unpack_values(pack_values(values)), values, atol=5e-4)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        pack_values(np.array([1.5]))
