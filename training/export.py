@@ -12,6 +12,7 @@ the same code serves stored users, users with fresh interactions and anonymous h
 from __future__ import annotations
 
 import io
+import logging
 import warnings
 from pathlib import Path
 
@@ -141,8 +142,16 @@ def quantize_text_tower(onnx_fp32: bytes, per_channel: bool = False) -> bytes:
         outside = [node.name for node in graph.node if node.op_type in ("MatMul", "Gemm")
                    and not (node.name.startswith(_ENCODER_NODES)
                             and any(name in weights for name in node.input))]
-        quantize_dynamic(source, target, weight_type=QuantType.QInt8, per_channel=per_channel,
-                         op_types_to_quantize=["MatMul"], nodes_to_exclude=outside)
+        # the quantiser logs a line per kept tensor and advice for static quantisation
+        # through the root logger: silenced for the call
+        previous = logging.root.manager.disable
+        logging.disable(logging.WARNING)
+        try:
+            quantize_dynamic(source, target, weight_type=QuantType.QInt8,
+                             per_channel=per_channel, op_types_to_quantize=["MatMul"],
+                             nodes_to_exclude=outside)
+        finally:
+            logging.disable(previous)
         return target.read_bytes()
 
 
