@@ -1,7 +1,7 @@
 """Serving benchmark: HTTP latency/throughput of the service, its floor, a naive baseline,
 ingest rate, and exact vs approximate FAISS on a 1M-item catalog.
 
-    python benchmarks/serving.py [BUNDLE] [--duration 6] [--ann-items 1000000]
+    python benchmarks/serving.py [BUNDLE] [--crossan BUNDLE] [--duration 6] [--ann-items 1000000]
     python benchmarks/serving.py --quick [--rounds 3] [--concurrency 8] [--duration 3]
 
 ``--quick`` measures only the floor, a cache hit and a cache miss of GET /recommend, in
@@ -236,6 +236,29 @@ end
     return path
 
 
+def script_text_ingest(path: Path, titles: list[str], batch: int, bodies: int = 32) -> Path:
+    """POST /items with ``batch`` raw titles per request (a text bundle), real titles in turn
+    (so lengths are as in traffic), each a new item id (``@@`` as in :func:`script_ingest`)."""
+    texts = []
+    for body in range(bodies):
+        items = [{"item_id": f"text-@@-{n}", "text": titles[(body * batch + n) % len(titles)]}
+                 for n in range(batch)]
+        texts.append(json.dumps({"items": items}, ensure_ascii=False))
+    if any("]==]" in text for text in texts):
+        raise ValueError("a title closes the Lua long string")
+    listed = ",\n".join(f"[==[{text}]==]" for text in texts)
+    path.write_text(THREAD_IDS + f"""
+bodies = {{{listed}}}
+counter = 0
+request = function()
+  counter = counter + 1
+  local body = bodies[counter % #bodies + 1]:gsub("@@", (id or 0) .. "-" .. counter)
+  return wrk.format("POST", "/items", {{["Content-Type"] = "application/json"}}, body)
+end
+""")
+    return path
+
+
 def cache_counts(url: str) -> dict[str, float]:
     """Cache lookups by result (hit, miss, bypass), summed over layers."""
     text = httpx.get(url + "/metrics", timeout=10).text
@@ -367,6 +390,43 @@ def http_section(bundle_path: Path, workdir: Path, duration: float) -> tuple[lis
             naive.stop()
     synthetic.unlink()
     return cells, info
+
+
+def crossan_section(bundle_path: Path, workdir: Path, duration: float) -> list[Cell]:
+    """The same service on a CROSSAN bundle: recommendations from the sequential user tower
+    and items posted as raw text through the (int8) text tower."""
+    bundle = bundle_format.load_bundle(bundle_path, check=False)
+    titles = json.loads((Path(bundle.manifest.dataset["path"]) / "titles.json").read_text())
+    history_len = bundle.manifest.towers.max_history
+    cells: list[Cell] = []
+
+    def run(name: str, url: str, c: int, script: Path, note: str = "") -> None:
+        result = wrk(url, c, duration, script)
+        cells.append(Cell(f"CROSSAN: {name}", c, **result, note=note))
+        print(f"  CROSSAN: {name:<38} c={c:<3} {result['rps']:9.1f} req/s  p50 "
+              f"{result['p50_ms']:7.2f} ms  p99 {result['p99_ms']:7.2f} ms  errors "
+              f"{result['errors']}  {note}", flush=True)
+
+    port = free_port()
+    service = start([sys.executable, "-m", "service"], port, "/readyz",
+                    service_env(bundle_path, port, workdir), log=workdir / "service.log")
+    try:
+        users = list(bundle.user_ids)
+        for c in (1, 8):
+            cold = script_users(workdir / f"crossan-cold{c}.lua", users, k_base=60 + 10 * c)
+            before = cache_counts(service.url)
+            run("GET /recommend, cache miss", service.url, c, cold)
+            cells[-1].note = hit_ratio(before, cache_counts(service.url))
+        history = script_history(workdir / "crossan-history.lua", bundle.item_ids, history_len)
+        for c in (1, 8):
+            run(f"POST /recommend, {history_len}-item history", service.url, c, history)
+        for batch in (1, 64):
+            script = script_text_ingest(workdir / f"crossan-text{batch}.lua", titles, batch)
+            run(f"POST /items, raw text, batch {batch}", service.url, 1, script)
+            cells[-1].note = f"{cells[-1].rps * batch:,.0f} items/s"
+    finally:
+        service.stop()
+    return cells
 
 
 def service_env(bundle_path: Path, port: int, workdir: Path) -> dict[str, str]:
@@ -587,6 +647,8 @@ def main() -> None:
     parser.add_argument("--ann-items", type=int, default=1_000_000)
     parser.add_argument("--ann-queries", type=int, default=200)
     parser.add_argument("--skip-http", action="store_true")
+    parser.add_argument("--crossan", type=Path,
+                        help="also a CROSSAN (text) bundle: its recommend and raw-text rows")
     parser.add_argument("--skip-ann", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/serving.md")
     parser.add_argument("--quick", action="store_true",
@@ -606,6 +668,9 @@ def main() -> None:
         cells, info = [], {}
         if not args.skip_http:
             cells, info = http_section(bundle_path, workdir, args.duration)
+            if args.crossan:
+                cells += crossan_section(args.crossan, workdir, args.duration)
+                note += f"; CROSSAN rows: `{args.crossan}`"
         else:
             bundle = bundle_format.load_bundle(bundle_path, check=False)
             info = {"version": bundle.version, "items": len(bundle.item_ids),

@@ -55,7 +55,7 @@ def tower_files(bundle_dir: Path, folder: Path) -> dict[str, Path]:
 
 def bundle_titles(bundle: bundle_format.Bundle) -> list[str]:
     """Every item's title in the bundle's item order (the derived MicroLens data keeps them)."""
-    titles_file = Path(bundle.manifest.dataset.path) / "titles.json"
+    titles_file = Path(bundle.manifest.dataset["path"]) / "titles.json"
     titles = json.loads(titles_file.read_text())
     if len(titles) != len(bundle.item_ids):
         raise SystemExit(f"{titles_file}: {len(titles)} titles for {len(bundle.item_ids)} items")
