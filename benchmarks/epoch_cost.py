@@ -9,6 +9,10 @@ batches, loss, backward, step), and the seconds one per-epoch new-item calibrati
 coarse grid of :data:`training.calibration.EPOCH_GRID`, one validation per point, on the users
 ``--epoch-valid-users`` leaves) for models that have one. No early stopping and no final
 reports: only the epochs are timed. Repeats are interleaved (A B A B), the median is reported.
+A model named ``name+ckd`` is ``name`` with CKD's plug-in attached (:mod:`models.ckd`, the
+default weights; ``name+ckd:1000`` with 1,000 generic triples a step instead of 5,000); its
+teachers are the built model's own initial views (their values do not change what a step
+costs, and a cost run should not train teachers first).
 """
 
 from __future__ import annotations
@@ -21,16 +25,30 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from models.base import Recommender  # noqa: E402
+from models.ckd import CounterfactualDistillation, TeacherScores  # noqa: E402
 from training.calibration import EPOCH_GRID, calibrate_cold_scale, supports_calibration  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
+from training.data import Dataset  # noqa: E402
 from training.pipeline import prepare_dataset  # noqa: E402
 from training.trainer import build_for, run_epoch, training_sampler  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+
+
+def attach_ckd(model: Recommender, dataset: Dataset, generic_triples: int) -> None:
+    with torch.no_grad():
+        every = torch.arange(dataset.num_users), torch.arange(dataset.num_items)
+        views = model.view_vectors([{m} for m in range(model.num_modalities)], *every)
+    model.add_loss_plugin(CounterfactualDistillation(
+        [TeacherScores(u.clone(), i.clone()) for u, i in views],
+        torch.as_tensor(np.unique(dataset.train[:, 0])), dataset.num_items,
+        generic_triples=generic_triples))
 
 
 def main() -> None:
@@ -53,12 +71,18 @@ def main() -> None:
     dataset = None
     for _ in range(args.repeats):
         for model in models:
+            name, _, plugin = model.partition("+")
             config = TrainConfig(
-                model=model, epoch_valid_users=args.epoch_valid_users,
-                **{"hparams": {}, **settings.get(model, {})},
+                model=name, epoch_valid_users=args.epoch_valid_users,
+                **{"hparams": {}, **settings.get(name, {})},
             )
             dataset = dataset or prepare_dataset(args.data, config)
             built = build_for(dataset, config, torch.device("cpu"))
+            if plugin:
+                kind, _, triples = plugin.partition(":")
+                if kind != "ckd":
+                    raise SystemExit(f"{model}: the only plug-in is +ckd[:generic triples]")
+                attach_ckd(built, dataset, int(triples or 5000))
             sampler = training_sampler(dataset, config)
             optimiser = torch.optim.Adam(built.parameters(), lr=config.lr)
             started = time.perf_counter()
