@@ -28,6 +28,8 @@ import tempfile
 import time
 import urllib.parse
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -275,6 +277,31 @@ def hit_ratio(before: dict[str, float], after: dict[str, float]) -> str:
     return f"hit ratio {delta['hit'] / total:.2f}" if total else ""
 
 
+@contextmanager
+def running_service(bundle_path: Path, workdir: Path,
+                    extra_env: dict[str, str] | None = None) -> Iterator[Server]:
+    """The service on ``bundle_path`` in its own process (benchmark settings, ``extra_env``
+    over them), stopped on leaving."""
+    port = free_port()
+    env = {**service_env(bundle_path, port, workdir), **(extra_env or {})}
+    service = start([sys.executable, "-m", "service"], port, "/readyz", env,
+                    log=workdir / "service.log")
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+def measure(cells: list[Cell], name: str, url: str, c: int, duration: float,
+            script: Path | None = None, note: str = "") -> Cell:
+    """One wrk cell, appended to ``cells`` and printed."""
+    result = wrk(url, c, duration, script)
+    cells.append(Cell(name, c, **result, note=note))
+    print(f"  {name:<40} c={c:<3} {result['rps']:9.1f} req/s  p50 {result['p50_ms']:7.2f} ms"
+          f"  p99 {result['p99_ms']:7.2f} ms  errors {result['errors']}  {note}", flush=True)
+    return cells[-1]
+
+
 # ---- sections -------------------------------------------------------------------------------
 
 
@@ -300,10 +327,7 @@ def http_section(bundle_path: Path, workdir: Path, duration: float) -> tuple[lis
             "users": len(bundle.user_ids), "dim": int(bundle.item_embeddings.shape[1])}
 
     def run(name: str, url: str, c: int, script: Path | None, note: str = "") -> None:
-        result = wrk(url, c, duration, script)
-        cells.append(Cell(name, c, **result, note=note))
-        print(f"  {name:<40} c={c:<3} {result['rps']:9.1f} req/s  p50 {result['p50_ms']:7.2f} ms"
-              f"  p99 {result['p99_ms']:7.2f} ms  errors {result['errors']}  {note}", flush=True)
+        measure(cells, name, url, c, duration, script, note)
 
     port = free_port()
     floor = start([sys.executable, "-c", FLOOR_APP, str(port)], port, "/")
@@ -313,11 +337,7 @@ def http_section(bundle_path: Path, workdir: Path, duration: float) -> tuple[lis
     finally:
         floor.stop()
 
-    port = free_port()
-    env = service_env(bundle_path, port, workdir)
-    service = start([sys.executable, "-m", "service"], port, "/readyz", env,
-                    log=workdir / "service.log")
-    try:
+    with running_service(bundle_path, workdir) as service:
         hot = script_users(workdir / "hot.lua", bundle.user_ids[:64])
         wrk(service.url, 8, 1, hot)  # warm the 64 hot keys
         for c in CONCURRENCY:
@@ -341,22 +361,14 @@ def http_section(bundle_path: Path, workdir: Path, duration: float) -> tuple[lis
         else:
             print("  bundle has no ONNX towers: POST /recommend and /items skipped", flush=True)
         info["ready"] = httpx.get(service.url + "/readyz", timeout=10).json()
-    finally:
-        service.stop()
 
     # The same hits with the memory layer off: every hit is a Redis GET (batched MGET).
-    port = free_port()
-    env = {**service_env(bundle_path, port, workdir), "RECSYS_LOCAL_CACHE_ITEMS": "0"}
-    service = start([sys.executable, "-m", "service"], port, "/readyz", env,
-                    log=workdir / "service.log")
-    try:
+    with running_service(bundle_path, workdir, {"RECSYS_LOCAL_CACHE_ITEMS": "0"}) as service:
         wrk(service.url, 8, 1, hot)
         for c in CONCURRENCY:
             before = cache_counts(service.url)
             run("GET /recommend, cache hit, Redis only", service.url, c, hot)
             cells[-1].note = hit_ratio(before, cache_counts(service.url))
-    finally:
-        service.stop()
 
     # Naive: the full matrix product on every request, no index, no cache.
     synthetic = workdir / "naive-1m.npy"
@@ -395,48 +407,36 @@ def http_section(bundle_path: Path, workdir: Path, duration: float) -> tuple[lis
 def crossan_section(bundle_path: Path, workdir: Path, duration: float) -> list[Cell]:
     """The same service on a CROSSAN bundle: recommendations from the sequential user tower
     and items posted as raw text through the (int8) text tower."""
+    from benchmarks.text_tower import bundle_titles
+
     bundle = bundle_format.load_bundle(bundle_path, check=False)
-    titles = json.loads((Path(bundle.manifest.dataset["path"]) / "titles.json").read_text())
+    titles = bundle_titles(bundle)
     history_len = bundle.manifest.towers.max_history
     cells: list[Cell] = []
 
-    def run(name: str, url: str, c: int, script: Path, note: str = "") -> None:
-        result = wrk(url, c, duration, script)
-        cells.append(Cell(f"CROSSAN: {name}", c, **result, note=note))
-        print(f"  CROSSAN: {name:<38} c={c:<3} {result['rps']:9.1f} req/s  p50 "
-              f"{result['p50_ms']:7.2f} ms  p99 {result['p99_ms']:7.2f} ms  errors "
-              f"{result['errors']}  {note}", flush=True)
+    def run(name: str, url: str, c: int, script: Path) -> Cell:
+        return measure(cells, f"CROSSAN: {name}", url, c, duration, script)
 
-    port = free_port()
-    service = start([sys.executable, "-m", "service"], port, "/readyz",
-                    service_env(bundle_path, port, workdir), log=workdir / "service.log")
-    try:
+    def text_ingest(service: Server, batch: int, label: str = "") -> None:
+        script = script_text_ingest(workdir / f"crossan-text{batch}.lua", titles, batch)
+        cell = run(f"POST /items, raw text, batch {batch}{label}", service.url, 1, script)
+        cell.note = f"{cell.rps * batch:,.0f} items/s"
+
+    with running_service(bundle_path, workdir) as service:
         users = list(bundle.user_ids)
         for c in (1, 8):
             cold = script_users(workdir / f"crossan-cold{c}.lua", users, k_base=60 + 10 * c)
             before = cache_counts(service.url)
-            run("GET /recommend, cache miss", service.url, c, cold)
-            cells[-1].note = hit_ratio(before, cache_counts(service.url))
+            cell = run("GET /recommend, cache miss", service.url, c, cold)
+            cell.note = hit_ratio(before, cache_counts(service.url))
         history = script_history(workdir / "crossan-history.lua", bundle.item_ids, history_len)
         for c in (1, 8):
             run(f"POST /recommend, {history_len}-item history", service.url, c, history)
         for batch in (1, 64):
-            script = script_text_ingest(workdir / f"crossan-text{batch}.lua", titles, batch)
-            run(f"POST /items, raw text, batch {batch}", service.url, 1, script)
-            cells[-1].note = f"{cells[-1].rps * batch:,.0f} items/s"
-    finally:
-        service.stop()
+            text_ingest(service, batch)
     # one batch of texts at a time may use both cores: the text tower with two ONNX threads
-    port = free_port()
-    env = {**service_env(bundle_path, port, workdir), "RECSYS_ONNX_THREADS": "2"}
-    service = start([sys.executable, "-m", "service"], port, "/readyz", env,
-                    log=workdir / "service.log")
-    try:
-        script = script_text_ingest(workdir / "crossan-text64.lua", titles, 64)
-        run("POST /items, raw text, batch 64, ONNX_THREADS=2", service.url, 1, script)
-        cells[-1].note = f"{cells[-1].rps * 64:,.0f} items/s"
-    finally:
-        service.stop()
+    with running_service(bundle_path, workdir, {"RECSYS_ONNX_THREADS": "2"}) as service:
+        text_ingest(service, 64, ", ONNX_THREADS=2")
     return cells
 
 
