@@ -188,10 +188,16 @@ class Recommender(nn.Module):
             cache[key] = self.view_state(keep)
         return cache[key]
 
+    def _put(self, buffers: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Set ``buffers`` by name; returns the ones they replaced."""
+        replaced = {name: getattr(self, name) for name in buffers}
+        for name, tensor in buffers.items():
+            setattr(self, name, tensor)
+        return replaced
+
     def use_view(self, keep: Collection[int]) -> None:
         """Put the view of ``keep`` in place for good (a uni-modal teacher's whole run)."""
-        for name, tensor in self._view_state(keep).items():
-            setattr(self, name, tensor)
+        self._put(self._view_state(keep))
 
     def view_vectors(
         self, keeps: Sequence[Collection[int]], users: torch.Tensor, items: torch.Tensor
@@ -209,15 +215,11 @@ class Recommender(nn.Module):
     @contextmanager
     def modality_view(self, keep: Collection[int]) -> Iterator[None]:
         """Inside, ``self()`` is the view that sees only the modalities in ``keep``."""
-        state = self._view_state(keep)
-        saved = {name: getattr(self, name) for name in state}
-        for name, tensor in state.items():
-            setattr(self, name, tensor)
+        saved = self._put(self._view_state(keep))
         try:
             yield
         finally:
-            for name, tensor in saved.items():
-                setattr(self, name, tensor)
+            self._put(saved)
 
     def user_embeddings_after(self, pairs: torch.Tensor) -> torch.Tensor | None:
         """User vectors [U, d] once ``pairs`` [N, 2] (user, item; oldest first) are appended to
