@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.stats import pack_values, paired_bootstrap, unpack_values  # noqa: E402
-from training.ckd import load_teacher, teacher_path, with_ckd  # noqa: E402
+from training.ckd import load_teacher, teacher_paths, with_ckd  # noqa: E402
 from training.config import CKDConfig, TrainConfig  # noqa: E402
 from training.data import Dataset  # noqa: E402
 from training.pipeline import prepare_dataset  # noqa: E402
@@ -131,9 +131,8 @@ def run(args: argparse.Namespace) -> None:
                 }
                 if config.ckd is not None and config.ckd.teachers:
                     record["teachers"][model] = {
-                        name: {k: v for k, v in load_teacher(
-                            teacher_path(dataset, config, name))[1].items() if k != "setting"}
-                        for name in dataset.modality_names}
+                        name: {k: v for k, v in load_teacher(path)[1].items() if k != "setting"}
+                        for name, path in teacher_paths(dataset, config).items()}
                 out.parent.mkdir(parents=True, exist_ok=True)
                 out.write_text(json.dumps(record, indent=1))
                 print(f"{row} seed {seed}: test R@20 {result.test_report['all']['recall@20']:.4f}"

@@ -43,15 +43,17 @@ def teacher_config(config: TrainConfig) -> TrainConfig:
     return config.model_copy(update={"ckd": None, "seed": config.ckd.teacher_seed})
 
 
-def teacher_path(dataset: Dataset, config: TrainConfig, modality: str) -> Path:
+def teacher_paths(dataset: Dataset, config: TrainConfig) -> dict[str, Path]:
+    """Each modality's teacher file, under one digest of the setting and the data."""
     setting = teacher_config(config).model_dump(exclude={"device"})
     digest = hashlib.sha256(json.dumps(setting, sort_keys=True).encode())
     digest.update(np.ascontiguousarray(dataset.train).tobytes())
     features = dataset.feature_matrix()
     if features is not None:
         digest.update(np.ascontiguousarray(features).tobytes())
-    return (cache_root() / "teachers" / dataset.name
-            / f"{config.model}-{modality}-{digest.hexdigest()[:16]}.pt")
+    folder = cache_root() / "teachers" / dataset.name
+    return {modality: folder / f"{config.model}-{modality}-{digest.hexdigest()[:16]}.pt"
+            for modality in dataset.modality_names}
 
 
 def only_modality(modality: int) -> InitModel:
@@ -68,10 +70,8 @@ def train_teachers(dataset: Dataset, config: TrainConfig, *, progress: bool = Tr
         raise ValueError(f"CKD needs at least two modalities; {dataset.name} has "
                          f"{dataset.modality_names}")
     setting = teacher_config(config)
-    paths = []
-    for m, modality in enumerate(dataset.modality_names):
-        path = teacher_path(dataset, config, modality)
-        paths.append(path)
+    paths = list(teacher_paths(dataset, config).values())
+    for m, (modality, path) in enumerate(zip(dataset.modality_names, paths, strict=True)):
         if path.exists() and not retrain:
             log.info("teacher %s: reusing %s", modality, path)
             continue

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from training.ckd import load_teacher, teacher_path, train_teachers, with_ckd
+from training.ckd import load_teacher, teacher_paths, train_teachers, with_ckd
 from training.config import CKDConfig, TrainConfig
 from training.pipeline import prepare_dataset, train_to_bundle
 from training.trainer import train
@@ -39,7 +39,7 @@ def test_teachers_are_trained_once_per_setting_and_see_one_modality(
     assert [p.stat().st_mtime_ns for p in paths] == stamps
     # a different setting trains its own
     other = config.model_copy(update={"lr": 0.02})
-    assert teacher_path(dataset, other, "image") != paths[0]
+    assert teacher_paths(dataset, other)["image"] != paths[0]
     scores, info = load_teacher(paths[0])
     assert scores.users.shape[0] == dataset.num_users and info["best_epoch"] >= 1
 
@@ -71,7 +71,7 @@ def test_without_teachers_no_teacher_is_trained(toy_dataset_dir: Path) -> None:
     dataset = prepare_dataset(toy_dataset_dir, config)
     init = with_ckd(dataset, config, progress=False)
     result = train(dataset, config, progress=False, init_model=init)
-    assert not (Path(teacher_path(dataset, config, "image")).exists())
+    assert not (Path(teacher_paths(dataset, config)["image"]).exists())
     last = result.history[-1]
     assert "loss_ckd_generic" not in last and "loss_ckd_specific" in last
 
