@@ -7,6 +7,13 @@
   (``sasrec_text``: no adapters);
 - ``ids``: an item-ID table (``sasrec``: no content at all).
 
+``id_residual`` (``crossan_id``, a departure from the paper, which has no ID expert): a content
+item side plus a per-item ID vector, ``v_i = content_i + e_i``, with ``e`` initialised at zero.
+An item never seen in training never enters eq. 7-8's softmax, so its ``e_i`` stays zero and its
+vector is its content alone: exactly what the item tower gives a new item from raw text, so the
+served towers need no change. The ID enters as a residual and not as a third expert of eq. 6's
+gate because a gate would have to score an expert that is missing for every new item.
+
 Item features are ``[I, M * K * D]``: for each of M experts (``modality_dims``, one per expert,
 each ``K * D``), the pooled frozen states of K kept layers of width D (``state_dim``).
 
@@ -89,6 +96,7 @@ class SequentialRecommender(Recommender):
         mixing: str = "cross",
         fusion: str = "momef",
         top_k: int = 2,
+        id_residual: bool = False,
         item_chunk: int = 4096,
         cold_items: torch.Tensor | None = None,
     ) -> None:
@@ -118,6 +126,11 @@ class SequentialRecommender(Recommender):
         else:
             self.item_embedding = nn.Parameter(nn.init.normal_(
                 torch.empty(graph.num_items, embed_dim), std=0.02))
+        if id_residual and item_encoder == "ids":
+            raise ValueError("id_residual adds IDs to a content item side; 'ids' has no content")
+        self.id_residual = id_residual
+        if id_residual:
+            self.item_residual = nn.Parameter(torch.zeros(graph.num_items, embed_dim))
         self.encoder = SequenceEncoder(embed_dim, max_length, num_blocks, num_heads, dropout)
         self.max_length = max_length
         flat = _flat_sequences(graph)
@@ -139,7 +152,8 @@ class SequentialRecommender(Recommender):
         """[len(items), d] item vectors of item ids ``items``."""
         if self.item_encoder == "ids":
             return self.item_embedding[items]
-        return self.content_vectors(self.states[items])
+        vectors = self.content_vectors(self.states[items])
+        return vectors + self.item_residual[items] if self.id_residual else vectors
 
     def content_vectors(self, states: torch.Tensor) -> torch.Tensor:
         """Item vectors [B, d] from frozen states [B, M, K, D] (the content item sides)."""
@@ -253,6 +267,14 @@ class SequentialRecommender(Recommender):
 
     def diagnostics(self) -> dict[str, Any]:
         out: dict[str, Any] = {"item_encoder": self.item_encoder}
+        if self.id_residual:  # how much of a trained item's vector its ID carries
+            with torch.no_grad():
+                content = self.content_vectors(self.states).norm(dim=1)
+                residual = self.item_residual.norm(dim=1)
+                trained = residual > 0
+                out["id_residual_share"] = float(
+                    (residual[trained] / (residual[trained] + content[trained])).mean()
+                ) if trained.any() else 0.0
         if self.item_encoder == "adapters":
             mixing = self.towers.mixing
             out["mixing_weights"] = [mixing.weights(i).tolist()

@@ -20,7 +20,8 @@ fusion on a LightGCN backbone (:mod:`models.metammf_lightgcn`, a variant the pap
 eq. 18); their fusion is built on the conditioned features. ``mostpop`` and ``content_knn`` are
 training-free baselines (:mod:`models.popularity`, :mod:`models.content_knn`).
 
-``crossan`` (eq. 5 cross-expert side adapters + eq. 6 MOMEF), ``indsan`` (independent towers),
+``crossan`` (eq. 5 cross-expert side adapters + eq. 6 MOMEF), ``crossan_id`` (the same plus a
+zero-initialised item-ID residual, our variant), ``indsan`` (independent towers),
 ``sasrec_text`` (frozen states, no adapters) and ``sasrec`` (item IDs) share the sequential
 user encoder and eq. 7-8's loss (:mod:`models.crossan`); their item features are per-layer
 encoder states (``training.feature_sets``).
@@ -76,7 +77,7 @@ _LIGHTGCN_FUSED: dict[str, Any] = {
 _SEQUENTIAL: dict[str, Any] = {"embed_dim": 64, "max_length": 10, "num_blocks": 2,
                                "num_heads": 2, "dropout": 0.1, "cold_items": None}
 _SIDE_ADAPTERS: dict[str, Any] = {"state_dim": 384, "adapter_dim": 64, "fusion": "momef",
-                                  "top_k": 2}
+                                  "top_k": 2, "id_residual": False}
 
 _DEFAULTS: dict[str, dict[str, Any]] = {
     "metammf_gcn": {"embed_dim": 64, "num_layers": 2, **_META_FUSION, **_NEW_ITEMS, **_NEW_USERS},
@@ -94,6 +95,7 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     "mostpop": {"cold_items": None},
     "content_knn": {"conditioning": "center_l2", "cold_items": None},
     "crossan": {**_SEQUENTIAL, **_SIDE_ADAPTERS},
+    "crossan_id": {**_SEQUENTIAL, **_SIDE_ADAPTERS, "id_residual": True},
     "indsan": {**_SEQUENTIAL, **_SIDE_ADAPTERS},
     "sasrec": {**_SEQUENTIAL},
     "sasrec_text": {**_SEQUENTIAL, "state_dim": 384},
@@ -188,6 +190,7 @@ _BUILDERS: dict[str, Callable[..., Recommender]] = {
     "mostpop": MostPop,
     "content_knn": ContentKNN,
     "crossan": _sequential(item_encoder="adapters", mixing="cross"),
+    "crossan_id": _sequential(item_encoder="adapters", mixing="cross"),
     "indsan": _sequential(item_encoder="adapters", mixing="independent"),
     "sasrec": _sequential(item_encoder="ids"),
     "sasrec_text": _sequential(item_encoder="frozen"),

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from models.base import BipartiteGraph, TrainingBatch
-from models.crossan import PAD, ordered_histories
+from models.crossan import PAD, SequentialRecommender, ordered_histories
 from models.registry import build_model
 from models.sequence import SequenceEncoder
 from models.side_adapters import CrossModalMixing, ExpertFusion, SideAdapterTowers
@@ -134,13 +134,13 @@ def _sequential_data(num_users: int = 40, num_items: int = 30):
     return graph, features
 
 
-@pytest.mark.parametrize("name", ["crossan", "indsan", "sasrec", "sasrec_text"])
+@pytest.mark.parametrize("name", ["crossan", "crossan_id", "indsan", "sasrec", "sasrec_text"])
 def test_every_sequential_model_learns_a_walk(name: str) -> None:
     graph, features = _sequential_data()
     hparams = {"embed_dim": 16, "max_length": 4}
     if name != "sasrec":
         hparams["state_dim"] = D
-    if name in ("crossan", "indsan"):
+    if name in ("crossan", "crossan_id", "indsan"):
         hparams["adapter_dim"] = 8
     model = build_model(name, graph, features if name != "sasrec" else None, [K * D, K * D],
                         **hparams)
@@ -157,3 +157,33 @@ def test_every_sequential_model_learns_a_walk(name: str) -> None:
     assert torch.isfinite(torch.tensor(losses)).all() and losses[-1] < 0.5 * losses[0]
     users, items = model.eval()()
     assert users.shape == (40, 16) and items.shape == (30, 16)
+
+
+def test_the_id_residual_leaves_an_untrained_item_its_content_vector() -> None:
+    graph, features = _sequential_data()
+    keep = graph.edge_index[1] != 7  # item 7: no training interaction
+    graph = BipartiteGraph(graph.num_users, graph.num_items, graph.edge_index[:, keep])
+    model = build_model("crossan_id", graph, features, [K * D, K * D], embed_dim=16,
+                        max_length=4, state_dim=D, adapter_dim=8)
+    optimiser = torch.optim.Adam(model.parameters(), lr=0.01)
+    users, positives = graph.edge_index
+    for _ in range(5):
+        loss = model.training_losses(TrainingBatch(users, positives, torch.zeros_like(users)))
+        optimiser.zero_grad()
+        loss["softmax"].backward()
+        optimiser.step()
+    model.eval()
+    with torch.no_grad():
+        served = model.serving_towers().item_tower(features)[0]  # the tower a new item takes
+        items = model.all_items()
+    assert torch.equal(model.item_residual[7], torch.zeros(16))
+    assert torch.allclose(items[7], served[7], atol=1e-6)  # the untrained item: content alone
+    trained = (items - served).norm(dim=1) > 1e-4
+    assert trained.sum() == graph.num_items - 1  # every trained item has moved off its content
+    assert 0 < model.diagnostics()["id_residual_share"] < 1
+
+
+def test_the_id_residual_needs_a_content_item_side() -> None:
+    graph, features = _sequential_data()
+    with pytest.raises(ValueError, match="content"):
+        SequentialRecommender(graph, None, item_encoder="ids", id_residual=True)

@@ -51,6 +51,7 @@ def test_model_names_are_the_documented_ones() -> None:
         "mostpop",
         "content_knn",
         "crossan",
+        "crossan_id",
         "indsan",
         "sasrec",
         "sasrec_text",
