@@ -8,8 +8,9 @@ learning-speed curves (the paper's Figure 1) and the table (issue 10).
 
 ``run`` trains each model at its validation-chosen setting (``--settings``, the quality
 runs' ``configs/tiktok_slots.json``, patience 15 as there) as variant ``base`` (no CKD),
-``ckd`` (all of it) or an ablation (``no_teachers``, ``no_specific``, ``no_generic``,
-``no_reweight``), and records validation and test Recall/NDCG@20 (all, warm, cold rows), the
+``ckd`` (all of it), an ablation (``no_teachers``, ``no_specific``, ``no_generic``,
+``no_reweight``) or full CKD with changed settings (``weight=0.1``, ``beta=1+temperature=1``: a
+validation sweep), and records validation and test Recall/NDCG@20 (all, warm, cold rows), the
 student's test Recall@20 in each uni-modal view (every other modality at its mean), CKD's mean
 modality weights, seconds per epoch and every test user's Recall@20 (packed in the record, so
 that ``report`` gives paired intervals from the committed file alone). Teachers are trained
@@ -65,9 +66,23 @@ PARTS = ("all", "warm", "cold")
 METRICS = ("recall@20", "ndcg@20")
 
 
+def variant_ckd(variant: str) -> dict[str, Any] | None:
+    """The CKD settings of a named variant, or of ``KEY=VALUE[+KEY=VALUE...]`` (full CKD with
+    those :class:`CKDConfig` fields changed, e.g. ``weight=0.1`` for a validation sweep)."""
+    if variant in VARIANTS:
+        return VARIANTS[variant]
+    try:
+        fields = dict(part.split("=", 1) for part in variant.split("+"))
+        CKDConfig(**fields)
+    except ValueError as error:
+        raise SystemExit(f"unknown variant {variant!r}: one of {sorted(VARIANTS)} or "
+                         f"KEY=VALUE[+KEY=VALUE] of CKD's settings ({error})") from None
+    return fields
+
+
 def config_for(model: str, variant: str, seed: int, args: argparse.Namespace) -> TrainConfig:
     setting = json.loads(Path(args.settings).read_text())[model]
-    ckd = VARIANTS[variant]
+    ckd = variant_ckd(variant)
     return TrainConfig(model=model, seed=seed, patience=args.patience, report_curves=False,
                        **setting, ckd=None if ckd is None else CKDConfig(**ckd))
 
@@ -215,9 +230,9 @@ def report(args: argparse.Namespace) -> str:
              "Mean ± std over seeds. *Views*: the student's test Recall@20 with every other "
              "modality at its mean over items. *Weights*: CKD's counterfactual modality weights "
              "averaged over training.", "",
-             "| row | seeds | R@20 | N@20 | R@20 warm | R@20 cold | views R@20 | weights "
-             "| best epoch | s/epoch |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- "
-             "| --- |"]
+             "| row | seeds | valid R@20 | R@20 | N@20 | R@20 warm | R@20 cold | views R@20 "
+             "| weights | best epoch | s/epoch |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, row in rows.items():
         runs = row["runs"]
 
@@ -230,8 +245,9 @@ def report(args: argparse.Namespace) -> str:
         weights = "-" if runs[0]["weights"] is None else ", ".join(
             f"{m} {np.mean([r['weights'][k] for r in runs]):.2f}"
             for k, m in enumerate(modalities))
+        valid = _mean_std([r["valid"]["all"]["recall@20"] for r in runs])
         lines.append(
-            f"| {name} | {len(runs)} | {_mean_std(values('all', 'recall@20'))} | "
+            f"| {name} | {len(runs)} | {valid} | {_mean_std(values('all', 'recall@20'))} | "
             f"{_mean_std(values('all', 'ndcg@20'))} | {_mean_std(values('warm', 'recall@20'))}"
             f" | {_mean_std(values('cold', 'recall@20'))} | {views} | {weights} | "
             f"{', '.join(str(r['best_epoch']) for r in runs)} | "

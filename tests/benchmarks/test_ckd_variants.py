@@ -1,0 +1,27 @@
+"""The CKD benchmark's variant names: the ablations and the validation-sweep settings."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks.ckd import VARIANTS, variant_ckd
+from training.config import CKDConfig
+
+
+def test_named_variants_are_the_ablations() -> None:
+    assert variant_ckd("base") is None
+    assert variant_ckd("ckd") == {}
+    assert CKDConfig(**variant_ckd("no_teachers")).teachers is False
+    assert set(VARIANTS) >= {"no_specific", "no_generic", "no_reweight"}
+
+
+def test_a_sweep_variant_changes_only_the_named_settings() -> None:
+    config = CKDConfig(**variant_ckd("weight=0.1+temperature=1"))
+    assert (config.weight, config.temperature) == (0.1, 1.0)
+    assert config.beta == CKDConfig().beta and config.teachers
+
+
+@pytest.mark.parametrize("bad", ["weight", "wieght=0.1", "weight=-1", "ckd2"])
+def test_a_bad_variant_is_refused_with_the_choices(bad: str) -> None:
+    with pytest.raises(SystemExit, match="unknown variant"):
+        variant_ckd(bad)
