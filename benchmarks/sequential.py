@@ -3,7 +3,7 @@
     python benchmarks/sequential.py run --models crossan,indsan,sasrec_text,sasrec \\
         --config configs/microlens_crossan.json --seeds 3 [--seed-from 2024] [--threads 1] \\
         [--out FILE] [--bundle-dir bundles/sequential]
-    python benchmarks/sequential.py report [--baseline sasrec]
+    python benchmarks/sequential.py report [--baseline sasrec ...] [--runs FILE...]
 
 ``run`` trains every model with the configuration file's setting (the model swapped in, each
 model keeping only the hyperparameters it takes; ``sasrec`` reads no content, so it skips the
@@ -167,12 +167,14 @@ def report(args: argparse.Namespace) -> str:
               f"against {', '.join(args.baseline)}:", "",
               "| model | baseline | seeds | part | difference [interval] |",
               "| --- | --- | --- | --- | --- |"]
+    shown: set[tuple[str, str]] = set()
     for baseline in args.baseline:
         if baseline not in rows:
             continue
         for name, row in rows.items():
-            if name == baseline:
+            if name == baseline or (baseline, name) in shown:  # each pair once
                 continue
+            shown.add((name, baseline))
             seeds = sorted({r["seed"] for r in row["runs"]}
                            & {r["seed"] for r in rows[baseline]["runs"]})
             if not seeds:
@@ -212,7 +214,7 @@ def main() -> None:
                           help="seeds files of `run` (one per parallel run)")
     args = parser.parse_args()
     if args.command == "report":
-        args.baseline = args.baseline or ["sasrec", "sasrec_text", "indsan"]
+        args.baseline = args.baseline or ["sasrec", "sasrec_text", "indsan", "crossan"]
         report(args)
     else:
         run(args)
