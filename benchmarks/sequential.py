@@ -9,9 +9,9 @@
 model keeping only the hyperparameters it takes; ``sasrec`` reads no content, so it skips the
 title fields), early stopping on validation Recall@20 (= HR@20 under leave-one-out), and
 records the validation and test reports (all rows, warm, cold: HR and NDCG at 10 and 20) and
-every test user's hit at 10 (packed bits in the record, so the committed file alone gives
-``report`` its paired per-user bootstrap intervals). A test user's history includes its
-validation item, as in the trainer. Runs are merged into
+every test user's hit at 10 (packed bits) and rank in its top 10 (packed bytes: its NDCG@10),
+so the committed file alone gives ``report`` its paired per-user bootstrap intervals. A test
+user's history includes its validation item, as in the trainer. Runs are merged into
 ``benchmarks/results/sequential/seeds-microlens.json`` (``--out`` gives runs in parallel their
 own files); a later run of the same row and seed replaces the earlier one.
 ``report --runs FILE...`` merges them and writes ``benchmarks/results/crossan.md``.
@@ -34,12 +34,18 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.stats import pack_hits, paired_bootstrap, unpack_hits  # noqa: E402
+from benchmarks.stats import (  # noqa: E402
+    pack_hits,
+    pack_ranks,
+    paired_bootstrap,
+    unpack_hits,
+    unpack_ranks,
+)
 from models.registry import default_hparams  # noqa: E402
 from training.config import TrainConfig, load_config_file, parse_hparams  # noqa: E402
 from training.export import export_bundle  # noqa: E402
 from training.pipeline import prepare_dataset, write_result_bundle  # noqa: E402
-from training.report import per_user_hits  # noqa: E402
+from training.report import per_user_hits, per_user_ranks  # noqa: E402
 from training.trainer import embeddings, train, users_after  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "results" / "sequential" / "seeds-microlens.json"
@@ -78,6 +84,8 @@ def run(args: argparse.Namespace) -> None:
                 ids, hits = per_user_hits(test_users, items, dataset, "test", 10, part)
                 hit10[part] = {"users": int(ids.size), "users_sha256": _ids_digest(ids),
                                "bits": pack_hits(hits)}
+            ids, ranks = per_user_ranks(test_users, items, dataset, "test", 10)
+            ranks10 = {"users_sha256": _ids_digest(ids), "ranks": pack_ranks(ranks)}
             runs = [r for r in record["rows"].get(row, {}).get("runs", []) if r["seed"] != seed]
             runs.append({
                 "seed": seed,
@@ -91,6 +99,7 @@ def run(args: argparse.Namespace) -> None:
                 "seconds_per_epoch": result.seconds_per_epoch,
                 "diagnostics": result.diagnostics,
                 "hit10": hit10,
+                "ranks10": ranks10,
             })
             record["rows"][row] = {
                 "config": config.model_dump(exclude={"seed"}),
@@ -130,6 +139,39 @@ def _per_user(row: dict[str, Any], seeds: list[int], part: str) -> tuple[str, np
         return None
     hits = [unpack_hits(f["bits"], f["users"]) for f in found]
     return found[0]["users_sha256"], np.mean(hits, axis=0)
+
+
+def _per_user_ndcg(row: dict[str, Any], seeds: list[int]) -> tuple[str, np.ndarray] | None:
+    """``(users digest, per-user NDCG@10 averaged over the seeds)`` from the stored ranks;
+    None when a seed has none (runs made before ranks were kept)."""
+    found = [r["ranks10"] for r in row["runs"] if r["seed"] in seeds and "ranks10" in r]
+    if len(found) != len(seeds) or len({f["users_sha256"] for f in found}) != 1:
+        return None
+    ndcg = [np.where(ranks < 10, 1 / np.log2(ranks + 2), 0.0)
+            for ranks in (unpack_ranks(f["ranks"]) for f in found)]
+    return found[0]["users_sha256"], np.mean(ndcg, axis=0)
+
+
+def _ndcg_pairs(rows: dict[str, Any], baselines: list[str]) -> list[str]:
+    """The paired NDCG@10 table (all test rows) of every pair whose runs kept their ranks."""
+    lines = ["", "Paired per-user bootstrap of NDCG@10 (95%, all test rows, seeds averaged per "
+             "user; only runs that kept their ranks):", "",
+             "| model | baseline | seeds | difference [interval] |", "| --- | --- | --- | --- |"]
+    shown: set[tuple[str, str]] = set()
+    for baseline in baselines:
+        for name, row in rows.items():
+            if baseline not in rows or name == baseline or (baseline, name) in shown:
+                continue
+            shown.add((name, baseline))
+            seeds = sorted({r["seed"] for r in row["runs"]}
+                           & {r["seed"] for r in rows[baseline]["runs"]})
+            mine, theirs = _per_user_ndcg(row, seeds), _per_user_ndcg(rows[baseline], seeds)
+            if not seeds or mine is None or theirs is None or mine[0] != theirs[0]:
+                continue
+            mean, low, high = paired_bootstrap(mine[1], theirs[1])
+            lines.append(f"| {name} | {baseline} | {len(seeds)} | {mean:+.4f} "
+                         f"[{low:+.4f}, {high:+.4f}] |")
+    return lines
 
 
 def report(args: argparse.Namespace) -> str:
@@ -186,6 +228,7 @@ def report(args: argparse.Namespace) -> str:
                 mean, low, high = paired_bootstrap(mine[1], theirs[1])
                 lines.append(f"| {name} | {baseline} | {len(seeds)} | {part} | {mean:+.4f} "
                              f"[{low:+.4f}, {high:+.4f}] |")
+    lines += _ndcg_pairs(rows, args.baseline)
     text = "\n".join(lines) + "\n"
     target = ROOT / "benchmarks" / "results" / "crossan.md"
     target.write_text(text)

@@ -74,3 +74,16 @@ def pack_values(values: np.ndarray) -> str:
 def unpack_values(text: str) -> np.ndarray:
     """The values :func:`pack_values` wrote, as float64."""
     return np.frombuffer(base64.b64decode(text), dtype="<f2").astype(np.float64)
+
+
+def pack_ranks(ranks: np.ndarray) -> str:
+    """Per-user ranks 0..255 (a top-k position, k for a miss) as base64 bytes, one a user."""
+    ranks = np.asarray(ranks)
+    if ranks.size and (ranks.min() < 0 or ranks.max() > 255):
+        raise ValueError("ranks must lie in 0..255")
+    return base64.b64encode(ranks.astype(np.uint8).tobytes()).decode("ascii")
+
+
+def unpack_ranks(text: str) -> np.ndarray:
+    """The ranks :func:`pack_ranks` wrote, as int64."""
+    return np.frombuffer(base64.b64decode(text), dtype=np.uint8).astype(np.int64)

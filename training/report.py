@@ -175,6 +175,31 @@ def headline(report: dict[str, Any], metric: str = "recall@20") -> dict[str, flo
 PER_USER_PARTS = ("all", "warm", "cold")
 
 
+def _ranked_relevance(
+    users: torch.Tensor, items: torch.Tensor, dataset: Dataset, split: str, k: int, part: str,
+    batch_size: int, slot_share: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(user_ids, is_relevant [n, k], relevant counts [n])`` of one part's evaluated users."""
+    if part not in PER_USER_PARTS:
+        raise ValueError(f"part must be one of {PER_USER_PARTS}, got {part!r}")
+    relevant, seen = split_matrices(dataset, split)
+    cold = new_items(dataset)
+    if part != "all":
+        relevant = _columns(relevant, cold if part == "cold" else ~cold)
+    evaluated = np.flatnonzero(np.diff(relevant.indptr))
+    if evaluated.size == 0:
+        return evaluated.astype(np.int64), np.zeros((0, k), dtype=bool), np.zeros(0)
+    top = ranked_lists(users, items, seen, evaluated, cold, slot_share, k, batch_size)
+    rel = relevant[evaluated]
+    # (row, item) pairs of relevant items; a ranked item is a hit when its pair is among them
+    rel_rows = np.repeat(np.arange(evaluated.size), np.diff(rel.indptr))
+    stride = items.shape[0] + 1
+    rel_keys = rel_rows.astype(np.int64) * stride + rel.indices.astype(np.int64)
+    top_keys = np.where(top >= 0, np.arange(evaluated.size)[:, None] * stride + top, -1)
+    return (evaluated.astype(np.int64), np.isin(top_keys, rel_keys),
+            np.diff(rel.indptr).astype(np.float64))
+
+
 def per_user_hits(
     users: torch.Tensor,
     items: torch.Tensor,
@@ -192,21 +217,25 @@ def per_user_hits(
     ``part`` is 'all', 'warm' or 'cold' (cold rows ranked among all items); a part without
     rows gives two empty arrays.
     """
-    if part not in PER_USER_PARTS:
-        raise ValueError(f"part must be one of {PER_USER_PARTS}, got {part!r}")
-    relevant, seen = split_matrices(dataset, split)
-    cold = new_items(dataset)
-    if part != "all":
-        relevant = _columns(relevant, cold if part == "cold" else ~cold)
-    evaluated = np.flatnonzero(np.diff(relevant.indptr))
-    if evaluated.size == 0:
-        return evaluated.astype(np.int64), np.zeros(0, dtype=np.float64)
-    top = ranked_lists(users, items, seen, evaluated, cold, slot_share, k, batch_size)
-    rel = relevant[evaluated]
-    # (row, item) pairs of relevant items; a ranked item is a hit when its pair is among them
-    rel_rows = np.repeat(np.arange(evaluated.size), np.diff(rel.indptr))
-    stride = items.shape[0] + 1
-    rel_keys = rel_rows.astype(np.int64) * stride + rel.indices.astype(np.int64)
-    top_keys = np.where(top >= 0, np.arange(evaluated.size)[:, None] * stride + top, -1)
-    hits = np.isin(top_keys, rel_keys).sum(axis=1)
-    return evaluated.astype(np.int64), hits / np.diff(rel.indptr).astype(np.float64)
+    ids, hit, counts = _ranked_relevance(users, items, dataset, split, k, part, batch_size,
+                                         slot_share)
+    return ids, (hit.sum(axis=1) / counts if ids.size else np.zeros(0, dtype=np.float64))
+
+
+def per_user_ranks(
+    users: torch.Tensor,
+    items: torch.Tensor,
+    dataset: Dataset,
+    split: str,
+    k: int = 10,
+    part: str = "all",
+    batch_size: int = 2048,
+    slot_share: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(user_ids, rank)``: the 0-based position of each evaluated user's first relevant
+    item in its top ``k``, ``k`` when none is there. Under leave-one-out (one relevant item)
+    a rank gives both per-user metrics: HR@k = ``rank < k``, NDCG@k = ``1 / log2(rank + 2)``.
+    """
+    ids, hit, _ = _ranked_relevance(users, items, dataset, split, k, part, batch_size,
+                                    slot_share)
+    return ids, np.where(hit.any(axis=1), hit.argmax(axis=1), k).astype(np.int64)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from benchmarks.stats import pack_hits, paired_bootstrap, unpack_hits
+from benchmarks.stats import pack_hits, pack_ranks, paired_bootstrap, unpack_hits, unpack_ranks
 
 
 @pytest.mark.parametrize("size", [1, 7, 8, 9, 50_000])
@@ -13,6 +13,13 @@ def test_packed_hits_come_back_exactly(size: int) -> None:
 def test_packing_refuses_anything_but_hits() -> None:
     with pytest.raises(ValueError, match="0 or 1"):
         pack_hits(np.array([0.0, 0.5, 1.0]))
+
+
+def test_packed_ranks_come_back_exactly_and_out_of_range_ones_are_refused() -> None:
+    ranks = np.random.default_rng(0).integers(0, 11, 50_000)
+    assert np.array_equal(unpack_ranks(pack_ranks(ranks)), ranks)
+    with pytest.raises(ValueError, match="0..255"):
+        pack_ranks(np.array([3, 256]))
 
 
 def test_paired_bootstrap_brackets_a_known_difference() -> None:

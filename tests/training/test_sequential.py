@@ -222,3 +222,20 @@ def test_the_text_item_tower_in_onnx_matches_torch_and_the_cached_states(
     assert cosines(embedding8, embedding).min() >= 0.99
     assert cosines(features8, features).min() >= 0.99
     assert np.abs(features8 - features).max() > 1e-4  # it is quantised, not a copy
+
+
+def test_per_user_ranks_give_the_leave_one_out_hit_rate_and_ndcg(sequences_dir: Path) -> None:
+    from training.report import per_user_hits, per_user_ranks, warm_cold_report
+
+    config = TrainConfig(model="sasrec", feature_set="dataset")
+    dataset = prepare_dataset(sequences_dir, config)
+    generator = torch.Generator().manual_seed(0)
+    users = torch.randn(dataset.num_users, 8, generator=generator)
+    items = torch.randn(dataset.num_items, 8, generator=generator)
+    report = warm_cold_report(users, items, dataset, "test")["all"]
+    ids, ranks = per_user_ranks(users, items, dataset, "test", 10)
+    assert ids.size == report["users"] and 0 < (ranks < 10).sum() < ids.size
+    assert (ranks < 10).mean() == pytest.approx(report["hit@10"])
+    ndcg = np.where(ranks < 10, 1 / np.log2(ranks + 2), 0.0)
+    assert ndcg.mean() == pytest.approx(report["ndcg@10"])
+    assert np.array_equal(ranks < 10, per_user_hits(users, items, dataset, "test", 10)[1] > 0)
