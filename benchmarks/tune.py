@@ -81,7 +81,7 @@ SEARCH_SPACES: dict[str, dict[str, Any]] = {
     # searched there ({32, 64, 128}). Not run yet: `tune` loads the dataset's own features,
     # not the title fields these models read (benchmarks/sequential.py runs them)
     "sequential": {
-        "models": ["crossan", "indsan", "sasrec", "sasrec_text"],
+        "models": ["crossan", "crossan_id", "indsan", "sasrec", "sasrec_text"],
         "space": {
             "lr": ("log", 1e-5, 1e-3),
             "embed_dim": ("categorical", [32, 64, 128]),
