@@ -13,6 +13,10 @@ An item never seen in training never enters eq. 7-8's softmax, so its ``e_i`` st
 vector is its content alone: exactly what the item tower gives a new item from raw text, so the
 served towers need no change. The ID enters as a residual and not as a third expert of eq. 6's
 gate because a gate would have to score an expert that is missing for every new item.
+Trained alone, the ID part takes half of a trained item's vector and untrained items (content
+only) fall out of every list; ``id_dropout`` (the MetaMMF models' new-item dropout, for IDs)
+drops the ID part of that share of the batch's items in each training step, so the content
+vector alone must also rank.
 
 Item features are ``[I, M * K * D]``: for each of M experts (``modality_dims``, one per expert,
 each ``K * D``), the pooled frozen states of K kept layers of width D (``state_dim``).
@@ -97,6 +101,7 @@ class SequentialRecommender(Recommender):
         fusion: str = "momef",
         top_k: int = 2,
         id_residual: bool = False,
+        id_dropout: float = 0.0,
         item_chunk: int = 4096,
         cold_items: torch.Tensor | None = None,
     ) -> None:
@@ -128,7 +133,9 @@ class SequentialRecommender(Recommender):
                 torch.empty(graph.num_items, embed_dim), std=0.02))
         if id_residual and item_encoder == "ids":
             raise ValueError("id_residual adds IDs to a content item side; 'ids' has no content")
-        self.id_residual = id_residual
+        if not 0.0 <= id_dropout < 1.0:
+            raise ValueError(f"id_dropout must lie in [0, 1), got {id_dropout}")
+        self.id_residual, self.id_dropout = id_residual, id_dropout
         if id_residual:
             self.item_residual = nn.Parameter(torch.zeros(graph.num_items, embed_dim))
         self.encoder = SequenceEncoder(embed_dim, max_length, num_blocks, num_heads, dropout)
@@ -153,7 +160,13 @@ class SequentialRecommender(Recommender):
         if self.item_encoder == "ids":
             return self.item_embedding[items]
         vectors = self.content_vectors(self.states[items])
-        return vectors + self.item_residual[items] if self.id_residual else vectors
+        if not self.id_residual:
+            return vectors
+        residual = self.item_residual[items]
+        if self.training and self.id_dropout > 0:  # these items train as if new
+            kept = torch.rand(len(items), 1, device=residual.device) >= self.id_dropout
+            residual = residual * kept
+        return vectors + residual
 
     def content_vectors(self, states: torch.Tensor) -> torch.Tensor:
         """Item vectors [B, d] from frozen states [B, M, K, D] (the content item sides)."""

@@ -77,7 +77,7 @@ _LIGHTGCN_FUSED: dict[str, Any] = {
 _SEQUENTIAL: dict[str, Any] = {"embed_dim": 64, "max_length": 10, "num_blocks": 2,
                                "num_heads": 2, "dropout": 0.1, "cold_items": None}
 _SIDE_ADAPTERS: dict[str, Any] = {"state_dim": 384, "adapter_dim": 64, "fusion": "momef",
-                                  "top_k": 2, "id_residual": False}
+                                  "top_k": 2, "id_residual": False, "id_dropout": 0.0}
 
 _DEFAULTS: dict[str, dict[str, Any]] = {
     "metammf_gcn": {"embed_dim": 64, "num_layers": 2, **_META_FUSION, **_NEW_ITEMS, **_NEW_USERS},

@@ -187,3 +187,18 @@ def test_the_id_residual_needs_a_content_item_side() -> None:
     graph, features = _sequential_data()
     with pytest.raises(ValueError, match="content"):
         SequentialRecommender(graph, None, item_encoder="ids", id_residual=True)
+
+
+def test_id_dropout_trains_a_share_of_items_on_their_content_alone() -> None:
+    graph, features = _sequential_data()
+    model = build_model("crossan_id", graph, features, [K * D, K * D], embed_dim=16,
+                        max_length=4, state_dim=D, adapter_dim=8, id_dropout=0.5)
+    with torch.no_grad():
+        model.item_residual.normal_()
+        items = torch.arange(graph.num_items)
+        content = model.content_vectors(model.states)
+        dropped = (model.train().embed_items(items) - content).norm(dim=1) < 1e-6
+        assert 0 < dropped.sum() < graph.num_items  # about half, drawn per step
+        assert torch.allclose(model.eval().embed_items(items), content + model.item_residual)
+    with pytest.raises(ValueError, match="id_dropout"):
+        build_model("crossan_id", graph, features, [K * D, K * D], state_dim=D, id_dropout=1.0)
