@@ -25,6 +25,7 @@ import json
 import platform
 import shlex
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,7 @@ from models.registry import default_hparams  # noqa: E402
 from training.config import TrainConfig, load_config_file, parse_hparams  # noqa: E402
 from training.export import export_bundle  # noqa: E402
 from training.pipeline import prepare_dataset, write_result_bundle  # noqa: E402
-from training.report import per_user_hits, per_user_ranks  # noqa: E402
+from training.report import per_user_ranks  # noqa: E402
 from training.trainer import embeddings, train, users_after  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "results" / "sequential" / "seeds-microlens.json"
@@ -79,13 +80,13 @@ def run(args: argparse.Namespace) -> None:
             result = train(dataset, config, progress=not args.quiet)
             users, items = embeddings(result.model)
             test_users = users_after(result.model, users, dataset.valid)  # as the trainer does
-            hit10 = {}
-            for part in PARTS:
-                ids, hits = per_user_hits(test_users, items, dataset, "test", 10, part)
+            hit10, ranks10 = {}, {}
+            for part in PARTS:  # leave-one-out: a user's hit at 10 is its rank below 10
+                ids, ranks = per_user_ranks(test_users, items, dataset, "test", 10, part)
                 hit10[part] = {"users": int(ids.size), "users_sha256": _ids_digest(ids),
-                               "bits": pack_hits(hits)}
-            ids, ranks = per_user_ranks(test_users, items, dataset, "test", 10)
-            ranks10 = {"users_sha256": _ids_digest(ids), "ranks": pack_ranks(ranks)}
+                               "bits": pack_hits(ranks < 10)}
+                if part == "all":
+                    ranks10 = {"users_sha256": _ids_digest(ids), "ranks": pack_ranks(ranks)}
             runs = [r for r in record["rows"].get(row, {}).get("runs", []) if r["seed"] != seed]
             runs.append({
                 "seed": seed,
@@ -128,50 +129,62 @@ def _ids_digest(ids: np.ndarray) -> str:
     return hashlib.sha256(np.asarray(ids, dtype=np.int64).tobytes()).hexdigest()[:16]
 
 
-def _per_user(row: dict[str, Any], seeds: list[int], part: str) -> tuple[str, np.ndarray] | None:
-    """``(users digest, per-user HR@10 averaged over the seeds)``; None when a seed has none.
+def _seed_mean(
+    row: dict[str, Any], seeds: list[int], pick: Callable[[dict[str, Any]], dict | None],
+    decode: Callable[[dict[str, Any]], np.ndarray],
+) -> tuple[str, np.ndarray] | None:
+    """``(users digest, per-user values averaged over the seeds)`` of the per-user record
+    ``pick`` finds in each run (``decode`` unpacks it); None when a seed has none (runs made
+    before that record was kept).
 
     The split is fixed, so every seed ranks the same users in the same order (checked by
     the digest of their ids).
     """
-    found = [r["hit10"][part] for r in row["runs"] if r["seed"] in seeds and "hit10" in r]
+    found = [f for f in (pick(r) for r in row["runs"] if r["seed"] in seeds) if f is not None]
     if len(found) != len(seeds) or len({f["users_sha256"] for f in found}) != 1:
         return None
-    hits = [unpack_hits(f["bits"], f["users"]) for f in found]
-    return found[0]["users_sha256"], np.mean(hits, axis=0)
+    return found[0]["users_sha256"], np.mean([decode(f) for f in found], axis=0)
 
 
-def _per_user_ndcg(row: dict[str, Any], seeds: list[int]) -> tuple[str, np.ndarray] | None:
-    """``(users digest, per-user NDCG@10 averaged over the seeds)`` from the stored ranks;
-    None when a seed has none (runs made before ranks were kept)."""
-    found = [r["ranks10"] for r in row["runs"] if r["seed"] in seeds and "ranks10" in r]
-    if len(found) != len(seeds) or len({f["users_sha256"] for f in found}) != 1:
-        return None
-    ndcg = [np.where(ranks < 10, 1 / np.log2(ranks + 2), 0.0)
-            for ranks in (unpack_ranks(f["ranks"]) for f in found)]
-    return found[0]["users_sha256"], np.mean(ndcg, axis=0)
+def _hits(row: dict[str, Any], seeds: list[int], part: str) -> tuple[str, np.ndarray] | None:
+    """Per-user HR@10 of one part, averaged over the seeds."""
+    return _seed_mean(row, seeds, lambda r: r.get("hit10", {}).get(part),
+                      lambda f: unpack_hits(f["bits"], f["users"]))
 
 
-def _ndcg_pairs(rows: dict[str, Any], baselines: list[str]) -> list[str]:
-    """The paired NDCG@10 table (all test rows) of every pair whose runs kept their ranks."""
-    lines = ["", "Paired per-user bootstrap of NDCG@10 (95%, all test rows, seeds averaged per "
-             "user; only runs that kept their ranks):", "",
-             "| model | baseline | seeds | difference [interval] |", "| --- | --- | --- | --- |"]
+def _ndcg(row: dict[str, Any], seeds: list[int]) -> tuple[str, np.ndarray] | None:
+    """Per-user NDCG@10 of all test rows from the stored ranks, averaged over the seeds."""
+
+    def decode(record: dict[str, Any]) -> np.ndarray:
+        ranks = unpack_ranks(record["ranks"])
+        return np.where(ranks < 10, 1 / np.log2(ranks + 2), 0.0)
+
+    return _seed_mean(row, seeds, lambda r: r.get("ranks10"), decode)
+
+
+def _pairs(rows: dict[str, Any], baselines: list[str]) -> Iterator[tuple[str, str, list[int]]]:
+    """``(row, baseline, shared seeds)`` for every row against each baseline, each pair once."""
     shown: set[tuple[str, str]] = set()
     for baseline in baselines:
+        if baseline not in rows:
+            continue
         for name, row in rows.items():
-            if baseline not in rows or name == baseline or (baseline, name) in shown:
+            if name == baseline or (baseline, name) in shown:
                 continue
             shown.add((name, baseline))
             seeds = sorted({r["seed"] for r in row["runs"]}
                            & {r["seed"] for r in rows[baseline]["runs"]})
-            mine, theirs = _per_user_ndcg(row, seeds), _per_user_ndcg(rows[baseline], seeds)
-            if not seeds or mine is None or theirs is None or mine[0] != theirs[0]:
-                continue
-            mean, low, high = paired_bootstrap(mine[1], theirs[1])
-            lines.append(f"| {name} | {baseline} | {len(seeds)} | {mean:+.4f} "
-                         f"[{low:+.4f}, {high:+.4f}] |")
-    return lines
+            if seeds:
+                yield name, baseline, seeds
+
+
+def _interval(mine: tuple[str, np.ndarray] | None,
+              theirs: tuple[str, np.ndarray] | None) -> str | None:
+    """The paired bootstrap of two per-user arrays over the same users, as table text."""
+    if mine is None or theirs is None or mine[0] != theirs[0] or mine[1].size == 0:
+        return None
+    mean, low, high = paired_bootstrap(mine[1], theirs[1])
+    return f"{mean:+.4f} [{low:+.4f}, {high:+.4f}]"
 
 
 def report(args: argparse.Namespace) -> str:
@@ -209,26 +222,18 @@ def report(args: argparse.Namespace) -> str:
               f"against {', '.join(args.baseline)}:", "",
               "| model | baseline | seeds | part | difference [interval] |",
               "| --- | --- | --- | --- | --- |"]
-    shown: set[tuple[str, str]] = set()
-    for baseline in args.baseline:
-        if baseline not in rows:
-            continue
-        for name, row in rows.items():
-            if name == baseline or (baseline, name) in shown:  # each pair once
-                continue
-            shown.add((name, baseline))
-            seeds = sorted({r["seed"] for r in row["runs"]}
-                           & {r["seed"] for r in rows[baseline]["runs"]})
-            if not seeds:
-                continue
-            for part in PARTS:
-                mine, theirs = _per_user(row, seeds, part), _per_user(rows[baseline], seeds, part)
-                if mine is None or theirs is None or mine[0] != theirs[0] or mine[1].size == 0:
-                    continue
-                mean, low, high = paired_bootstrap(mine[1], theirs[1])
-                lines.append(f"| {name} | {baseline} | {len(seeds)} | {part} | {mean:+.4f} "
-                             f"[{low:+.4f}, {high:+.4f}] |")
-    lines += _ndcg_pairs(rows, args.baseline)
+    for name, baseline, seeds in _pairs(rows, args.baseline):
+        for part in PARTS:
+            cell = _interval(_hits(rows[name], seeds, part), _hits(rows[baseline], seeds, part))
+            if cell:
+                lines.append(f"| {name} | {baseline} | {len(seeds)} | {part} | {cell} |")
+    lines += ["", "Paired per-user bootstrap of NDCG@10 (95%, all test rows, seeds averaged per "
+              "user; only runs that kept their ranks):", "",
+              "| model | baseline | seeds | difference [interval] |", "| --- | --- | --- | --- |"]
+    for name, baseline, seeds in _pairs(rows, args.baseline):
+        cell = _interval(_ndcg(rows[name], seeds), _ndcg(rows[baseline], seeds))
+        if cell:
+            lines.append(f"| {name} | {baseline} | {len(seeds)} | {cell} |")
     text = "\n".join(lines) + "\n"
     target = ROOT / "benchmarks" / "results" / "crossan.md"
     target.write_text(text)
