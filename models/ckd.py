@@ -19,6 +19,11 @@ model's own loss, read off the model's counterfactual uni-modal views
 
 Total: ``weight * mean over triples of sum_m w_m (specific_m + beta * generic_m)``.
 
+Cost: the plug-in reads only margins, from :meth:`~models.base.Recommender.view_margins` in one
+call for every view (a model that splits its score into parts shares the ID part between views
+and skips autograd on fixed parts), and a teacher's margins from its score table where that
+fits (:meth:`TeacherScores.with_table`).
+
 Checked against the authors' code (CRIPAC-DIG/Balanced-Multimodal-Rec, ``codes/train_kd.py``):
 the hinge, the 5,000 generic triples per step drawn as above, the temperature inside both
 sigmoids, the generic term (a batch mean) added to each triple's hinge before the weights,
@@ -35,34 +40,39 @@ re-weighted the same way; no generic term, which needs a teacher).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
 
-from models.base import Recommender, TrainingBatch
+from models.base import (
+    Recommender,
+    TrainingBatch,
+    pair_margins,
+    score_table,
+    table_margins,
+)
 
 
 @dataclass(frozen=True)
 class TeacherScores:
-    """A frozen uni-modal teacher's final embeddings (its scores are inner products)."""
+    """A frozen uni-modal teacher's final embeddings (its scores are inner products), and
+    with :meth:`with_table` its score table."""
 
     users: torch.Tensor  # [U, d]
     items: torch.Tensor  # [I, d]
+    table: torch.Tensor | None = field(default=None, repr=False)  # [U, I]
+
+    def with_table(self, max_bytes: int | None = None) -> TeacherScores:
+        """The same teacher with its score table, where that fits in ``max_bytes`` (default
+        :data:`models.base.SCORE_TABLE_BYTES`)."""
+        return replace(self, table=score_table(self.users, self.items, max_bytes))
 
     def margins(self, users: torch.Tensor, first: torch.Tensor, second: torch.Tensor):
-        return _margins(self.users, self.items, users, first, second)
-
-
-def _margins(user_vectors: torch.Tensor, item_vectors: torch.Tensor, users: torch.Tensor,
-             first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
-    """``<u, first> - <u, second>`` per triple of ids."""
-    return _pair_margins(user_vectors[users], item_vectors[first], item_vectors[second])
-
-
-def _pair_margins(users: torch.Tensor, first: torch.Tensor, second: torch.Tensor):
-    """``<u, first> - <u, second>`` per row of aligned vectors."""
-    return (users * (first - second)).sum(-1)
+        """The teacher's ``<u, first> - <u, second>`` per triple of ids."""
+        if self.table is not None:
+            return table_margins(self.table, users, first, second)
+        return pair_margins(self.users[users], self.items[first], self.items[second])
 
 
 def balance_weights(joint: torch.Tensor, alone: torch.Tensor, without: torch.Tensor):
@@ -118,31 +128,24 @@ class CounterfactualDistillation:
             raise ValueError(f"{len(self.teachers)} teachers for {count} modalities")
         size = len(batch.users)
         generic = self._generic_batch(batch.users.device) if self.generic else None
-        # the rows every view is needed for: the batch's triples, then the generic ones
-        users = batch.users if generic is None else torch.cat([batch.users, generic[0]])
-        items = torch.cat([batch.positives, batch.negatives, *(generic[1:] if generic else ())])
+        # the triples every view is needed on: the batch's, then the generic ones
+        triples = (batch.users, batch.positives, batch.negatives)
+        if generic is not None:
+            triples = tuple(torch.cat(pair) for pair in zip(triples, generic, strict=True))
         every = set(range(count))
         # the uni-modal views, then (for the weights) the joint model and, beyond two
         # modalities, each view without one modality: in one call, so shared work runs once
         keeps = [{m} for m in range(count)]
         if self.reweight:
             keeps += [every] + ([every - {m} for m in range(count)] if count > 2 else [])
-        # each distinct row once (5,000 generic triples touch most of a small catalogue)
-        users, user_rows = torch.unique(users, return_inverse=True)
-        items, item_rows = torch.unique(items, return_inverse=True)
-        computed = model.view_vectors(keeps, users, items)
-
-        def batch_margins(view: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-            u, i = view
-            return _pair_margins(u[user_rows[:size]], i[item_rows[:size]],
-                                 i[item_rows[size : 2 * size]])
-
-        alone = torch.stack([batch_margins(view) for view in computed[:count]], 1)  # [B, M]
+        # one [B + generic] tensor per view (a list: the weights' views get no backward pass)
+        margins = model.view_margins(keeps, *triples)
+        alone = torch.stack([margin[:size] for margin in margins[:count]], 1)  # [B, M]
         if self.reweight:
             with torch.no_grad():
-                joint = batch_margins(computed[count])
+                joint = margins[count][:size]
                 without = alone.flip(1) if count == 2 else torch.stack(
-                    [batch_margins(view) for view in computed[count + 1:]], 1)
+                    [margin[:size] for margin in margins[count + 1:]], 1)
                 weights = balance_weights(joint, alone.detach(), without.detach())
         else:
             weights = torch.ones_like(alone)
@@ -157,13 +160,11 @@ class CounterfactualDistillation:
                 per_view = (taught - alone).clamp_min(0.0)
             terms["ckd_specific"] = self.weight * (weights * per_view).sum(1).mean()
         if generic is not None:
-            half = 2 * size + len(generic[0])
             losses = torch.stack([
                 F.binary_cross_entropy_with_logits(
-                    _pair_margins(u[user_rows[size:]], i[item_rows[2 * size : half]],
-                                  i[item_rows[half:]]) / self.temperature,
+                    student[size:] / self.temperature,
                     torch.sigmoid(teacher.margins(*generic) / self.temperature))
-                for (u, i), teacher in zip(computed[:count], self.teachers, strict=True)])
+                for student, teacher in zip(margins[:count], self.teachers, strict=True)])
             terms["ckd_generic"] = self.weight * self.beta * (weights.mean(0) * losses).sum()
         return terms
 

@@ -75,6 +75,8 @@ from models.base import (
     ServingTowers,
     TrainingBatch,
     item_mask,
+    pair_margins,
+    score_table,
 )
 from models.conditioning import FeatureConditioner
 from models.graph import (
@@ -319,6 +321,66 @@ class FusionLightGCN(Recommender):
                                         item_rows)
             views.append((user_rows, item_rows))
         return views
+
+    def view_margins(
+        self, keeps: Sequence[Collection[int]], users: torch.Tensor, first: torch.Tensor,
+        second: torch.Tensor,
+    ) -> list[torch.Tensor]:
+        """Margins of triples in each view, equal to those of :meth:`view_vectors`, summed
+        part by part (``beside``): the ID part once for every view; the kNN part (fixed
+        buffers, a learned scalar in front) without autograd; only ``e_m`` gathered with
+        gradients. CKD spends most of its step here, and the kNN part is the widest."""
+        if self.combine != "beside":
+            return super().view_margins(keeps, users, first, second)
+        id_users, id_items = lightgcn_propagate(
+            self._users0(), self._items0(None), self.adjacency, self.num_layers
+        )
+        new_first = self.new_mask[first].unsqueeze(1)
+        new_second = self.new_mask[second].unsqueeze(1)
+        unknown = self.cold_scale * self.unknown_item / (self.num_layers + 1)
+        shared = pair_margins(id_users[users],
+                              torch.where(new_first, unknown, id_items[first]),
+                              torch.where(new_second, unknown, id_items[second]))
+        # the factor on an item's content half: w for trained items, the cold scale for new
+        # ones (outside training their e_m also carries new_item_fused_weight)
+        cold = self.cold_scale * (1.0 if self.training else self.new_item_fused_weight)
+        fused_first = torch.where(new_first, cold, self.warm_content)
+        fused_second = torch.where(new_second, cold, self.warm_content)
+        margins = []
+        for keep in keeps:
+            with self.modality_view(keep):
+                fused = self.fused(self.conditioned)
+                user = self.history_mean.user_mean(fused)[users] @ self.user_content_map
+                margin = shared + pair_margins(user, fused_first * fused[first],
+                                               fused_second * fused[second])
+                if self.knn:
+                    margin = margin + self._knn_margins(keep, users, first, second)
+            margins.append(margin)
+        return margins
+
+    def _knn_margins(self, keep: Collection[int], users: torch.Tensor, first: torch.Tensor,
+                     second: torch.Tensor) -> torch.Tensor:
+        """The kNN part of the margins in the view of ``keep`` (in place): ``knn_scale *
+        gamma`` times a product of fixed buffers, computed without autograd, from the view's
+        score table where that fits (:data:`models.base.SCORE_TABLE_BYTES`)."""
+        with torch.no_grad():
+            key = (frozenset(keep), str(self.knn_items.device))
+            tables = self.__dict__.setdefault("_knn_tables", {})
+            if key not in tables:
+                tables[key] = score_table(F.normalize(self.knn_history, dim=1), self.knn_items)
+            table = tables[key]
+            # per-item factors after the products (the cold scale changes during training)
+            first_factor = torch.where(self.new_mask[first], self.cold_scale, self.warm_content)
+            second_factor = torch.where(self.new_mask[second], self.cold_scale,
+                                        self.warm_content)
+            if table is not None:
+                first_scores, second_scores = table[users, first], table[users, second]
+            else:
+                user = F.normalize(self.knn_history[users], dim=1)
+                first_scores = (user * self.knn_items[first]).sum(-1)
+                second_scores = (user * self.knn_items[second]).sum(-1)
+            fixed = first_factor * first_scores - second_factor * second_scores
+        return self.knn_scale * self.log_knn_weight.exp() * fixed
 
     def _content_rows(self, fused: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """The content half of some items (:meth:`content` of theirs), from all items' ``e_m``."""

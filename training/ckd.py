@@ -117,7 +117,8 @@ def with_ckd(dataset: Dataset, config: TrainConfig, init_model: InitModel | None
         device = next(model.parameters()).device
         model.add_loss_plugin(CounterfactualDistillation(
             teachers=None if teachers is None else [
-                TeacherScores(t.users.to(device), t.items.to(device)) for t in teachers],
+                TeacherScores(t.users.to(device), t.items.to(device)).with_table()
+                for t in teachers],
             generic_users=generic_users, num_items=dataset.num_items,
             weight=settings.weight, beta=settings.beta, temperature=settings.temperature,
             generic_triples=settings.generic_triples, specific=settings.specific,
