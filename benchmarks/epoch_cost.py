@@ -75,10 +75,10 @@ def main() -> None:
     for _ in range(args.repeats):
         for model in models:
             name, _, plugin = model.partition("+")
-            config = TrainConfig(
-                model=name, epoch_valid_users=args.epoch_valid_users,
-                **{"hparams": {}, **settings.get(name, {})},
-            )
+            setting = {"hparams": {}, **settings.get(name, {})}
+            if args.epoch_valid_users is not None:  # the flag wins over the settings file
+                setting["epoch_valid_users"] = args.epoch_valid_users
+            config = TrainConfig(model=name, **setting)
             dataset = dataset or prepare_dataset(args.data, config)
             built = build_for(dataset, config, torch.device("cpu"))
             if plugin:

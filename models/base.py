@@ -164,13 +164,28 @@ class Recommender(nn.Module):
     def training_losses(self, batch: TrainingBatch) -> dict[str, torch.Tensor]:
         """Named loss terms on one batch, the model's own then its plug-ins'; the trainer
         minimises their sum."""
-        named = self.model_losses(batch)
-        for plugin in self.loss_plugins:
-            extra = plugin(self, batch)
-            if clash := set(extra) & set(named):
-                raise ValueError(f"loss plug-in terms {sorted(clash)} are already named")
-            named.update(extra)
+        self.__dict__["_step_memo"] = {}
+        try:
+            named = self.model_losses(batch)
+            for plugin in self.loss_plugins:
+                extra = plugin(self, batch)
+                if clash := set(extra) & set(named):
+                    raise ValueError(f"loss plug-in terms {sorted(clash)} are already named")
+                named.update(extra)
+        finally:
+            self.__dict__["_step_memo"] = None
         return named
+
+    def step_memo(self, key: str, compute: Callable[[], Any]) -> Any:
+        """``compute()``, computed once per :meth:`training_losses` call under ``key`` (work
+        that the model's own loss and a plug-in share within one step, e.g. a propagation
+        that reads no features); outside a training step, computed afresh every time."""
+        memo = self.__dict__.get("_step_memo")
+        if memo is None:
+            return compute()
+        if key not in memo:
+            memo[key] = compute()
+        return memo[key]
 
     # ---- modality views (CKD) ---------------------------------------------------------
 

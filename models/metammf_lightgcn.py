@@ -303,9 +303,7 @@ class FusionLightGCN(Recommender):
         step)."""
         if self.combine != "beside":
             return super().view_vectors(keeps, users, items)
-        id_users, id_items = lightgcn_propagate(
-            self._users0(), self._items0(None), self.adjacency, self.num_layers
-        )
+        id_users, id_items = self._id_propagation()
         is_new = self.new_mask[items].unsqueeze(1)
         views = []
         for keep in keeps:
@@ -322,6 +320,11 @@ class FusionLightGCN(Recommender):
             views.append((user_rows, item_rows))
         return views
 
+    def _id_propagation(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``beside``: the propagated ID halves (users, items), once per training step."""
+        return self.step_memo("id_propagation", lambda: lightgcn_propagate(
+            self._users0(), self._items0(None), self.adjacency, self.num_layers))
+
     def view_margins(
         self, keeps: Sequence[Collection[int]], users: torch.Tensor, first: torch.Tensor,
         second: torch.Tensor,
@@ -332,9 +335,7 @@ class FusionLightGCN(Recommender):
         gradients. CKD spends most of its step here, and the kNN part is the widest."""
         if self.combine != "beside":
             return super().view_margins(keeps, users, first, second)
-        id_users, id_items = lightgcn_propagate(
-            self._users0(), self._items0(None), self.adjacency, self.num_layers
-        )
+        id_users, id_items = self._id_propagation()
         new_first = self.new_mask[first].unsqueeze(1)
         new_second = self.new_mask[second].unsqueeze(1)
         unknown = self.cold_scale * self.unknown_item / (self.num_layers + 1)
@@ -414,9 +415,12 @@ class FusionLightGCN(Recommender):
         them for every user and item each step cost ~90% of a step on MicroLens-50K.
         """
         fused = self.fused(self.conditioned)
-        users, items = lightgcn_propagate(
-            self._users0(), self._items0(fused), self.adjacency, self.num_layers
-        )
+        if self.combine == "beside":  # the IDs alone: CKD's views share them in the step
+            users, items = self._id_propagation()
+        else:
+            users, items = lightgcn_propagate(
+                self._users0(), self._items0(fused), self.adjacency, self.num_layers
+            )
         positive_content = self._content_rows(fused, batch.positives)
         negative_content = self._content_rows(fused, batch.negatives)
         user, positive, negative = users[batch.users], items[batch.positives], items[

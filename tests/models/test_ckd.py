@@ -113,6 +113,28 @@ def test_a_teachers_score_table_gives_its_vectors_margins() -> None:
     assert teacher.with_table(max_bytes=7 * 9 * 4 - 1).table is None  # too large: rows
 
 
+def test_a_training_step_propagates_the_ids_once_for_the_model_and_its_views(
+    graph: BipartiteGraph, features: torch.Tensor, modality_dims: list[int],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import models.metammf_lightgcn as module
+
+    model = _model("metammf_lightgcn", graph, features, modality_dims).train()
+    model.add_loss_plugin(CounterfactualDistillation(
+        _teachers_from_views(model, 2), graph.edge_index[0].unique(), graph.num_items,
+        generic_triples=64))
+    calls = []
+    real = module.lightgcn_propagate
+    monkeypatch.setattr(module, "lightgcn_propagate",
+                        lambda *args: calls.append(1) or real(*args))
+    named = model.training_losses(_batch(graph))
+    assert {"bpr", "ckd_specific", "ckd_generic"} <= set(named) and len(calls) == 1
+    sum(named.values()).backward()  # one propagation, its gradient from every term
+    batch = _batch(graph)  # outside a step: computed afresh
+    model.view_margins([{0}], batch.users, batch.positives, batch.negatives)
+    assert len(calls) == 2
+
+
 def test_id_only_models_have_no_views(graph: BipartiteGraph, features: torch.Tensor) -> None:
     model = build_model("lightgcn", graph, None, [])
     assert model.num_modalities == 0
