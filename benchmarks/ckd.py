@@ -1,20 +1,24 @@
-"""CKD on TikTok: seed runs with and without it, its ablations, per-modality metrics, the
-learning-speed curves (the paper's Figure 1) and the table (issue 10).
+"""CKD on TikTok and MicroLens-50K: seed runs with and without it, its ablations, per-modality
+metrics, the learning-speed curves (the paper's Figure 1) and the table (issue 10).
 
     python benchmarks/ckd.py run --models metammf_lightgcn,early_lightgcn \\
         --variants base,ckd --seeds 3 [--threads 1] [--out FILE]
+    python benchmarks/ckd.py run --data microlens-50k --settings configs/microlens_ckd.json \
+        --models early_lightgcn --variants base,ckd,no_generic --seeds 1 --out FILE
     python benchmarks/ckd.py curves --model metammf_lightgcn --epochs 40
     python benchmarks/ckd.py report --runs FILE... [--curves FILE]
 
 ``run`` trains each model at its validation-chosen setting (``--settings``, the quality
-runs' ``configs/tiktok_slots.json``, patience 15 as there) as variant ``base`` (no CKD),
-``ckd`` (all of it), an ablation (``no_teachers``, ``no_specific``, ``no_generic``,
-``no_reweight``) or full CKD with changed settings (``weight=0.1``, ``beta=1+temperature=1``: a
-validation sweep), and records validation and test Recall/NDCG@20 (all, warm, cold rows), the
-student's test Recall@20 in each uni-modal view (every other modality at its mean), CKD's mean
-modality weights, seconds per epoch and every test user's Recall@20 (packed in the record, so
-that ``report`` gives paired intervals from the committed file alone). Teachers are trained
-once per model setting and cached (:mod:`training.ckd`); their time and metrics are recorded.
+runs' ``configs/tiktok_slots.json``, patience 15 as there; on MicroLens-50K
+``configs/microlens_ckd.json``: the two title fields as the two modalities, a 10-epoch
+budget) as variant ``base`` (no CKD), ``ckd`` (all of it), an ablation (``no_teachers``,
+``no_specific``, ``no_generic``, ``no_reweight``) or full CKD with changed settings
+(``weight=0.1``, ``beta=1+temperature=1``: a validation sweep), and records validation and
+test Recall/NDCG@20 (all, warm, cold rows), the student's test Recall@20 in each uni-modal
+view (every other modality at its mean), CKD's mean modality weights, seconds per epoch and
+every test user's Recall@20 (packed in the record, so that ``report`` gives paired intervals
+from the committed file alone); a run file holds one data set. Teachers are trained once per
+model setting and cached (:mod:`training.ckd`); their time and metrics are recorded.
 ``curves`` trains a model for a fixed number of epochs with and without CKD and validates the
 joint model and each uni-modal view after every epoch. ``report`` writes
 ``benchmarks/results/ckd.md`` (and ``ckd_curves.png`` from the curves).
@@ -105,6 +109,8 @@ def run(args: argparse.Namespace) -> None:
     out = Path(args.out)
     record = json.loads(out.read_text()) if out.exists() else {"rows": {}, "commands": [],
                                                                "teachers": {}}
+    if record.setdefault("data", args.data) != args.data:
+        raise SystemExit(f"{out} holds runs on {record['data']}, not {args.data}: another --out")
     record["commands"].append(shlex.join(["python", "benchmarks/ckd.py", *sys.argv[1:]]))
     datasets: dict[int, Dataset] = {}
     for model in args.models.split(","):
@@ -216,21 +222,9 @@ def plot_curves(record: dict[str, Any], target: Path) -> None:
     fig.savefig(target, dpi=110)
 
 
-def report(args: argparse.Namespace) -> str:
-    record: dict[str, Any] = {"rows": {}, "commands": [], "teachers": {}}
-    for path in map(Path, args.runs):
-        part = json.loads(path.read_text())
-        record["rows"].update(part["rows"])
-        record["teachers"].update(part.get("teachers", {}))
-        record["commands"] += [c for c in part["commands"] if c not in record["commands"]]
-    rows = record["rows"]
-    lines = ["# CKD on TikTok (test split; settings chosen on validation)", "", "Produced by",
-             "", "```", *record["commands"],
-             shlex.join(["python", "benchmarks/ckd.py", *sys.argv[1:]]), "```", "",
-             "Mean ± std over seeds. *Views*: the student's test Recall@20 with every other "
-             "modality at its mean over items. *Weights*: CKD's counterfactual modality weights "
-             "averaged over training.", "",
-             "| row | seeds | valid R@20 | R@20 | N@20 | R@20 warm | R@20 cold | views R@20 "
+def _table(rows: dict[str, Any]) -> list[str]:
+    """The runs' table and the paired intervals against each model's base row."""
+    lines = ["| row | seeds | valid R@20 | R@20 | N@20 | R@20 warm | R@20 cold | views R@20 "
              "| weights | best epoch | s/epoch |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, row in rows.items():
@@ -270,15 +264,40 @@ def report(args: argparse.Namespace) -> str:
 
         mean, low, high = paired_bootstrap(per_user(row), per_user(base))
         lines.append(f"| {name} | {len(seeds)} | {mean:+.4f} [{low:+.4f}, {high:+.4f}] |")
-    if record["teachers"]:
-        lines += ["", "Teachers (trained once per model setting, seed 0, reused by every run):",
-                  "", "| model | modality | valid R@20 | test R@20 | best epoch | seconds |",
-                  "| --- | --- | --- | --- | --- | --- |"]
-        for model, teachers in record["teachers"].items():
-            for modality, info in teachers.items():
-                lines.append(f"| {model} | {modality} | {info['valid']['all']:.4f} | "
-                             f"{info['test']['all']:.4f} | {info['best_epoch']} | "
-                             f"{info['train_seconds']:.0f} |")
+    return lines
+
+
+def _teacher_table(teachers: dict[str, Any]) -> list[str]:
+    lines = ["Teachers (trained once per model setting, seed 0, reused by every run):", "",
+             "| model | modality | valid R@20 | test R@20 | best epoch | seconds |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for model, by_modality in teachers.items():
+        for modality, info in by_modality.items():
+            lines.append(f"| {model} | {modality} | {info['valid']['all']:.4f} | "
+                         f"{info['test']['all']:.4f} | {info['best_epoch']} | "
+                         f"{info['train_seconds']:.0f} |")
+    return lines
+
+
+def report(args: argparse.Namespace) -> str:
+    """``benchmarks/results/ckd.md``: one section per data set of the run files."""
+    by_data: dict[str, dict[str, Any]] = {}
+    commands: list[str] = []
+    for path in map(Path, args.runs):
+        part = json.loads(path.read_text())
+        found = by_data.setdefault(part.get("data", "tiktok"), {"rows": {}, "teachers": {}})
+        found["rows"].update(part["rows"])
+        found["teachers"].update(part.get("teachers", {}))
+        commands += [c for c in part["commands"] if c not in commands]
+    lines = ["# CKD (test split; settings chosen on validation)", "", "Produced by", "", "```",
+             *commands, shlex.join(["python", "benchmarks/ckd.py", *sys.argv[1:]]), "```", "",
+             "Mean ± std over seeds. *Views*: the student's test Recall@20 with every other "
+             "modality at its mean over items. *Weights*: CKD's counterfactual modality weights "
+             "averaged over training."]
+    for data, found in by_data.items():
+        lines += ["", f"## {data}", "", *_table(found["rows"])]
+        if found["teachers"]:
+            lines += ["", *_teacher_table(found["teachers"])]
     if args.curves and Path(args.curves).exists():
         curve_record = json.loads(Path(args.curves).read_text())
         plot_curves(curve_record, RESULTS / "ckd_curves.png")
