@@ -48,7 +48,7 @@ def attach_ckd(model: Recommender, dataset: Dataset, generic_triples: int) -> No
         every = torch.arange(dataset.num_users), torch.arange(dataset.num_items)
         views = model.view_vectors([{m} for m in range(model.num_modalities)], *every)
     model.add_loss_plugin(CounterfactualDistillation(
-        [TeacherScores(u.clone(), i.clone()).with_table() for u, i in views],
+        [TeacherScores(u.clone(), i.clone()).prepared() for u, i in views],
         torch.as_tensor(np.unique(dataset.train[:, 0])), dataset.num_items,
         generic_triples=generic_triples, generic=generic_triples > 0))
 

@@ -22,7 +22,7 @@ Total: ``weight * mean over triples of sum_m w_m (specific_m + beta * generic_m)
 Cost: the plug-in reads only margins, from :meth:`~models.base.Recommender.view_margins` in one
 call for every view (a model that splits its score into parts shares the ID part between views
 and skips autograd on fixed parts), and a teacher's margins from its score table where that
-fits (:meth:`TeacherScores.with_table`).
+fits (:meth:`TeacherScores.prepared`).
 
 Checked against the authors' code (CRIPAC-DIG/Balanced-Multimodal-Rec, ``codes/train_kd.py``):
 the hinge, the 5,000 generic triples per step drawn as above, the temperature inside both
@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from models.base import (
     Recommender,
     TrainingBatch,
+    narrow_factors,
     pair_margins,
     score_table,
     table_margins,
@@ -57,16 +58,20 @@ from models.base import (
 @dataclass(frozen=True)
 class TeacherScores:
     """A frozen uni-modal teacher's final embeddings (its scores are inner products), and
-    with :meth:`with_table` its score table."""
+    after :meth:`prepared` its score table."""
 
     users: torch.Tensor  # [U, d]
     items: torch.Tensor  # [I, d]
     table: torch.Tensor | None = field(default=None, repr=False)  # [U, I]
 
-    def with_table(self, max_bytes: int | None = None) -> TeacherScores:
-        """The same teacher with its score table, where that fits in ``max_bytes`` (default
-        :data:`models.base.SCORE_TABLE_BYTES`)."""
-        return replace(self, table=score_table(self.users, self.items, max_bytes))
+    def prepared(self, max_bytes: int | None = None) -> TeacherScores:
+        """The same scores, quicker to read: the score table where it fits in ``max_bytes``
+        (default :data:`models.base.SCORE_TABLE_BYTES`), else the vectors in the smallest
+        basis that keeps every score (:func:`models.base.narrow_factors`)."""
+        table = score_table(self.users, self.items, max_bytes)
+        if table is not None:
+            return replace(self, table=table)
+        return TeacherScores(*narrow_factors(self.users, self.items))
 
     def margins(self, users: torch.Tensor, first: torch.Tensor, second: torch.Tensor):
         """The teacher's ``<u, first> - <u, second>`` per triple of ids."""
@@ -132,20 +137,18 @@ class CounterfactualDistillation:
         triples = (batch.users, batch.positives, batch.negatives)
         if generic is not None:
             triples = tuple(torch.cat(pair) for pair in zip(triples, generic, strict=True))
-        every = set(range(count))
-        # the uni-modal views, then (for the weights) the joint model and, beyond two
-        # modalities, each view without one modality: in one call, so shared work runs once
-        keeps = [{m} for m in range(count)]
+        # the uni-modal views on every triple; for the weights (no gradient, the batch's
+        # triples only) the joint model and, beyond two modalities, each view without one
+        # modality (a model shares the work its views have in common within the step)
+        margins = model.view_margins([{m} for m in range(count)], *triples)
+        alone = torch.stack([margin[:size] for margin in margins], 1)  # [B, M]
         if self.reweight:
-            keeps += [every] + ([every - {m} for m in range(count)] if count > 2 else [])
-        # one [B + generic] tensor per view (a list: the weights' views get no backward pass)
-        margins = model.view_margins(keeps, *triples)
-        alone = torch.stack([margin[:size] for margin in margins[:count]], 1)  # [B, M]
-        if self.reweight:
+            every = set(range(count))
+            keeps = [every] + ([every - {m} for m in range(count)] if count > 2 else [])
             with torch.no_grad():
-                joint = margins[count][:size]
-                without = alone.flip(1) if count == 2 else torch.stack(
-                    [margin[:size] for margin in margins[count + 1:]], 1)
+                joint, *rest = model.view_margins(
+                    keeps, batch.users, batch.positives, batch.negatives)
+                without = alone.flip(1) if count == 2 else torch.stack(rest, 1)
                 weights = balance_weights(joint, alone.detach(), without.detach())
         else:
             weights = torch.ones_like(alone)

@@ -75,6 +75,7 @@ from models.base import (
     ServingTowers,
     TrainingBatch,
     item_mask,
+    narrow_factors,
     pair_margins,
     score_table,
 )
@@ -362,24 +363,29 @@ class FusionLightGCN(Recommender):
     def _knn_margins(self, keep: Collection[int], users: torch.Tensor, first: torch.Tensor,
                      second: torch.Tensor) -> torch.Tensor:
         """The kNN part of the margins in the view of ``keep`` (in place): ``knn_scale *
-        gamma`` times a product of fixed buffers, computed without autograd, from the view's
-        score table where that fits (:data:`models.base.SCORE_TABLE_BYTES`)."""
+        gamma`` times a product of fixed buffers, computed without autograd from the view's
+        score table where that fits (:data:`models.base.SCORE_TABLE_BYTES`), else from its
+        unit history means and items in their narrowest exact basis; built once per view."""
         with torch.no_grad():
             key = (frozenset(keep), str(self.knn_items.device))
-            tables = self.__dict__.setdefault("_knn_tables", {})
-            if key not in tables:
-                tables[key] = score_table(F.normalize(self.knn_history, dim=1), self.knn_items)
-            table = tables[key]
+            scores = self.__dict__.setdefault("_knn_scores", {})
+            if key not in scores:
+                unit = F.normalize(self.knn_history, dim=1)
+                table = score_table(unit, self.knn_items)
+                scores[key] = (table,) if table is not None else narrow_factors(
+                    unit, self.knn_items)
             # per-item factors after the products (the cold scale changes during training)
             first_factor = torch.where(self.new_mask[first], self.cold_scale, self.warm_content)
             second_factor = torch.where(self.new_mask[second], self.cold_scale,
                                         self.warm_content)
-            if table is not None:
+            if len(scores[key]) == 1:
+                table = scores[key][0]
                 first_scores, second_scores = table[users, first], table[users, second]
             else:
-                user = F.normalize(self.knn_history[users], dim=1)
-                first_scores = (user * self.knn_items[first]).sum(-1)
-                second_scores = (user * self.knn_items[second]).sum(-1)
+                unit, items = scores[key]
+                user = unit[users]
+                first_scores = (user * items[first]).sum(-1)
+                second_scores = (user * items[second]).sum(-1)
             fixed = first_factor * first_scores - second_factor * second_scores
         return self.knn_scale * self.log_knn_weight.exp() * fixed
 

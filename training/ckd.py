@@ -117,7 +117,7 @@ def with_ckd(dataset: Dataset, config: TrainConfig, init_model: InitModel | None
         device = next(model.parameters()).device
         model.add_loss_plugin(CounterfactualDistillation(
             teachers=None if teachers is None else [
-                TeacherScores(t.users.to(device), t.items.to(device)).with_table()
+                TeacherScores(t.users.to(device), t.items.to(device)).prepared()
                 for t in teachers],
             generic_users=generic_users, num_items=dataset.num_items,
             weight=settings.weight, beta=settings.beta, temperature=settings.temperature,

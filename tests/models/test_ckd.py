@@ -90,8 +90,8 @@ def test_margins_summed_part_by_part_equal_those_of_the_views_vectors(
     by_vectors = Recommender.view_margins(model, keeps, users, first, second)
     for part, whole in zip(by_parts, by_vectors, strict=True):
         assert torch.allclose(part, whole, atol=1e-6)
-    assert bool(model.__dict__["_knn_tables"]) and all(
-        (table is not None) == tables for table in model.__dict__["_knn_tables"].values())
+    built = model.__dict__["_knn_scores"].values()  # a table, or narrowed factors
+    assert built and all((len(parts) == 1) == tables for parts in built)
     gradients = []
     for margins in (by_parts, by_vectors):
         model.zero_grad()
@@ -103,14 +103,18 @@ def test_margins_summed_part_by_part_equal_those_of_the_views_vectors(
         assert torch.allclose(grad, gradients[1][name], atol=1e-6), name
 
 
-def test_a_teachers_score_table_gives_its_vectors_margins() -> None:
+def test_a_prepared_teacher_gives_its_vectors_margins() -> None:
     gen = torch.Generator().manual_seed(0)
-    teacher = TeacherScores(torch.randn(7, 5, generator=gen), torch.randn(9, 5, generator=gen))
+    # items of rank 3 in 6 dimensions, as a uni-modal view's constant modality leaves them
+    items = torch.randn(9, 3, generator=gen) @ torch.randn(3, 6, generator=gen)
+    teacher = TeacherScores(torch.randn(7, 6, generator=gen), items)
     triples = (torch.randint(7, (40,), generator=gen), *torch.randint(9, (2, 40), generator=gen))
-    tabled = teacher.with_table()
+    tabled = teacher.prepared()
     assert tabled.table is not None and tabled.table.shape == (7, 9)
     assert torch.allclose(tabled.margins(*triples), teacher.margins(*triples), atol=1e-5)
-    assert teacher.with_table(max_bytes=7 * 9 * 4 - 1).table is None  # too large: rows
+    narrow = teacher.prepared(max_bytes=7 * 9 * 4 - 1)  # no table: vectors in 3 dimensions
+    assert narrow.table is None and narrow.items.shape == (9, 3) and narrow.users.shape == (7, 3)
+    assert torch.allclose(narrow.margins(*triples), teacher.margins(*triples), atol=1e-5)
 
 
 def test_a_training_step_propagates_the_ids_once_for_the_model_and_its_views(
