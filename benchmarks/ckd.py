@@ -246,9 +246,7 @@ def _table(rows: dict[str, Any]) -> list[str]:
             f" | {_mean_std(values('cold', 'recall@20'))} | {views} | {weights} | "
             f"{', '.join(str(r['best_epoch']) for r in runs)} | "
             f"{np.mean([r['seconds_per_epoch'] for r in runs]):.2f} |")
-    lines += ["", "Paired per-user bootstrap of test Recall@20 against the same model without "
-              "CKD (95%, seeds averaged per user):", "",
-              "| row | seeds | difference [interval] |", "| --- | --- | --- |"]
+    pairs = []
     for name, row in rows.items():
         model, variant = name.split("[")
         base = rows.get(f"{model}[base]")
@@ -263,7 +261,11 @@ def _table(rows: dict[str, Any]) -> list[str]:
                             if r["seed"] in seeds], axis=0)
 
         mean, low, high = paired_bootstrap(per_user(row), per_user(base))
-        lines.append(f"| {name} | {len(seeds)} | {mean:+.4f} [{low:+.4f}, {high:+.4f}] |")
+        pairs.append(f"| {name} | {len(seeds)} | {mean:+.4f} [{low:+.4f}, {high:+.4f}] |")
+    if pairs:
+        lines += ["", "Paired per-user bootstrap of test Recall@20 against the same model "
+                  "without CKD (95%, seeds averaged per user):", "",
+                  "| row | seeds | difference [interval] |", "| --- | --- | --- |", *pairs]
     return lines
 
 
