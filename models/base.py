@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -107,20 +107,10 @@ def pair_margins(users: torch.Tensor, first: torch.Tensor, second: torch.Tensor)
     return (users * (first - second)).sum(-1)
 
 
-#: A frozen teacher (or a model's fixed kNN part in one view) keeps its whole user-by-item
-#: score table when it takes at most this many bytes: a margin is then two look-ups instead
-#: of three gathered rows (TikTok: 250 MB per table; MicroLens-50K's 3.8 GB gathers rows).
+#: Fixed scores (a frozen teacher's, a model's kNN part in one view) keep their whole
+#: user-by-item table when it takes at most this many bytes: a score is then one look-up
+#: instead of two gathered rows (TikTok: 250 MB per table; MicroLens-50K's 3.8 GB does not).
 SCORE_TABLE_BYTES = 512 * 2**20
-
-
-def score_table(users: torch.Tensor, items: torch.Tensor,
-                max_bytes: int | None = None) -> torch.Tensor | None:
-    """``users @ items.T`` [U, I] when it fits in ``max_bytes`` (default
-    :data:`SCORE_TABLE_BYTES`), else None."""
-    limit = SCORE_TABLE_BYTES if max_bytes is None else max_bytes
-    if len(users) * len(items) * users.element_size() > limit:
-        return None
-    return users @ items.T
 
 
 def narrow_factors(users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -134,10 +124,35 @@ def narrow_factors(users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tens
     return users @ basis.T, items @ basis.T
 
 
-def table_margins(table: torch.Tensor, users: torch.Tensor, first: torch.Tensor,
-                  second: torch.Tensor) -> torch.Tensor:
-    """``table[u, first] - table[u, second]`` per triple of ids."""
-    return table[users, first] - table[users, second]
+@dataclass(frozen=True)
+class FixedScores:
+    """Scores that training never changes, ``<users[u], items[i]>``; after :meth:`prepared`
+    read from their table, or from vectors in their narrowest exact basis."""
+
+    users: torch.Tensor  # [U, d]
+    items: torch.Tensor  # [I, d]
+    table: torch.Tensor | None = None  # [U, I]
+
+    def prepared(self, max_bytes: int | None = None) -> FixedScores:
+        """The same scores, quicker to read: the table where it fits in ``max_bytes``
+        (default :data:`SCORE_TABLE_BYTES`), else :func:`narrow_factors` of the vectors."""
+        limit = SCORE_TABLE_BYTES if max_bytes is None else max_bytes
+        if len(self.users) * len(self.items) * self.users.element_size() <= limit:
+            return replace(self, table=self.users @ self.items.T)
+        return replace(self, **dict(zip(("users", "items"),
+                                        narrow_factors(self.users, self.items), strict=True)))
+
+    def scores(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Score per pair of ids [N]."""
+        if self.table is not None:
+            return self.table[users, items]
+        return (self.users[users] * self.items[items]).sum(-1)
+
+    def margins(self, users: torch.Tensor, first: torch.Tensor, second: torch.Tensor):
+        """``score(u, first) - score(u, second)`` per triple of ids."""
+        if self.table is not None:
+            return self.table[users, first] - self.table[users, second]
+        return pair_margins(self.users[users], self.items[first], self.items[second])
 
 
 class Recommender(nn.Module):

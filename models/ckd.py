@@ -22,7 +22,7 @@ Total: ``weight * mean over triples of sum_m w_m (specific_m + beta * generic_m)
 Cost: the plug-in reads only margins, from :meth:`~models.base.Recommender.view_margins` in one
 call for every view (a model that splits its score into parts shares the ID part between views
 and skips autograd on fixed parts), and a teacher's margins from its score table where that
-fits (:meth:`TeacherScores.prepared`).
+fits (:meth:`~models.base.FixedScores.prepared`).
 
 Checked against the authors' code (CRIPAC-DIG/Balanced-Multimodal-Rec, ``codes/train_kd.py``):
 the hinge, the 5,000 generic triples per step drawn as above, the temperature inside both
@@ -40,44 +40,17 @@ re-weighted the same way; no generic term, which needs a teacher).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
-from models.base import (
-    Recommender,
-    TrainingBatch,
-    narrow_factors,
-    pair_margins,
-    score_table,
-    table_margins,
-)
+from models.base import FixedScores, Recommender, TrainingBatch
 
 
-@dataclass(frozen=True)
-class TeacherScores:
-    """A frozen uni-modal teacher's final embeddings (its scores are inner products), and
-    after :meth:`prepared` its score table."""
-
-    users: torch.Tensor  # [U, d]
-    items: torch.Tensor  # [I, d]
-    table: torch.Tensor | None = field(default=None, repr=False)  # [U, I]
-
-    def prepared(self, max_bytes: int | None = None) -> TeacherScores:
-        """The same scores, quicker to read: the score table where it fits in ``max_bytes``
-        (default :data:`models.base.SCORE_TABLE_BYTES`), else the vectors in the smallest
-        basis that keeps every score (:func:`models.base.narrow_factors`)."""
-        table = score_table(self.users, self.items, max_bytes)
-        if table is not None:
-            return replace(self, table=table)
-        return TeacherScores(*narrow_factors(self.users, self.items))
-
-    def margins(self, users: torch.Tensor, first: torch.Tensor, second: torch.Tensor):
-        """The teacher's ``<u, first> - <u, second>`` per triple of ids."""
-        if self.table is not None:
-            return table_margins(self.table, users, first, second)
-        return pair_margins(self.users[users], self.items[first], self.items[second])
+class TeacherScores(FixedScores):
+    """A frozen uni-modal teacher's final embeddings (its scores are inner products); CKD
+    reads them :meth:`~models.base.FixedScores.prepared`."""
 
 
 def balance_weights(joint: torch.Tensor, alone: torch.Tensor, without: torch.Tensor):

@@ -71,13 +71,12 @@ from torch import nn
 
 from models.base import (
     BipartiteGraph,
+    FixedScores,
     Recommender,
     ServingTowers,
     TrainingBatch,
     item_mask,
-    narrow_factors,
     pair_margins,
-    score_table,
 )
 from models.conditioning import FeatureConditioner
 from models.graph import (
@@ -348,6 +347,9 @@ class FusionLightGCN(Recommender):
         cold = self.cold_scale * (1.0 if self.training else self.new_item_fused_weight)
         fused_first = torch.where(new_first, cold, self.warm_content)
         fused_second = torch.where(new_second, cold, self.warm_content)
+        # the kNN half carries the cold scale alone (no new_item_fused_weight)
+        knn_factors = (torch.where(new_first.squeeze(1), self.cold_scale, self.warm_content),
+                       torch.where(new_second.squeeze(1), self.cold_scale, self.warm_content))
         margins = []
         for keep in keeps:
             with self.modality_view(keep):
@@ -356,37 +358,27 @@ class FusionLightGCN(Recommender):
                 margin = shared + pair_margins(user, fused_first * fused[first],
                                                fused_second * fused[second])
                 if self.knn:
-                    margin = margin + self._knn_margins(keep, users, first, second)
+                    margin = margin + self._knn_margins(keep, users, first, second,
+                                                        knn_factors)
             margins.append(margin)
         return margins
 
     def _knn_margins(self, keep: Collection[int], users: torch.Tensor, first: torch.Tensor,
-                     second: torch.Tensor) -> torch.Tensor:
+                     second: torch.Tensor, factors: tuple[torch.Tensor, torch.Tensor],
+                     ) -> torch.Tensor:
         """The kNN part of the margins in the view of ``keep`` (in place): ``knn_scale *
-        gamma`` times a product of fixed buffers, computed without autograd from the view's
-        score table where that fits (:data:`models.base.SCORE_TABLE_BYTES`), else from its
-        unit history means and items in their narrowest exact basis; built once per view."""
+        gamma`` times fixed scores (:class:`models.base.FixedScores`, built once per view),
+        each weighted by its item's ``factors`` (the cold scale changes during training, so
+        it stays outside the scores), without autograd."""
         with torch.no_grad():
             key = (frozenset(keep), str(self.knn_items.device))
-            scores = self.__dict__.setdefault("_knn_scores", {})
-            if key not in scores:
-                unit = F.normalize(self.knn_history, dim=1)
-                table = score_table(unit, self.knn_items)
-                scores[key] = (table,) if table is not None else narrow_factors(
-                    unit, self.knn_items)
-            # per-item factors after the products (the cold scale changes during training)
-            first_factor = torch.where(self.new_mask[first], self.cold_scale, self.warm_content)
-            second_factor = torch.where(self.new_mask[second], self.cold_scale,
-                                        self.warm_content)
-            if len(scores[key]) == 1:
-                table = scores[key][0]
-                first_scores, second_scores = table[users, first], table[users, second]
-            else:
-                unit, items = scores[key]
-                user = unit[users]
-                first_scores = (user * items[first]).sum(-1)
-                second_scores = (user * items[second]).sum(-1)
-            fixed = first_factor * first_scores - second_factor * second_scores
+            built = self.__dict__.setdefault("_knn_scores", {})
+            if key not in built:
+                built[key] = FixedScores(F.normalize(self.knn_history, dim=1),
+                                         self.knn_items).prepared()
+            scores = built[key]
+            fixed = (factors[0] * scores.scores(users, first)
+                     - factors[1] * scores.scores(users, second))
         return self.knn_scale * self.log_knn_weight.exp() * fixed
 
     def _content_rows(self, fused: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
