@@ -54,6 +54,7 @@ from training.trainer import (  # noqa: E402
     run_epoch,
     train,
     training_sampler,
+    users_after,
 )
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -98,6 +99,8 @@ def view_recalls(model: torch.nn.Module, dataset: Dataset, split: str,
     for m in range(model.num_modalities):
         with model.modality_view({m}):
             users, items = embeddings(model)
+            if split == "test":  # a sequential user has also seen its validation item
+                users = users_after(model, users, dataset.valid)
         report = warm_cold_report(users, items, dataset, split, slot_share=slot_share)
         recalls.append(report["all"]["recall@20"])
     return recalls
@@ -125,6 +128,7 @@ def run(args: argparse.Namespace) -> None:
                 result = train(dataset, config, progress=not args.quiet, init_model=init)
                 trained = result.model
                 users, items = embeddings(trained)
+                users = users_after(trained, users, dataset.valid)  # as the trainer's test
                 _, recall = per_user_hits(users, items, dataset, "test", 20, "all",
                                           slot_share=config.new_item_slots)
                 plugin = trained.loss_plugins[0] if trained.loss_plugins else None

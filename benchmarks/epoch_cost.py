@@ -44,11 +44,14 @@ RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 
 
 def attach_ckd(model: Recommender, dataset: Dataset, generic_triples: int) -> None:
+    teachers = []  # stand-ins: the untrained model's own views
     with torch.no_grad():
-        every = torch.arange(dataset.num_users), torch.arange(dataset.num_items)
-        views = model.view_vectors([{m} for m in range(model.num_modalities)], *every)
+        for m in range(model.num_modalities):
+            with model.modality_view({m}):
+                contexts, items = model.context_embeddings()
+            teachers.append(TeacherScores(contexts.clone(), items.clone()).prepared())
     model.add_loss_plugin(CounterfactualDistillation(
-        [TeacherScores(u.clone(), i.clone()).prepared() for u, i in views],
+        teachers,
         torch.as_tensor(np.unique(dataset.train[:, 0])), dataset.num_items,
         generic_triples=generic_triples, generic=generic_triples > 0))
 

@@ -104,7 +104,7 @@ def quality(args: argparse.Namespace, bundle: bundle_format.Bundle, files: dict[
     cached = model.states.clone()
 
     def test_report(states: torch.Tensor) -> dict[str, float]:
-        model.states = states.reshape(cached.shape)
+        model.features = states.reshape(model.features.shape)
         users, items = embeddings(model)
         report = warm_cold_report(users_after(model, users, dataset.valid), items, dataset,
                                   "test")

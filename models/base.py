@@ -303,6 +303,21 @@ class Recommender(nn.Module):
         finally:
             self._put(saved)
 
+    # ---- scoring contexts (what a frozen teacher of this model keeps) -------------------
+
+    def score_contexts(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Per pair (user, item), the row of :meth:`context_embeddings`' first tensor that
+        scores the item for the user. Default: the user's own row (one vector per user); a
+        model whose user depends on the item scored (a sequence read up to that item)
+        overrides this."""
+        return users
+
+    def context_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(every scoring context's vector [C, d], item vectors [I, d])``: what reproduces
+        the model's score of any pair, ``<contexts[score_contexts(u, i)], items[i]>``.
+        Default: ``self()``."""
+        return self()
+
     def user_embeddings_after(self, pairs: torch.Tensor) -> torch.Tensor | None:
         """User vectors [U, d] once ``pairs`` [N, 2] (user, item; oldest first) are appended to
         the users' histories, for a model whose user vector reads an ordered history (a

@@ -49,8 +49,11 @@ from models.base import FixedScores, Recommender, TrainingBatch
 
 
 class TeacherScores(FixedScores):
-    """A frozen uni-modal teacher's final embeddings (its scores are inner products); CKD
-    reads them :meth:`~models.base.FixedScores.prepared`."""
+    """A frozen uni-modal teacher's final embeddings (its scores are inner products): its
+    scoring contexts (:meth:`~models.base.Recommender.context_embeddings`: its users, for a
+    model with one vector per user) and items; CKD reads them
+    :meth:`~models.base.FixedScores.prepared`, at the rows the student's
+    :meth:`~models.base.Recommender.score_contexts` names."""
 
 
 def balance_weights(joint: torch.Tensor, alone: torch.Tensor, without: torch.Tensor):
@@ -131,15 +134,17 @@ class CounterfactualDistillation:
             if self.teachers is None:  # ablation: each view learns from the labels (BPR)
                 per_view = F.softplus(-alone)
             else:
-                taught = torch.stack([t.margins(batch.users, batch.positives, batch.negatives)
+                contexts = model.score_contexts(batch.users, batch.positives)
+                taught = torch.stack([t.margins(contexts, batch.positives, batch.negatives)
                                       for t in self.teachers], 1)
                 per_view = (taught - alone).clamp_min(0.0)
             terms["ckd_specific"] = self.weight * (weights * per_view).sum(1).mean()
         if generic is not None:
+            contexts = model.score_contexts(generic[0], generic[1])
             losses = torch.stack([
                 F.binary_cross_entropy_with_logits(
                     student[size:] / self.temperature,
-                    torch.sigmoid(teacher.margins(*generic) / self.temperature))
+                    torch.sigmoid(teacher.margins(contexts, *generic[1:]) / self.temperature))
                 for student, teacher in zip(margins[:count], self.teachers, strict=True)])
             terms["ckd_generic"] = self.weight * self.beta * (weights.mean(0) * losses).sum()
         return terms

@@ -35,14 +35,20 @@ serving are the plain inner products (no popularity term).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.base import BipartiteGraph, Recommender, ServingTowers, TrainingBatch
+from models.base import (
+    BipartiteGraph,
+    Recommender,
+    ServingTowers,
+    TrainingBatch,
+    pair_margins,
+)
 from models.sequence import SequenceEncoder
 from models.side_adapters import SideAdapterTowers
 
@@ -120,8 +126,10 @@ class SequentialRecommender(Recommender):
                 raise ValueError(f"every expert needs K * {state_dim} features, got {dims}")
             self.num_experts, self.num_layers = len(dims), dims[0] // state_dim
             self.state_dim = state_dim
-            self.register_buffer("states", item_features.float().reshape(
-                -1, self.num_experts, self.num_layers, state_dim), persistent=False)
+            # flat, one block per expert: each expert is a modality view for CKD
+            self.register_buffer("features", item_features.float().reshape(
+                -1, sum(dims)), persistent=False)
+            self.view_buffer, self.modality_dims = "features", dims
         if item_encoder == "adapters":
             self.towers = SideAdapterTowers(self.num_experts, self.num_layers, state_dim,
                                             embed_dim, adapter_dim=adapter_dim, mixing=mixing,
@@ -155,6 +163,11 @@ class SequentialRecommender(Recommender):
         self.register_buffer("log_popularity", (counts / counts.sum()).log(), persistent=False)
 
     # ---- items ------------------------------------------------------------------------------
+    @property
+    def states(self) -> torch.Tensor:
+        """The item features as frozen states [I, M, K, D] (a view of ``features``)."""
+        return self.features.view(-1, self.num_experts, self.num_layers, self.state_dim)
+
     def embed_items(self, items: torch.Tensor) -> torch.Tensor:
         """[len(items), d] item vectors of item ids ``items``."""
         if self.item_encoder == "ids":
@@ -190,6 +203,54 @@ class SequentialRecommender(Recommender):
         users = torch.cat([self.encode_histories(part, items)
                            for part in self.histories.split(self.item_chunk)])
         return users, items
+
+    # ---- scoring contexts and modality views (CKD) -------------------------------------------
+    def score_contexts(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Per pair, the user as it scores the item: for a training pair its position p in
+        ``sequence_items`` (the user just before that item, as eq. 8 scores it: never a
+        history that holds the item itself); for any other pair ``P + user`` (the user
+        after all its training items, as every item is ranked), P = training interactions."""
+        position = self._position(users, items)
+        return torch.where(position >= 0, position, len(self.sequence_items) + users)
+
+    def _context_histories(self, contexts: torch.Tensor) -> torch.Tensor:
+        """The left-padded item-id histories [N, max_length] of ``score_contexts`` rows."""
+        count = len(self.sequence_items)
+        position = contexts.clamp_max(count - 1)
+        before, _ = _window(self.sequence_items, position,
+                            self.user_start[self.sequence_users[position]], self.max_length)
+        after = self.histories[(contexts - count).clamp_min(0)]
+        return torch.where((contexts < count).unsqueeze(1), before, after)
+
+    def context_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
+        items = self.all_items()
+        contexts = torch.arange(len(self.sequence_items) + self.num_users,
+                                device=items.device)
+        users = [self.encode_histories(self._context_histories(part), items)
+                 for part in contexts.split(self.item_chunk)]
+        return torch.cat(users), items
+
+    def view_margins(
+        self, keeps: Sequence[Collection[int]], users: torch.Tensor, first: torch.Tensor,
+        second: torch.Tensor,
+    ) -> list[torch.Tensor]:
+        """Margins of each view on the triples' contexts (:meth:`score_contexts` of
+        ``(users, first)``): only the items the histories and triples name are embedded, each
+        view's vectors feed its own sequence encoder (the history is seen in the view too)."""
+        histories = self._context_histories(self.score_contexts(users, first))
+        size, count = histories.numel(), len(first)
+        needed, local = torch.unique(torch.cat([histories.flatten().clamp_min(0), first,
+                                                second]), return_inverse=True)
+        local_histories = local[:size].view_as(histories)
+        real = histories != PAD
+        margins = []
+        for keep in keeps:
+            with self.modality_view(keep):
+                vectors = self.embed_items(needed)
+            user = self.encoder.last(vectors[local_histories], real)
+            margins.append(pair_margins(user, vectors[local[size : size + count]],
+                                        vectors[local[size + count :]]))
+        return margins
 
     @torch.no_grad()
     def user_embeddings_after(self, pairs: torch.Tensor) -> torch.Tensor:

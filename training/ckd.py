@@ -5,7 +5,8 @@ its model before the first step (:func:`with_ckd` gives the trainer's ``init_mod
 trainer itself knows nothing of CKD). Its teachers: for each modality m, the run's own model
 and setting (no CKD, seed ``ckd.teacher_seed``) trained through the same trainer in the view
 that sees m alone from its first step (the authors' ``train_unimodal.py``); the student
-distils from their final user and item vectors in that view. They are cached in
+distils from their final scoring contexts (its users; for a sequential model, its user
+before every training item and after the last) and item vectors in that view. They are cached in
 ``$RECSYS_CACHE_DIR/teachers/<dataset>/`` under a digest of the setting, the training pairs
 and the features, so every seed and every ablation of one setting reuses them;
 ``python -m training train-teachers`` trains them ahead.
@@ -29,7 +30,7 @@ from training.config import TrainConfig
 from training.data import Dataset
 from training.encoders.cache import cache_root
 from training.report import headline
-from training.trainer import embeddings, train
+from training.trainer import train
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +78,11 @@ def train_teachers(dataset: Dataset, config: TrainConfig, *, progress: bool = Tr
             continue
         log.info("teacher %s: training %s on %s alone", modality, setting.model, modality)
         result = train(dataset, setting, progress=progress, init_model=only_modality(m))
-        users, items = embeddings(result.model)
+        with torch.no_grad():  # a sequential teacher keeps its user before every item
+            contexts, items = result.model.eval().context_embeddings()
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(".partial")
-        torch.save({"users": users.cpu(), "items": items.cpu(), "modality": modality,
+        torch.save({"contexts": contexts.cpu(), "items": items.cpu(), "modality": modality,
                     "setting": setting.model_dump(), "valid": headline(result.valid_report),
                     "test": headline(result.test_report), "best_epoch": result.best_epoch,
                     "train_seconds": result.train_seconds}, partial)
@@ -91,7 +93,9 @@ def train_teachers(dataset: Dataset, config: TrainConfig, *, progress: bool = Tr
 def load_teacher(path: Path) -> tuple[TeacherScores, dict[str, Any]]:
     """The teacher's scores and what was recorded about it (setting, metrics, time)."""
     stored = torch.load(path, map_location="cpu", weights_only=True)
-    scores = TeacherScores(stored.pop("users"), stored.pop("items"))
+    # "users": a teacher cached before scoring contexts (one per user, the same rows)
+    contexts = stored.pop("contexts") if "contexts" in stored else stored.pop("users")
+    scores = TeacherScores(contexts, stored.pop("items"))
     return scores, stored
 
 

@@ -8,6 +8,7 @@ import torch
 
 from models.base import BipartiteGraph, Recommender, TrainingBatch
 from models.ckd import CounterfactualDistillation, TeacherScores, balance_weights
+from models.crossan import PAD
 from models.registry import build_model
 
 MULTIMODAL = ["metammf_lightgcn", "early_lightgcn", "metammf_gcn", "late_gcn", "vbpr"]
@@ -172,8 +173,8 @@ def _teachers_from_views(model, count: int) -> list[TeacherScores]:
     with torch.no_grad():
         for m in range(count):
             with model.modality_view({m}):
-                users, items = model()
-            teachers.append(TeacherScores(users.clone(), items.clone()))
+                contexts, items = model.context_embeddings()
+            teachers.append(TeacherScores(contexts.clone(), items.clone()))
     return teachers
 
 
@@ -242,3 +243,108 @@ def test_three_modalities_weigh_each_against_the_view_without_it(
     named = plugin(model, _batch(graph))
     assert set(named) == {"ckd_specific", "ckd_generic"}
     assert len(plugin.mean_weights()) == 3 and abs(sum(plugin.mean_weights()) - 3.0) < 1e-5
+
+
+# ---- a sequential model (CROSSAN): its user is the history read up to the item scored ----
+
+STATE = 8  # width of one frozen state; two kept layers per expert
+
+
+def _sequential(name: str = "crossan_id") -> tuple[Recommender, BipartiteGraph, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    users, items = [], []
+    for user in range(12):  # each user walks 2 to 6 items along the ids
+        start, length = torch.randint(15, (1,), generator=gen), torch.randint(2, 7, (1,),
+                                                                             generator=gen)
+        users += [user] * int(length)
+        items += [(int(start) + k) % 15 for k in range(int(length))]
+    graph = BipartiteGraph(12, 15, torch.tensor([users, items]))
+    features = torch.randn(15, 2 * 2 * STATE, generator=gen)
+    torch.manual_seed(0)
+    sizes = {"adapter_dim": 4} if name in ("crossan", "crossan_id", "indsan") else {}
+    if name != "sasrec":
+        sizes["state_dim"] = STATE
+    model = build_model(name, graph, features if name != "sasrec" else None,
+                        [2 * STATE, 2 * STATE], embed_dim=8, max_length=3, **sizes)
+    with torch.no_grad():  # no zero-initialised paths: every part of the views counts
+        for parameter in model.parameters():
+            parameter.normal_(0.0, 0.3)
+    return model.eval(), graph, features
+
+
+def test_a_sequential_context_is_the_user_just_before_the_item_or_after_all_of_them() -> None:
+    model, graph, _ = _sequential()
+    users, items = graph.edge_index
+    with torch.no_grad():
+        contexts, vectors = model.context_embeddings()
+        final, all_items = model()
+    assert contexts.shape == (graph.edge_index.shape[1] + 12, 8)
+    assert torch.allclose(vectors, all_items)
+    for user, item in zip(users.tolist(), items.tolist(), strict=True):
+        sequence = items[users == user].tolist()
+        before = sequence[: sequence.index(item)][-3:]  # never the item itself
+        row = model.score_contexts(torch.tensor([user]), torch.tensor([item]))
+        expected = torch.tensor([[PAD] * (3 - len(before)) + before])
+        with torch.no_grad():
+            assert torch.allclose(contexts[row], model.encode_histories(expected, vectors),
+                                  atol=1e-5)
+    chosen = [0, 5, 11]  # and for each an item it has never seen
+    unseen = [min(set(range(15)) - set(items[users == u].tolist())) for u in chosen]
+    rows = model.score_contexts(torch.tensor(chosen), torch.tensor(unseen))
+    assert torch.allclose(contexts[rows], final[chosen], atol=1e-5)  # after all of them
+
+
+@pytest.mark.parametrize("name", ["crossan", "crossan_id", "sasrec_text"])
+def test_sequential_view_margins_equal_margins_of_each_views_contexts(name: str) -> None:
+    model, graph, features = _sequential(name)
+    assert model.num_modalities == 2
+    gen = torch.Generator().manual_seed(3)
+    users, positives = graph.edge_index
+    triples = (torch.cat([users, torch.randint(12, (20,), generator=gen)]),
+               torch.cat([positives, torch.randint(15, (20,), generator=gen)]),
+               torch.randint(15, (len(users) + 20,), generator=gen))
+    keeps = [{0}, {1}, {0, 1}]
+    with torch.no_grad():
+        margins = model.view_margins(keeps, *triples)
+        rows = model.score_contexts(triples[0], triples[1])
+        for keep, margin in zip(keeps, margins, strict=True):
+            with model.modality_view(keep):
+                contexts, items = model.context_embeddings()
+            expected = (contexts[rows] * (items[triples[1]] - items[triples[2]])).sum(1)
+            assert torch.allclose(margin, expected, atol=1e-5)
+        # the view of the captions alone is blind to the hashtags (their mean stays)
+        changed = features.clone()
+        changed[:, 2 * STATE:] = features[torch.arange(14, -1, -1), 2 * STATE:]
+        other = _sequential(name)[0]
+        other.load_state_dict(model.state_dict())
+        other.features = changed
+        blind = other.view_margins([{0}, {0, 1}], *triples)
+    assert torch.allclose(blind[0], margins[0], atol=1e-5)
+    assert not torch.allclose(blind[1], margins[2], atol=1e-3)
+
+
+def test_ckd_on_a_sequential_model_distils_at_each_items_context() -> None:
+    model, graph, _ = _sequential()
+    users, positives = graph.edge_index
+    batch = TrainingBatch(users, positives, (positives + 7) % graph.num_items)
+    # teachers that are the student's own views (eval mode: no dropout): the hinge is zero
+    same = CounterfactualDistillation(_teachers_from_views(model, 2), users.unique(),
+                                      graph.num_items, generic_triples=64)
+    assert abs(float(same(model, batch)["ckd_specific"].detach())) < 1e-6
+    strong = [TeacherScores(3 * t.users, 3 * t.items) for t in _teachers_from_views(model, 2)]
+    plugin = CounterfactualDistillation(strong, users.unique(), graph.num_items,
+                                        generic_triples=64)
+    model.add_loss_plugin(plugin)
+    named = model.train().training_losses(batch)
+    assert set(named) == {"softmax", "ckd_specific", "ckd_generic"}
+    assert float(named["ckd_specific"]) > 0.0 and float(named["ckd_generic"]) > 0.0
+    (named["ckd_specific"] + named["ckd_generic"]).backward()
+    for part in ("towers", "encoder", "item_residual"):  # the item side and the user side
+        grads = [p.grad for n, p in model.named_parameters() if n.startswith(part)]
+        assert any(g is not None and float(g.abs().sum()) > 0 for g in grads), part
+    assert abs(sum(plugin.mean_weights()) - 2.0) < 1e-5
+
+
+def test_an_id_only_sequential_model_has_no_views() -> None:
+    model, graph, _ = _sequential("sasrec")
+    assert model.num_modalities == 0

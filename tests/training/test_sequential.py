@@ -239,3 +239,26 @@ def test_per_user_ranks_give_the_leave_one_out_hit_rate_and_ndcg(sequences_dir: 
     ndcg = np.where(ranks < 10, 1 / np.log2(ranks + 2), 0.0)
     assert ndcg.mean() == pytest.approx(report["ndcg@10"])
     assert np.array_equal(ranks < 10, per_user_hits(users, items, dataset, "test", 10)[1] > 0)
+
+
+def test_ckd_on_crossan_distils_from_teachers_that_keep_a_user_before_every_item(
+    sequences_dir: Path,
+) -> None:
+    from training.ckd import load_teacher, train_teachers, with_ckd
+    from training.config import CKDConfig
+
+    config = TrainConfig(model="crossan", feature_set="title_fields", lr=0.005, l2=0.0,
+                         batch_size=64, max_epochs=2, patience=2, report_curves=False,
+                         hparams={"embed_dim": 16, "max_length": 5, "adapter_dim": 8},
+                         ckd=CKDConfig(generic_triples=32))
+    dataset = prepare_dataset(sequences_dir, config)
+    paths = train_teachers(dataset, config, progress=False)
+    scores, info = load_teacher(paths[0])
+    # one context per training interaction (the user before it) and one per user (after all)
+    assert scores.users.shape[0] == len(dataset.train) + dataset.num_users
+    assert info["modality"] == "caption"
+    result = train(dataset, config, progress=False,
+                   init_model=with_ckd(dataset, config, progress=False))
+    terms = result.history[-1]
+    assert terms["loss_ckd_specific"] > 0 and terms["loss_ckd_generic"] > 0, terms
+    assert abs(sum(result.model.loss_plugins[0].mean_weights()) - 2.0) < 1e-5
