@@ -12,15 +12,20 @@ reports: only the epochs are timed, the first apart from the rest (it holds one-
 builds its score tables there). Repeats are interleaved (A B A B), the median is reported.
 A model named ``name+ckd`` is ``name`` with CKD's plug-in attached (:mod:`models.ckd`, the
 default weights; ``name+ckd:1000`` with 1,000 generic triples a step instead of 5,000,
-``name+ckd:0`` without the generic term, the ablation validation chose on TikTok); its
+``name+ckd:0`` without the generic term, the ablation validation chose on TikTok;
+``name+ckd:256:256`` also distils on 256 of the batch's triples a step); its
 teachers are the built model's own initial views (their values do not change what a step
-costs, and a cost run should not train teachers first).
+costs, and a cost run should not train teachers first). ``--steps N`` times only the first N
+batches of each epoch and scales the seconds up to a whole epoch (for a model whose epoch
+takes minutes, such as CROSSAN on MicroLens-50K).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import math
 import shlex
 import statistics
 import sys
@@ -43,7 +48,20 @@ from training.trainer import build_for, run_epoch, training_sampler  # noqa: E40
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 
 
-def attach_ckd(model: Recommender, dataset: Dataset, generic_triples: int) -> None:
+class FirstSteps:
+    """A sampler whose epochs stop after their first ``steps`` batches; ``scale`` turns the
+    seconds of such an epoch into those of a whole one."""
+
+    def __init__(self, sampler, steps: int, batch_size: int) -> None:
+        self.sampler, self.steps = sampler, steps
+        self.scale = max(math.ceil(len(sampler) / batch_size) / steps, 1.0)
+
+    def epoch(self, batch_size: int):
+        return itertools.islice(self.sampler.epoch(batch_size), self.steps)
+
+
+def attach_ckd(model: Recommender, dataset: Dataset, generic_triples: int,
+               batch_triples: int | None = None) -> None:
     teachers = []  # stand-ins: the untrained model's own views
     with torch.no_grad():
         for m in range(model.num_modalities):
@@ -53,7 +71,8 @@ def attach_ckd(model: Recommender, dataset: Dataset, generic_triples: int) -> No
     model.add_loss_plugin(CounterfactualDistillation(
         teachers,
         torch.as_tensor(np.unique(dataset.train[:, 0])), dataset.num_items,
-        generic_triples=generic_triples, generic=generic_triples > 0))
+        generic_triples=generic_triples, generic=generic_triples > 0,
+        batch_triples=batch_triples))
 
 
 def main() -> None:
@@ -66,6 +85,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--epoch-valid-users", type=int,
                         help="calibrate on a fixed sample of this many validation users")
+    parser.add_argument("--steps", type=int, default=0,
+                        help="time the first STEPS batches of an epoch, scaled to a whole one")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -86,10 +107,16 @@ def main() -> None:
             built = build_for(dataset, config, torch.device("cpu"))
             if plugin:
                 kind, _, triples = plugin.partition(":")
+                generic, _, batch = triples.partition(":")
                 if kind != "ckd":
-                    raise SystemExit(f"{model}: the only plug-in is +ckd[:generic triples]")
-                attach_ckd(built, dataset, int(triples or 5000))
+                    raise SystemExit(f"{model}: the only plug-in is "
+                                     "+ckd[:generic triples[:batch triples]]")
+                attach_ckd(built, dataset, int(generic or 5000), int(batch) if batch else None)
             sampler = training_sampler(dataset, config)
+            scale = 1.0
+            if args.steps:
+                sampler = FirstSteps(sampler, args.steps, config.batch_size)
+                scale = sampler.scale
             optimiser = torch.optim.Adam(built.parameters(), lr=config.lr)
             started = time.perf_counter()  # the first epoch: one-time work (CKD's tables)
             run_epoch(built, sampler, optimiser, config, torch.device("cpu"))
@@ -97,7 +124,7 @@ def main() -> None:
             started = time.perf_counter()
             for _ in range(args.epochs):
                 run_epoch(built, sampler, optimiser, config, torch.device("cpu"))
-            loop[model].append((time.perf_counter() - started) / args.epochs)
+            loop[model].append((time.perf_counter() - started) * scale / args.epochs)
             if supports_calibration(built):
                 sample = (dataset if args.epoch_valid_users is None
                           else dataset.with_valid_sample(args.epoch_valid_users, config.seed))
@@ -114,7 +141,9 @@ def main() -> None:
         "```",
         "",
         f"{args.threads} torch threads, {args.epochs} epochs per run after a first one "
-        f"timed apart, median of {args.repeats} interleaved runs. Ratio against {models[0]}.",
+        f"timed apart, median of {args.repeats} interleaved runs. Ratio against {models[0]}."
+        + (f" Each epoch cut to its first {args.steps} batches, the seconds scaled to a whole "
+           "epoch (the first epoch's are not scaled)." if args.steps else ""),
         "",
         "| model | training loop s/epoch | ratio | first epoch s | + per-epoch calibration s |",
         "| --- | --- | --- | --- | --- |",

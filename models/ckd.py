@@ -19,6 +19,10 @@ model's own loss, read off the model's counterfactual uni-modal views
 
 Total: ``weight * mean over triples of sum_m w_m (specific_m + beta * generic_m)``.
 
+``batch_triples`` (ours, off by default) distils on a random subset of the batch's triples: an
+unbiased estimate of the same mean, for a model whose views cost a whole forward pass each
+(CROSSAN: each view runs the item towers and the sequence encoder again).
+
 Cost: the plug-in reads only margins, from :meth:`~models.base.Recommender.view_margins` in one
 call for every view (a model that splits its score into parts shares the ID part between views
 and skips autograd on fixed parts), and a teacher's margins from its score table where that
@@ -75,6 +79,8 @@ class CounterfactualDistillation:
     beta: float = 5.0
     temperature: float = 0.1
     generic_triples: int = 5000
+    #: distil on at most this many of the batch's triples a step, drawn at random (None: all)
+    batch_triples: int | None = None
     specific: bool = True
     generic: bool = True
     reweight: bool = True
@@ -107,6 +113,11 @@ class CounterfactualDistillation:
                              f"{type(model).__name__} has {count}")
         if self.teachers is not None and len(self.teachers) != count:
             raise ValueError(f"{len(self.teachers)} teachers for {count} modalities")
+        if self.batch_triples is not None and self.batch_triples < len(batch.users):
+            chosen = torch.randperm(len(batch.users), generator=self._generator)
+            chosen = chosen[: self.batch_triples].to(batch.users.device)
+            batch = TrainingBatch(batch.users[chosen], batch.positives[chosen],
+                                  batch.negatives[chosen])
         size = len(batch.users)
         generic = self._generic_batch(batch.users.device) if self.generic else None
         # the triples every view is needed on: the batch's, then the generic ones

@@ -31,6 +31,15 @@ epoch of triples is every training interaction once, so eq. 8's sum over users a
 is covered once an epoch (the first item of a sequence has no history and is never a target).
 The mean over the batch's targets replaces the paper's sum (a scale). Scores for ranking and
 serving are the plain inner products (no popularity term).
+
+CKD (:mod:`models.ckd`) sees each expert as a modality: its view replaces every other expert's
+states by their mean over items, for the history items and the scored items alike. The user
+that scores a pair is its *scoring context* (:meth:`SequentialRecommender.score_contexts`):
+for a training pair the history just before that item (the user eq. 8 trains at that
+position, so a margin never reads a history that holds its own positive), for any other pair
+the user after all its training items (the user that ranks). A uni-modal teacher keeps one
+vector per context, ``P + U`` of them (P training interactions), so distilling from it reads
+stored vectors, never a second model.
 """
 
 from __future__ import annotations

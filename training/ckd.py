@@ -125,7 +125,8 @@ def with_ckd(dataset: Dataset, config: TrainConfig, init_model: InitModel | None
                 for t in teachers],
             generic_users=generic_users, num_items=dataset.num_items,
             weight=settings.weight, beta=settings.beta, temperature=settings.temperature,
-            generic_triples=settings.generic_triples, specific=settings.specific,
+            generic_triples=settings.generic_triples, batch_triples=settings.batch_triples,
+            specific=settings.specific,
             generic=settings.generic and settings.teachers, reweight=settings.reweight,
             seed=config.seed))
     return init

@@ -20,6 +20,9 @@ class CKDConfig(BaseModel):
     beta: float = Field(5.0, ge=0, description="the generic term's weight inside them")
     temperature: float = Field(0.1, gt=0, description="of the preference probabilities")
     generic_triples: int = Field(5000, ge=1, description="random triples per step")
+    batch_triples: int | None = Field(
+        None, ge=1, description="distil on at most this many of the batch's triples a step, "
+        "drawn at random (None: all; a cost knob for models whose views are whole passes)")
     teachers: bool = Field(True, description="False: each view learns from the labels")
     specific: bool = True
     generic: bool = True

@@ -348,3 +348,27 @@ def test_ckd_on_a_sequential_model_distils_at_each_items_context() -> None:
 def test_an_id_only_sequential_model_has_no_views() -> None:
     model, graph, _ = _sequential("sasrec")
     assert model.num_modalities == 0
+
+
+def test_batch_triples_distils_on_a_random_subset_of_the_batch(
+    graph: BipartiteGraph, features: torch.Tensor, modality_dims: list[int],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    model = _model("vbpr", graph, features, modality_dims).train()
+    batch = _batch(graph)
+    seen: list[tuple[int, torch.Tensor]] = []
+    real = model.view_margins
+    monkeypatch.setattr(model, "view_margins", lambda keeps, users, first, second: (
+        seen.append((len(users), first.clone())) or real(keeps, users, first, second)))
+    plugin = CounterfactualDistillation(_teachers_from_views(model, 2),
+                                        graph.edge_index[0].unique(), graph.num_items,
+                                        generic_triples=16, batch_triples=5)
+    named = plugin(model, batch)
+    assert [count for count, _ in seen] == [5 + 16, 5]  # the views, then the joint margin
+    assert set(seen[1][1].tolist()) <= set(batch.positives.tolist())
+    assert named["ckd_specific"].isfinite() and named["ckd_generic"].isfinite()
+    seen.clear()
+    everything = CounterfactualDistillation(None, graph.edge_index[0].unique(), graph.num_items,
+                                            generic=False, batch_triples=10_000)
+    everything(model, batch)
+    assert [count for count, _ in seen] == [len(batch.users)] * 2  # more than the batch: all
