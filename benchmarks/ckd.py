@@ -87,9 +87,10 @@ def variant_ckd(variant: str) -> dict[str, Any] | None:
 
 def config_for(model: str, variant: str, seed: int, args: argparse.Namespace) -> TrainConfig:
     setting = json.loads(Path(args.settings).read_text())[model]
+    own = setting.pop("ckd", {})  # the setting's CKD fields (CROSSAN's cost knobs), variants over
     ckd = variant_ckd(variant)
     return TrainConfig(model=model, seed=seed, patience=args.patience, report_curves=False,
-                       **setting, ckd=None if ckd is None else CKDConfig(**ckd))
+                       **setting, ckd=None if ckd is None else CKDConfig(**{**own, **ckd}))
 
 
 def view_recalls(model: torch.nn.Module, dataset: Dataset, split: str,
