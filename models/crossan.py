@@ -222,12 +222,16 @@ class SequentialRecommender(Recommender):
         position = self._position(users, items)
         return torch.where(position >= 0, position, len(self.sequence_items) + users)
 
+    def _before(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:func:`_window` of the ``max_length`` training items before each of ``positions``
+        (indices into ``sequence_items``), within its user's sequence."""
+        return _window(self.sequence_items, positions,
+                       self.user_start[self.sequence_users[positions]], self.max_length)
+
     def _context_histories(self, contexts: torch.Tensor) -> torch.Tensor:
         """The left-padded item-id histories [N, max_length] of ``score_contexts`` rows."""
         count = len(self.sequence_items)
-        position = contexts.clamp_max(count - 1)
-        before, _ = _window(self.sequence_items, position,
-                            self.user_start[self.sequence_users[position]], self.max_length)
+        before, _ = self._before(contexts.clamp_max(count - 1))
         after = self.histories[(contexts - count).clamp_min(0)]
         return torch.where((contexts < count).unsqueeze(1), before, after)
 
@@ -304,9 +308,7 @@ class SequentialRecommender(Recommender):
     def model_losses(self, batch: TrainingBatch) -> dict[str, torch.Tensor]:
         flat = self._position(batch.users, batch.positives)
         flat = flat[flat >= 0]
-        # the max_length positions before the target
-        histories, real = _window(self.sequence_items, flat,
-                                  self.user_start[self.sequence_users[flat]], self.max_length)
+        histories, real = self._before(flat)  # the max_length positions before the target
         has_history = real[:, -1]
         flat, histories, real = flat[has_history], histories[has_history], real[has_history]
         if len(flat) == 0:  # only first items: nothing to predict (a zero that backpropagates)
