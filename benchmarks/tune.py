@@ -75,6 +75,17 @@ SEARCH_SPACES: dict[str, dict[str, Any]] = {
             "new_item_dropout": ("float", 0.0, 0.3),
         },
     },
+    # MMRec's searched hyperparameters (src/configs/model/*.yaml): reg_weight over
+    # {0, 1e-5, 1e-4, 1e-3}, FREEDOM's edge dropout {0.8, 0.9}, LATTICE's learning rate
+    # {1e-4 .. 5e-3}; the paper's settings are trial 0 through --settings
+    "item_graph": {
+        "models": ["freedom", "lattice"],
+        "space": {
+            "lr": ("log", 1e-4, 1e-2),
+            "reg_weight": ("categorical", [0.0, 1e-5, 1e-4, 1e-3]),
+            "edge_dropout": ("categorical", [0.8, 0.9]),
+        },
+    },
     # evaluated as built: one trial at the defaults
     "training_free": {"models": ["mostpop", "content_knn"], "space": {}},
     # CROSSAN and its controls: the paper's lr range (1e-5..1e-3, section 5), hidden sizes

@@ -318,12 +318,22 @@ class Recommender(nn.Module):
         Default: ``self()``."""
         return self()
 
+    #: True when a user *is* its ordered history (a sequence model): its test user has always
+    #: read the validation item, so both evaluation protocols give it the same vector.
+    sequential_user: bool = False
+
     def user_embeddings_after(self, pairs: torch.Tensor) -> torch.Tensor | None:
         """User vectors [U, d] once ``pairs`` [N, 2] (user, item; oldest first) are appended to
-        the users' histories, for a model whose user vector reads an ordered history (a
-        leave-one-out test user has also seen its validation item); None (the default): the
-        model's user vectors do not change without training."""
+        the users' histories, as the service embeds a user from its whole history (the user
+        tower, or for a sequence model its encoder): the *as served* test users, who have
+        also seen their validation item. None (the default): the model cannot take a user's
+        new interactions without training (its stored vectors are served as they are)."""
         return None
+
+    def begin_epoch(self) -> None:
+        """Called by the trainer before every training epoch: work a model redoes once an
+        epoch (a graph rebuilt from its current weights, a fresh draw of pruned edges).
+        Default: nothing."""
 
     def embed_new_items(self, features: torch.Tensor) -> torch.Tensor:
         """Final embeddings [B, d] of items that have features [B, F] but no interactions.

@@ -45,9 +45,23 @@ class ContentKNN(Recommender):
         users = F.normalize(BipartiteMeanAdjacency(graph).user_mean(items), dim=1)
         self.register_buffer("items", items, persistent=False)
         self.register_buffer("users", users, persistent=False)
+        self.register_buffer("train_edges", graph.edge_index.long().cpu(), persistent=False)
 
     def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.users, self.items
+
+    @torch.no_grad()
+    def user_embeddings_after(self, pairs: torch.Tensor) -> torch.Tensor:
+        """Users in ``pairs`` become the mean over their whole history (training + pairs)."""
+        pairs = pairs.long().to(self.users.device)
+        union = torch.cat([self.train_edges.to(pairs.device), pairs.T], dim=1)
+        users = self.users.clone()
+        changed = torch.unique(pairs[:, 0])
+        if changed.numel():
+            mean = BipartiteMeanAdjacency(
+                BipartiteGraph(self.users.shape[0], self.items.shape[0], union))
+            users[changed] = F.normalize(mean.user_mean(self.items)[changed], dim=1)
+        return users
 
     def embed_new_items(self, features: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.conditioner(features.float()), dim=1)

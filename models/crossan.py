@@ -96,6 +96,7 @@ def ordered_histories(graph: BipartiteGraph, length: int) -> torch.Tensor:
 
 class SequentialRecommender(Recommender):
     uses_features = True
+    sequential_user = True
     user_tables: tuple[str, ...] = ()
 
     def __init__(

@@ -301,3 +301,57 @@ def lightgcn_propagate(
         user_sum = user_sum + users
         item_sum = item_sum + items
     return user_sum / (num_layers + 1), item_sum / (num_layers + 1)
+
+
+def degree_sensitive_sample(
+    graph: BipartiteGraph, keep_share: float, generator: torch.Generator | None = None
+) -> BipartiteGraph:
+    """FREEDOM's degree-sensitive edge pruning: ``keep_share`` of the edges, drawn without
+    replacement with probability proportional to ``1 / sqrt(deg_u deg_i)``, so edges between
+    popular nodes are dropped first (a fresh draw every epoch; evaluation uses every edge)."""
+    if not 0.0 < keep_share <= 1.0:
+        raise ValueError(f"keep_share must be in (0, 1], got {keep_share}")
+    users, items = graph.edge_index[0].long().cpu(), graph.edge_index[1].long().cpu()
+    count = int(users.numel() * keep_share)
+    if keep_share == 1.0 or count == 0:
+        return graph
+    user_deg = torch.bincount(users, minlength=graph.num_users).float()
+    item_deg = torch.bincount(items, minlength=graph.num_items).float()
+    weight = (user_deg[users] * item_deg[items]).rsqrt()
+    kept = torch.multinomial(weight, count, replacement=False, generator=generator)
+    return BipartiteGraph(graph.num_users, graph.num_items, graph.edge_index[:, kept.sort().values])
+
+
+def lightgcn_users_after(
+    users: torch.Tensor,
+    user_layer0: torch.Tensor,
+    item_layers: list[torch.Tensor],
+    edges: torch.Tensor,
+    pairs: torch.Tensor,
+) -> torch.Tensor:
+    """LightGCN's user vectors [U, d] once ``pairs`` [N, 2] (user, item) join the training
+    ``edges`` [2, E]: for every user in ``pairs``, layer ``k + 1`` is
+    ``sum_{i in H(u)} e_i^(k) / sqrt(|H(u)| deg_i)`` over the whole history ``H(u)``, with the
+    item layers ``item_layers`` (``e_i^(0..L-1)``) and degrees of the trained graph (an item
+    without training edges counts 1: a new item held by the user), and the readout the mean of
+    layers ``0..L``. Exactly what the user tower computes from the history's item states; the
+    other users keep ``users`` (their trained vectors)."""
+    pairs = pairs.long().to(users.device)
+    if pairs.numel() == 0:
+        return users
+    changed = torch.unique(pairs[:, 0])
+    is_changed = torch.zeros(users.shape[0], dtype=torch.bool, device=users.device)
+    is_changed[changed] = True
+    union = torch.cat([edges.long().to(users.device), pairs.T], dim=1)
+    union = union[:, is_changed[union[0]]]
+    item_degree = torch.bincount(edges[1].long().to(users.device),
+                                 minlength=item_layers[0].shape[0]).clamp(min=1).float()
+    user_degree = torch.bincount(union[0], minlength=users.shape[0]).clamp(min=1).float()
+    weight = (user_degree[union[0]] * item_degree[union[1]]).rsqrt().unsqueeze(1)
+    total = user_layer0[changed]
+    row = torch.searchsorted(changed, union[0])
+    for layer in item_layers:
+        total = total + torch.zeros_like(total).index_add_(0, row, weight * layer[union[1]])
+    out = users.clone()
+    out[changed] = total / (len(item_layers) + 1)
+    return out

@@ -8,7 +8,12 @@ import torch
 from torch import nn
 
 from models.base import BipartiteGraph, Recommender
-from models.graph import SymmetricAdjacency, lightgcn_propagate
+from models.graph import (
+    SymmetricAdjacency,
+    lightgcn_layers,
+    lightgcn_propagate,
+    lightgcn_users_after,
+)
 
 
 class LightGCN(Recommender):
@@ -47,11 +52,20 @@ class LightGCN(Recommender):
             nn.init.xavier_uniform_(torch.empty(graph.num_items, embed_dim))
         )
         self.adjacency = SymmetricAdjacency(graph)
+        self.register_buffer("train_edges", graph.edge_index.long().cpu(), persistent=False)
 
     def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
         return lightgcn_propagate(
             self.user_embedding, self.item_embedding, self.adjacency, self.num_layers
         )
+
+    @torch.no_grad()
+    def user_embeddings_after(self, pairs: torch.Tensor) -> torch.Tensor:
+        """The users once ``pairs`` join their histories (:func:`lightgcn_users_after`)."""
+        layers = lightgcn_layers(self.user_embedding, self.item_embedding, self.adjacency,
+                                 self.num_layers)
+        return lightgcn_users_after(self()[0], self.user_embedding,
+                                    [items for _, items in layers[:-1]], self.train_edges, pairs)
 
     def embed_new_items(self, features: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError(

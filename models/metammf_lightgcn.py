@@ -57,10 +57,26 @@ new items outside training, the kNN part beside it kept whole. The fused part is
 items only and, on TikTok, ranks unseen items worse than the kNN part alone (README
 "Decisions"): at 0 a new item is ranked among new items exactly as content kNN ranks it, while
 warm items keep ``warm_content * e_m``.
+
+``item_graph_k`` (> 0, ``beside`` only) adds FREEDOM's frozen item-item content graph
+(:mod:`models.item_graph`) beside the user-item propagation: every item's ID half gains
+``h_i = sum_m w_m mean_{j in N_m(i)} e_c_j``, the ID embeddings of its ``k`` nearest content
+neighbours in each modality among the items with training interactions (``h = S e_c``, one
+layer; ``item_graph_layers`` > 1 smooths ``S^(L-1) e_c`` once more). The user side is
+LightGCN's, unchanged. A new item has no ID of its own but does have neighbours: its ID half is
+``unknown + h_new``, its neighbours found without itself, so it lands among warm items in the
+collaborative space; the item tower finds them among the catalogue
+(:meth:`models.item_graph.ContentNeighbourGraph.place`).
+``item_graph_source``: ``features`` (the conditioned features of each modality, FREEDOM's
+graph), or ``fused`` (one graph over MetaMMF's fused ``e_m``: the dynamic fusion chooses the
+neighbours; rebuilt before every epoch from a frozen copy of the fusion, so the graph and a new
+item's placement read the same weights). ``edge_dropout`` is FREEDOM's degree-sensitive pruning
+of the user-item graph (that share of edges dropped each epoch, popular pairs first).
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
@@ -82,13 +98,17 @@ from models.conditioning import FeatureConditioner
 from models.graph import (
     BipartiteMeanAdjacency,
     SymmetricAdjacency,
+    degree_sensitive_sample,
     lightgcn_layers,
     lightgcn_propagate,
+    lightgcn_users_after,
 )
+from models.item_graph import ContentNeighbourGraph, modality_blocks
 from models.losses import bpr_loss
 from models.metammf import _check_features, _xavier_parameter, drop_item_edges
 
 COMBINES = ("beside", "propagate")
+GRAPH_SOURCES = ("features", "fused")
 FusionFactory = Callable[[Sequence[int], int], nn.Module]
 
 
@@ -116,6 +136,11 @@ class FusionLightGCN(Recommender):
         new_item_dropout: float = 0.1,
         new_item_fused_weight: float = 1.0,
         user_dropout: float = 0.0,
+        item_graph_k: int = 0,
+        item_graph_weights: Sequence[float] | None = None,
+        item_graph_layers: int = 1,
+        item_graph_source: str = "features",
+        edge_dropout: float = 0.0,
         cold_items: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
@@ -126,7 +151,7 @@ class FusionLightGCN(Recommender):
             raise ValueError(f"need embed_dim >= 2 and num_layers >= 0, got {embed_dim}, "
                              f"{num_layers}")
         for name, share in (("new_item_dropout", new_item_dropout),
-                            ("user_dropout", user_dropout)):
+                            ("user_dropout", user_dropout), ("edge_dropout", edge_dropout)):
             if not 0.0 <= share < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {share}")
         self.num_users, self.num_items = graph.num_users, graph.num_items
@@ -163,6 +188,9 @@ class FusionLightGCN(Recommender):
         self.unknown_item = _xavier_parameter(self.id_dim)
         self.unknown_user = _xavier_parameter(user_dim)
         self.adjacency = SymmetricAdjacency(graph)
+        self.train_graph, self.edge_dropout = graph, float(edge_dropout)
+        self.train_adjacency = self.adjacency  # a pruned copy while training (edge_dropout)
+        self.register_buffer("train_edges", graph.edge_index.long().cpu(), persistent=False)
         if combine == "beside":
             self.history_mean = BipartiteMeanAdjacency(graph)
             user_degree = torch.bincount(graph.edge_index[0].long().cpu(),
@@ -185,8 +213,79 @@ class FusionLightGCN(Recommender):
         self.log_scale = nn.Parameter(torch.tensor(math.log(target / float(fused_norm))))
         self.register_buffer("cold_scale", torch.ones(()))
         self.register_buffer("new_item_fused_weight", torch.tensor(float(new_item_fused_weight)))
+        self.item_graph: ContentNeighbourGraph | None = None
+        if item_graph_k > 0:
+            self._init_item_graph(item_graph_k, item_graph_weights, item_graph_layers,
+                                  item_graph_source, ~new)
 
     view_buffer = "conditioned"
+
+    # ---- the item-item content graph ----------------------------------------------------
+
+    def _init_item_graph(self, k: int, weights: Sequence[float] | None, layers: int,
+                         source: str, warm: torch.Tensor) -> None:
+        if self.combine != "beside":
+            raise ValueError("item_graph_k > 0 needs combine='beside'")
+        if source not in GRAPH_SOURCES:
+            raise ValueError(f"item_graph_source must be one of {GRAPH_SOURCES}, got {source!r}")
+        if layers < 1:
+            raise ValueError(f"item_graph_layers must be >= 1, got {layers}")
+        self.item_graph_source, self.item_graph_layers = source, int(layers)
+        if source == "fused":  # the graph reads a frozen copy, refreshed before every epoch
+            self.graph_fusion = copy.deepcopy(self.fusion).requires_grad_(False)
+        count = len(self.modality_dims) if source == "features" else 1
+        self.item_graph = ContentNeighbourGraph(k, weights, count, torch.nonzero(warm)[:, 0])
+        self.item_graph.build(self.graph_keys(self.conditioned))
+
+    def graph_keys(self, conditioned: torch.Tensor) -> list[torch.Tensor]:
+        """What the item graph compares, per modality (or the fused ``e_m`` alone)."""
+        if self.item_graph_source == "features":
+            return modality_blocks(conditioned, self.modality_dims)
+        return [self.graph_fusion(conditioned)]
+
+    def begin_epoch(self) -> None:
+        if self.item_graph is not None and self.item_graph_source == "fused":
+            with torch.no_grad():
+                self.graph_fusion.load_state_dict(self.fusion.state_dict())
+                self.item_graph.build(self.graph_keys(self.conditioned))
+        if self.edge_dropout > 0.0:
+            pruned = degree_sensitive_sample(self.train_graph, 1.0 - self.edge_dropout)
+            self.train_adjacency = SymmetricAdjacency(pruned).to(self.user_embedding.device)
+
+    def _graph_table(self) -> torch.Tensor:
+        """What a neighbour contributes: ``S^(L-1) e_c`` (``e_c`` itself for one layer)."""
+        table = self.item_id_embedding
+        for _ in range(self.item_graph_layers - 1):
+            table = self.item_graph.smooth(table)
+        return table
+
+    def _graph_parts(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(h [I, d_c], h as new [I, d_c])``: every item's content-neighbour part of its ID
+        half, and the same part as a new item would find it (without itself); None without
+        an item graph. Once per training step."""
+        if self.item_graph is None:
+            return None
+
+        def compute() -> tuple[torch.Tensor, torch.Tensor]:
+            table = self._graph_table()
+            return self.item_graph.smooth(table), self.item_graph.smooth_as_new(table)
+
+        return self.step_memo("item_graph", compute)
+
+    def _as_new(self, rows: torch.Tensor) -> torch.Tensor | None:
+        parts = self._graph_parts()
+        return None if parts is None else parts[1][rows]
+
+    def place_new_items(self, conditioned: torch.Tensor) -> torch.Tensor | None:
+        """The content-neighbour part [B, d_c] of items known only by their conditioned
+        features (None without an item graph): the graph's placement among the catalogue."""
+        if self.item_graph is None:
+            return None
+        candidates = self.item_graph.candidates
+        pool = [F.normalize(key, dim=1)
+                for key in self.graph_keys(self.conditioned[candidates])]
+        return self.item_graph.place(self.graph_keys(conditioned), pool,
+                                     self._graph_table()[candidates])
 
     def _knn_part(self, conditioned: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The fixed kNN part: unit-norm features and their mean over each user's history."""
@@ -257,16 +356,20 @@ class FusionLightGCN(Recommender):
         return users
 
     def new_item_vectors(
-        self, content: torch.Tensor, scale: torch.Tensor | float = 1.0
+        self, content: torch.Tensor, scale: torch.Tensor | float = 1.0,
+        neighbours: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Final vectors [B, d] of items without interactions: ``scale`` times the self path of
         ``[e_m ; unknown]`` (``beside`` propagates only the ID half, so ``e_m`` is not averaged
-        over layers there). Outside training ``e_m`` is weighted by ``new_item_fused_weight``
-        (with ``knn_weight`` the kNN part beside it is kept whole)."""
+        over layers there), the item graph's ``neighbours`` part added to the ID half. Outside
+        training ``e_m`` is weighted by ``new_item_fused_weight`` (with ``knn_weight`` the kNN
+        part beside it is kept whole)."""
         if not self.training:
             content = torch.cat([self.new_item_fused_weight * content[:, : self.content_dim],
                                  content[:, self.content_dim :]], dim=1)
         unknown = self.unknown_item.expand(content.shape[0], -1) / (self.num_layers + 1)
+        if neighbours is not None:
+            unknown = unknown + neighbours
         if self.combine == "propagate":
             content = content / (self.num_layers + 1)
         return scale * torch.cat([content, unknown], dim=1)
@@ -277,9 +380,12 @@ class FusionLightGCN(Recommender):
         """``(users [U, d], items [I, d], content, history)`` before the new-item scale; see
         :meth:`_graph_content` for the last two."""
         content, history = self._graph_content()
-        users, items = lightgcn_propagate(
-            self._users0(), self._items0(content), self.adjacency, self.num_layers
-        )
+        if history is not None:  # beside: the IDs alone (with the item graph's part)
+            users, items = self._id_propagation()
+        else:
+            users, items = lightgcn_propagate(
+                self._users0(), self._items0(content), self._adjacency(), self.num_layers
+            )
         if history is not None:  # beside: the content halves go in front of the IDs
             users = torch.cat([self.user_content(history), users], 1)
             items = torch.cat([self.warm_content * content, items], 1)
@@ -290,7 +396,8 @@ class FusionLightGCN(Recommender):
     def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
         users, items, content, _ = self._propagate()
         if bool(self.new_mask.any()):
-            new_rows = self.new_item_vectors(content, self.cold_scale)
+            new_rows = self.new_item_vectors(content, self.cold_scale,
+                                             self._as_new(slice(None)))
             items = torch.where(self.new_mask.unsqueeze(1), new_rows, items)
         return users, items
 
@@ -315,15 +422,26 @@ class FusionLightGCN(Recommender):
                 content = self._content_rows(fused, items)
                 user_rows = torch.cat([self.user_content(history), id_users[users]], 1)
                 item_rows = torch.cat([self.warm_content * content, id_items[items]], 1)
-                item_rows = torch.where(is_new, self.new_item_vectors(content, self.cold_scale),
-                                        item_rows)
+                item_rows = torch.where(
+                    is_new, self.new_item_vectors(content, self.cold_scale, self._as_new(items)),
+                    item_rows)
             views.append((user_rows, item_rows))
         return views
 
+    def _adjacency(self) -> SymmetricAdjacency:
+        """The user-item graph: pruned while training with ``edge_dropout``, else whole."""
+        return self.train_adjacency if self.training else self.adjacency
+
     def _id_propagation(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """``beside``: the propagated ID halves (users, items), once per training step."""
-        return self.step_memo("id_propagation", lambda: lightgcn_propagate(
-            self._users0(), self._items0(None), self.adjacency, self.num_layers))
+        """``beside``: the ID halves (users, items), propagated, with the item graph's part
+        added to the items; once per training step."""
+        def compute() -> tuple[torch.Tensor, torch.Tensor]:
+            users, items = lightgcn_propagate(self._users0(), self._items0(None),
+                                              self._adjacency(), self.num_layers)
+            parts = self._graph_parts()
+            return users, items if parts is None else items + parts[0]
+
+        return self.step_memo("id_propagation", compute)
 
     def view_margins(
         self, keeps: Sequence[Collection[int]], users: torch.Tensor, first: torch.Tensor,
@@ -338,10 +456,13 @@ class FusionLightGCN(Recommender):
         id_users, id_items = self._id_propagation()
         new_first = self.new_mask[first].unsqueeze(1)
         new_second = self.new_mask[second].unsqueeze(1)
-        unknown = self.cold_scale * self.unknown_item / (self.num_layers + 1)
-        shared = pair_margins(id_users[users],
-                              torch.where(new_first, unknown, id_items[first]),
-                              torch.where(new_second, unknown, id_items[second]))
+        unknown = self.unknown_item / (self.num_layers + 1)
+        new_ids = [unknown if self._as_new(rows) is None else unknown + self._as_new(rows)
+                   for rows in (first, second)]
+        shared = pair_margins(
+            id_users[users],
+            torch.where(new_first, self.cold_scale * new_ids[0], id_items[first]),
+            torch.where(new_second, self.cold_scale * new_ids[1], id_items[second]))
         # the factor on an item's content half: w for trained items, the cold scale for new
         # ones (outside training their e_m also carries new_item_fused_weight)
         cold = self.cold_scale * (1.0 if self.training else self.new_item_fused_weight)
@@ -417,7 +538,7 @@ class FusionLightGCN(Recommender):
             users, items = self._id_propagation()
         else:
             users, items = lightgcn_propagate(
-                self._users0(), self._items0(fused), self.adjacency, self.num_layers
+                self._users0(), self._items0(fused), self._adjacency(), self.num_layers
             )
         positive_content = self._content_rows(fused, batch.positives)
         negative_content = self._content_rows(fused, batch.negatives)
@@ -431,8 +552,10 @@ class FusionLightGCN(Recommender):
 
     def model_losses(self, batch: TrainingBatch) -> dict[str, torch.Tensor]:
         user, positive, negative, positive_content, negative_content = self._batch_vectors(batch)
-        new_positive = self.new_item_vectors(positive_content)
-        new_negative = self.new_item_vectors(negative_content)
+        new_positive = self.new_item_vectors(positive_content,
+                                             neighbours=self._as_new(batch.positives))
+        new_negative = self.new_item_vectors(negative_content,
+                                             neighbours=self._as_new(batch.negatives))
         # Items that are new in training (zero degree) are always scored as new items.
         is_new_pos = self.new_mask[batch.positives].unsqueeze(1)
         is_new_neg = self.new_mask[batch.negatives].unsqueeze(1)
@@ -457,8 +580,34 @@ class FusionLightGCN(Recommender):
         if features.dim() != 2 or features.shape[1] != self.feature_dim:
             raise ValueError(f"features must be [B, {self.feature_dim}], got "
                              f"{tuple(features.shape)}")
-        content = self.content(self.conditioner(features.to(self.conditioned.dtype)))
-        return self.new_item_vectors(content, self.cold_scale)
+        conditioned = self.conditioner(features.to(self.conditioned.dtype))
+        return self.new_item_vectors(self.content(conditioned), self.cold_scale,
+                                     self.place_new_items(conditioned))
+
+    @torch.no_grad()
+    def user_embeddings_after(self, pairs: torch.Tensor) -> torch.Tensor:
+        """The users once ``pairs`` join their histories, as the user tower embeds them: the
+        ID half by :func:`lightgcn_users_after`, the content half from the whole history's
+        mean content (``beside``)."""
+        self.eval()
+        users = self()[0]
+        content, _ = self._graph_content()
+        layers = lightgcn_layers(self.user_embedding, self._items0(content), self.adjacency,
+                                 self.num_layers)
+        item_layers = [items for _, items in layers[:-1]]
+        if self.combine == "propagate":
+            return lightgcn_users_after(users, self.user_embedding, item_layers,
+                                        self.train_edges, pairs)
+        ids = lightgcn_users_after(users[:, self.content_width :], self.user_embedding,
+                                   item_layers, self.train_edges, pairs)
+        pairs = pairs.long().to(users.device)
+        changed = torch.unique(pairs[:, 0])
+        union = BipartiteGraph(self.num_users, self.num_items,
+                               torch.cat([self.train_edges.to(users.device), pairs.T], dim=1))
+        mean = BipartiteMeanAdjacency(union).to(users.device).user_mean(content)[changed]
+        out = torch.cat([users[:, : self.content_width], ids], dim=1)
+        out[changed, : self.content_width] = self.user_content(mean)
+        return out
 
     @torch.no_grad()
     def diagnostics(self) -> dict[str, Any]:
@@ -473,6 +622,9 @@ class FusionLightGCN(Recommender):
             "content_norm_warm": float(content[warm].norm(dim=1).mean()),
             "id_norm_warm": float(self.item_id_embedding[warm].norm(dim=1).mean()),
         }
+        if self.item_graph is not None:
+            graph_part = self._graph_parts()[0][warm]
+            out["item_graph_norm_warm"] = float(graph_part.norm(dim=1).mean())
         if hasattr(self.fusion, "dynamic_sizes"):
             out["fusion_layers"] = self.fusion.dynamic_sizes(self.conditioned[warm])
         return out
@@ -512,8 +664,10 @@ class LightGCNItemTower(nn.Module):
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         model = self.model
-        content = model.content(model.conditioner(features))
-        embedding = model.new_item_vectors(content, model.cold_scale)
+        conditioned = model.conditioner(features)
+        content = model.content(conditioned)
+        embedding = model.new_item_vectors(content, model.cold_scale,
+                                           model.place_new_items(conditioned))
         # A new item has degree 1 once a user holds it, and no propagated layers beyond 0.
         layer0 = model.unknown_item.expand(features.shape[0], -1)
         if model.combine == "propagate":

@@ -18,7 +18,8 @@ VBPR gives those items ``[0 ; E f_i]``.
 ``metammf_lightgcn`` and its static controls ``early_/late_/hybrid_lightgcn`` are MetaMMF's
 fusion on a LightGCN backbone (:mod:`models.metammf_lightgcn`, a variant the paper allows, not
 eq. 18); their fusion is built on the conditioned features. ``mostpop`` and ``content_knn`` are
-training-free baselines (:mod:`models.popularity`, :mod:`models.content_knn`).
+training-free baselines (:mod:`models.popularity`, :mod:`models.content_knn`); ``freedom`` and
+``lattice`` the item-item graph baselines (:mod:`models.freedom`, :mod:`models.lattice`).
 
 ``crossan`` (eq. 5 cross-expert side adapters + eq. 6 MOMEF), ``crossan_id`` (the same plus a
 zero-initialised item-ID residual, our variant), ``indsan`` (independent towers),
@@ -38,7 +39,9 @@ import torch
 from models.base import BipartiteGraph, Recommender
 from models.content_knn import ContentKNN
 from models.crossan import SequentialRecommender
+from models.freedom import FREEDOM
 from models.fusion import build_fusion
+from models.lattice import LATTICE
 from models.lightgcn import LightGCN
 from models.metammf import FusedItemRecommender, FusionGCN, FusionMF
 from models.metammf_lightgcn import FusionLightGCN
@@ -70,6 +73,11 @@ _LIGHTGCN_FUSED: dict[str, Any] = {
     "new_item_dropout": 0.1,
     "new_item_fused_weight": 1.0,
     "user_dropout": 0.0,
+    "item_graph_k": 0,
+    "item_graph_weights": None,
+    "item_graph_layers": 1,
+    "item_graph_source": "features",
+    "edge_dropout": 0.0,
     "cold_items": None,
 }
 
@@ -92,6 +100,13 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     "early_lightgcn": {**_LIGHTGCN_FUSED, **_STATIC_FUSION},
     "late_lightgcn": {**_LIGHTGCN_FUSED, **_STATIC_FUSION},
     "hybrid_lightgcn": {**_LIGHTGCN_FUSED, **_STATIC_FUSION},
+    # MMRec's settings (src/configs/model/*.yaml); reg_weight, edge_dropout (FREEDOM's
+    # "dropout") and the learning rate are their searched hyperparameters
+    "freedom": {"embed_dim": 64, "num_layers": 2, "mm_layers": 1,
+                "knn_k": 10, "modality_weights": None, "reg_weight": 1e-4, "edge_dropout": 0.8,
+                "cold_items": None},
+    "lattice": {"embed_dim": 64, "feat_embed_dim": 64, "num_layers": 2, "item_layers": 1,
+                "knn_k": 10, "lambda_coeff": 0.9, "reg_weight": 1e-4, "cold_items": None},
     "mostpop": {"cold_items": None},
     "content_knn": {"conditioning": "center_l2", "cold_items": None},
     "crossan": {**_SEQUENTIAL, **_SIDE_ADAPTERS},
@@ -187,6 +202,8 @@ _BUILDERS: dict[str, Callable[..., Recommender]] = {
     "early_lightgcn": _fused_lightgcn("early"),
     "late_lightgcn": _fused_lightgcn("late"),
     "hybrid_lightgcn": _fused_lightgcn("hybrid"),
+    "freedom": FREEDOM,
+    "lattice": LATTICE,
     "mostpop": MostPop,
     "content_knn": ContentKNN,
     "crossan": _sequential(item_encoder="adapters", mixing="cross"),

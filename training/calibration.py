@@ -28,7 +28,8 @@ import torch
 
 from models.base import Recommender
 from training.data import Dataset
-from training.report import SHARE_K, all_rows_and_share, headline, warm_cold_report
+from training.report import SHARE_K
+from training.sweep import Rule, score_rules
 
 #: The final choice (and the reported trade-off curve) is made on this grid ...
 SCALE_GRID: tuple[float, ...] = (
@@ -54,6 +55,11 @@ def supports_knn_scale(model: Recommender) -> bool:
     return isinstance(getattr(model, "knn_scale", None), torch.Tensor)
 
 
+def _point(result: dict[str, Any]) -> dict[str, Any]:
+    """A curve point's headline (the parts and the share) without the all-row metrics."""
+    return {key: value for key, value in result.items() if key != "all_metrics"}
+
+
 @torch.no_grad()
 def calibrate_knn_scale(
     model: Recommender,
@@ -63,10 +69,12 @@ def calibrate_knn_scale(
     *,
     slot_share: float = 0.0,
     with_test: bool = True,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Set ``model.knn_scale`` (the factor on the content-kNN part of the user vectors, see
     :mod:`models.metammf_lightgcn`) to the grid value with the best validation Recall@20 on
-    lists as served; ties keep the value closest to 1 (the trained weight).
+    lists as served; ties keep the value closest to 1 (the trained weight). One ranking
+    pass per split scores every value (:mod:`training.sweep`).
 
     Returns ``{"objective", "chosen", "curve": [{"knn_scale", "valid", "test"}]}``, the test
     column reported, never used to choose (without ``with_test``: no curve).
@@ -76,12 +84,18 @@ def calibrate_knn_scale(
     model.eval()
     # closest to 1 first, so that a tie keeps the factor nearer the trained weight
     order = sorted(grid, key=lambda f: abs(math.log(f)))
-    points = _buffer_curve(model, "knn_scale", order, dataset, batch_size, slot_share,
-                           with_test)
-    best = max(points, key=lambda p: p[1][OBJECTIVE])[0]  # max keeps the first of ties
+    rules = [Rule(knn_scale=f, slot_share=slot_share) for f in order]
+    valid = score_rules(model, dataset, "valid", rules, batch_size=batch_size,
+                        progress=progress)
+    best = order[max(range(len(order)), key=lambda n: valid[n]["all"])]  # first of ties
     model.knn_scale.fill_(best)
-    curve = sorted(({"knn_scale": value, **point} for value, _, point in points),
-                   key=lambda point: point["knn_scale"]) if with_test else []
+    curve: list[dict[str, Any]] = []
+    if with_test:
+        test = score_rules(model, dataset, "test", rules, batch_size=batch_size,
+                           progress=progress)
+        curve = sorted(({"knn_scale": f, "valid": _point(v), "test": _point(t)}
+                        for f, v, t in zip(order, valid, test, strict=True)),
+                       key=lambda point: point["knn_scale"])
     return {"objective": f"valid {OBJECTIVE}", "chosen": best, "curve": curve}
 
 
@@ -94,95 +108,78 @@ def calibrate_cold_scale(
     *,
     min_share: float = 0.0,
     slot_share: float = 0.0,
+    slot_shares: tuple[float, ...] | None = None,
     with_curve: bool = False,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Set ``model.cold_scale`` to the grid value with the best validation Recall@20 among
     those that give new items at least ``min_share`` of the validation top-20 slots (an
     exposure floor; 0 = none). When no scale reaches the floor, the one closest to it wins.
+    With ``slot_shares`` the reserved share is chosen too, jointly with the scale, among
+    those values (the configured ``slot_share`` is then their floor: smaller ones are
+    dropped); else lists reserve ``slot_share`` throughout. Every (scale, share) is scored
+    in one ranking pass per split (:mod:`training.sweep`).
 
-    Returns ``{"chosen", "valid": metrics at the chosen scale, "valid_share"}`` and, with
-    ``with_curve``, ``"curve": [{"scale", "valid": headline, "test": headline}]`` (the warm/cold
-    trade-off per scale) and ``"slot_curve": [{"slot_share", "valid", "test"}]`` (per reserved
-    share, at the chosen scale) and, for models with a ``new_item_fused_weight``,
-    ``"fused_weight_curve"`` (per weight, at the chosen scale). Lists reserve ``slot_share``
-    for new items throughout. Ties keep the smaller scale.
+    Returns ``{"chosen", "slot_share" (the chosen share), "valid": {recall@20, ndcg@20} at the
+    choice, "valid_share"}`` and, with ``with_curve``, ``"curve": [{"scale", "valid":
+    headline, "test": headline}]`` (the warm/cold trade-off per scale, at the chosen share),
+    ``"slot_curve": [{"slot_share", "valid", "test"}]`` (per reserved share of
+    :data:`SLOT_GRID`, at the chosen scale) and, for models with a ``new_item_fused_weight``,
+    ``"fused_weight_curve"`` (per weight, at the chosen scale and share). Ties keep the
+    smaller scale, then the smaller share.
     """
     if not supports_calibration(model):
         raise TypeError(f"{type(model).__name__} has no cold_scale to calibrate")
     model.eval()
-    curve: list[dict[str, Any]] = []
-    best: tuple[tuple[bool, float], float, dict[str, float], float] = ((False, -1.0), grid[0], {},
-                                                                         0.0)
-    for scale in grid:
-        model.cold_scale.fill_(scale)
-        users, items = model()
-        if with_curve:
-            point = _curve_point(users, items, dataset, batch_size, slot_share)
-            valid, share = point.pop("valid_all"), point["valid"][f"cold_share@{SHARE_K}"]
-            curve.append({"scale": scale, **point})
-        else:
-            valid, share = all_rows_and_share(users, items, dataset, "valid", batch_size,
-                                              slot_share)
+    shares = ((slot_share,) if slot_shares is None
+              else tuple(s for s in sorted(slot_shares) if s >= slot_share) or (slot_share,))
+    candidates = [Rule(cold_scale=scale, slot_share=share) for share in shares for scale in grid]
+    fused = isinstance(getattr(model, "new_item_fused_weight", None), torch.Tensor)
+    rules = list(candidates)
+    if with_curve:  # the valid side of every curve point the choice may need, in one pass
+        rules += [Rule(cold_scale=scale, slot_share=share) for share in SLOT_GRID
+                  for scale in grid if share not in shares]
+        if fused:
+            rules += [Rule(cold_scale=rule.cold_scale, slot_share=rule.slot_share,
+                           fused_weight=weight)
+                      for rule in candidates for weight in FUSED_WEIGHT_GRID]
+    valid = dict(zip(rules, score_rules(model, dataset, "valid", rules, batch_size=batch_size,
+                                        progress=progress), strict=True))
+
+    def key(rule: Rule) -> tuple[bool, float]:
         # reaching the floor beats missing it; then the objective (or, below it, the share)
-        key = (share >= min_share, valid[OBJECTIVE] if share >= min_share else share)
-        if key > best[0]:
-            best = (key, scale, valid, share)
-    model.cold_scale.fill_(best[1])
+        share = valid[rule][f"cold_share@{SHARE_K}"]
+        return share >= min_share, valid[rule]["all"] if share >= min_share else share
+
+    best = max(candidates, key=key)  # max keeps the first of ties: smaller share, scale
+    model.cold_scale.fill_(best.cold_scale)
     out: dict[str, Any] = {
         "objective": f"valid {OBJECTIVE}",
         "min_share": min_share,
-        "slot_share": slot_share,
-        "chosen": best[1],
-        "valid": best[2],
-        "valid_share": best[3],
+        "slot_share": best.slot_share,
+        "slot_floor": slot_share,
+        "chosen": best.cold_scale,
+        "valid": valid[best]["all_metrics"],
+        "valid_share": valid[best][f"cold_share@{SHARE_K}"],
     }
     if with_curve:
-        out["curve"] = curve
-        users, items = model()
-        chosen = next(c for c in curve if c["scale"] == best[1])
-        out["slot_curve"] = [
-            # the configured share at the chosen scale is a point of the scale curve already
-            {"slot_share": share, "valid": chosen["valid"], "test": chosen["test"]}
-            if share == slot_share
-            else {"slot_share": share,
-                  **_drop_valid_all(_curve_point(users, items, dataset, batch_size, share))}
-            for share in SLOT_GRID
-        ]
-        if isinstance(getattr(model, "new_item_fused_weight", None), torch.Tensor):
-            configured = float(model.new_item_fused_weight)
-            points = _buffer_curve(model, "new_item_fused_weight", FUSED_WEIGHT_GRID, dataset,
-                                   batch_size, slot_share)
-            model.new_item_fused_weight.fill_(configured)
-            out["fused_weight_curve"] = [{"fused_weight": value, **point}
-                                         for value, _, point in points]
+        curves = {
+            "curve": [("scale", scale, Rule(cold_scale=scale, slot_share=best.slot_share))
+                      for scale in grid],
+            "slot_curve": [("slot_share", share, Rule(cold_scale=best.cold_scale,
+                                                      slot_share=share))
+                           for share in SLOT_GRID],
+        }
+        if fused:
+            curves["fused_weight_curve"] = [
+                ("fused_weight", weight, Rule(cold_scale=best.cold_scale,
+                                              slot_share=best.slot_share, fused_weight=weight))
+                for weight in FUSED_WEIGHT_GRID]
+        needed = list(dict.fromkeys(rule for points in curves.values() for *_, rule in points))
+        test = dict(zip(needed, score_rules(model, dataset, "test", needed,
+                                            batch_size=batch_size, progress=progress),
+                        strict=True))
+        for name, points in curves.items():
+            out[name] = [{field: value, "valid": _point(valid[rule]), "test": _point(test[rule])}
+                         for field, value, rule in points]
     return out
-
-
-def _buffer_curve(
-    model: Recommender, buffer: str, values: tuple[float, ...] | list[float], dataset: Dataset,
-    batch_size: int, slot_share: float, with_test: bool = True,
-) -> list[tuple[float, dict[str, float], dict[str, Any]]]:
-    """``(value, valid all-rows metrics, headlines)`` with the model's scalar ``buffer`` set to
-    each value in turn; the buffer is left at the last one."""
-    points = []
-    for value in values:
-        getattr(model, buffer).fill_(value)
-        point = _curve_point(*model(), dataset, batch_size, slot_share, with_test)
-        points.append((value, point.pop("valid_all"), point))
-    return points
-
-
-def _drop_valid_all(point: dict[str, Any]) -> dict[str, Any]:
-    point.pop("valid_all")
-    return point
-
-
-def _curve_point(
-    users: torch.Tensor, items: torch.Tensor, dataset: Dataset, batch_size: int,
-    slot_share: float, with_test: bool = True,
-) -> dict[str, Any]:
-    """Headlines of both splits (and the whole valid all-rows metrics) for one serving rule."""
-    report = warm_cold_report(users, items, dataset, "valid", batch_size, slot_share)
-    test = (headline(warm_cold_report(users, items, dataset, "test", batch_size, slot_share))
-            if with_test else None)
-    return {"valid_all": report["all"], "valid": headline(report), "test": test}

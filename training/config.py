@@ -77,6 +77,13 @@ class TrainConfig(BaseModel):
         "are new items (a product decision; stored in the bundle and applied by the service "
         "and by every report); see bundle.serving_rules",
     )
+    choose_new_item_slots: bool = Field(
+        False,
+        description="choose the reserved share on validation (jointly with the new-item "
+        "scale, after training) among the shares of training.calibration.SLOT_GRID that are at "
+        "least new_item_slots, which becomes a floor (a business rule); the chosen share is "
+        "stored in the bundle",
+    )
     report_curves: bool = Field(
         True,
         description="after training, score the test split at every point of the calibration "

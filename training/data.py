@@ -153,8 +153,11 @@ class Dataset:
     ) -> Dataset:
         """Hold out a share of items from training entirely (cold-start protocol).
 
-        Their training and validation interactions are dropped; their test interactions stay,
-        so a model that embeds them from features alone can be scored on them. Without
+        Their training interactions are dropped; their validation and test interactions stay
+        as cold rows, so a model that embeds them from features alone is scored on them, and
+        what serves new items (the new-item scale, the reserved share) is chosen on validation
+        rows of held-out items too, never on test (before issue 20 their validation rows were
+        dropped and validation saw only the items that never had an interaction). Without
         ``fold`` the share is drawn at random with ``seed``; with it, the items are cut into
         ``round(1 / fraction)`` disjoint folds by one fixed permutation (:data:`FOLD_SEED`,
         whatever the training seed) and fold ``fold`` is held out, so runs over folds
@@ -181,9 +184,20 @@ class Dataset:
             self,
             train=self.train[kept],
             train_time=None if self.train_time is None else self.train_time[kept],
-            valid=self.valid[~is_cold[self.valid[:, 1]]],
             cold_items=cold,
         )
+
+    def with_validation_in_training(self) -> Dataset:
+        """The same data with the validation interactions moved into training (newest, after
+        every training row) and no validation split: what a refit trains on once validation
+        has chosen its settings."""
+        newest = -1 if self.train_time is None or not len(self.train_time) else int(
+            self.train_time.max())
+        time = (None if self.train_time is None
+                else np.concatenate([self.train_time,
+                                     newest + 1 + np.arange(len(self.valid), dtype=np.int64)]))
+        return replace(self, train=np.concatenate([self.train, self.valid]), train_time=time,
+                       valid=np.zeros((0, 2), dtype=np.int64))
 
     def with_valid_sample(self, max_users: int, seed: int = 2024) -> Dataset:
         """The same data with validation rows of at most ``max_users`` random users (the

@@ -181,7 +181,7 @@ def _score_dtype(user_emb: torch.Tensor, item_emb: torch.Tensor) -> torch.dtype:
     return dtype if dtype == torch.float64 else torch.float32
 
 
-def _top_k_batch(scores: torch.Tensor, k: int) -> torch.Tensor:
+def top_k_columns(scores: torch.Tensor, k: int) -> torch.Tensor:
     """Top ``k`` columns of each row of ``scores`` (``k <= num columns``), ties -> lower id.
 
     ``torch.topk`` gives no guarantee about which of several equal scores it returns, nor in
@@ -269,7 +269,7 @@ def top_k_items(
                 )
                 flat = rows * num_items + mask.indices[lo:hi]  # offsets into the [B, I] block
                 scores.view(-1).index_fill_(0, torch.from_numpy(flat).to(device), float("-inf"))
-        top = _top_k_batch(scores, k_eff)
+        top = top_k_columns(scores, k_eff)
         masked = torch.gather(scores, 1, top) == float("-inf")
         top = top.masked_fill(masked, PAD_ITEM)
         out[start:stop, :k_eff] = top.cpu().numpy()

@@ -44,8 +44,9 @@ def write_result_bundle(
 ) -> Path:
     """Write the trained model, its final embeddings and metrics as a bundle."""
     users, items = embeddings(result.model)
-    # a sequential user is served after every interaction it is known for, oldest first
-    users = users_after(result.model, users, np.concatenate([dataset.valid, dataset.test]))
+    if result.model.sequential_user:
+        # a sequential user is served after every interaction it is known for, oldest first
+        users = users_after(result.model, users, np.concatenate([dataset.valid, dataset.test]))
     graph, features, hparams = model_inputs(dataset, result.config)
 
     def write_weights(path: Path) -> None:
@@ -77,7 +78,7 @@ def write_result_bundle(
             for n, d in zip(dataset.modality_names, dataset.modality_dims, strict=True)
         ],
         "metrics": result.summary(),
-        "serving": {"new_item_slots": result.config.new_item_slots},
+        "serving": {"new_item_slots": result.slot_share},
         "training_seconds": round(result.train_seconds, 2),
         "data_cutoff": time.time() if data_cutoff is None else data_cutoff,
     }

@@ -26,6 +26,7 @@ from models.registry import build_model
 from training import distributed
 from training.calibration import (
     EPOCH_GRID,
+    SLOT_GRID,
     calibrate_cold_scale,
     calibrate_knn_scale,
     supports_calibration,
@@ -54,6 +55,10 @@ class TrainResult:
     test_metrics: dict[str, float]
     valid_report: dict[str, Any] = field(default_factory=dict)
     test_report: dict[str, Any] = field(default_factory=dict)
+    # the test split with every user embedded from its whole history before the test item
+    # (validation included), as the service embeds a user: TrainResult.served_test_report
+    served_test_report: dict[str, Any] = field(default_factory=dict)
+    slot_share: float = 0.0  # the reserved new-item share the lists were scored with
     diagnostics: dict[str, Any] = field(default_factory=dict)
     calibration: dict[str, Any] | None = None
     knn_calibration: dict[str, Any] | None = None
@@ -79,6 +84,9 @@ class TrainResult:
             "test": self.test_metrics,
             "valid_report": self.valid_report,
             "test_report": self.test_report,
+            "test_served": self.served_test_report.get("all"),
+            "test_served_report": self.served_test_report,
+            "slot_share": self.slot_share,
             "diagnostics": self.diagnostics,
             "new_item_scale": self.calibration,
             "knn_scale": self.knn_calibration,
@@ -248,6 +256,7 @@ def train(
                unit="epoch", disable=not progress or not ctx.writes)
     for epoch in range(1, epochs + 1):
         started = time.perf_counter()
+        model.begin_epoch()
         losses, terms = run_epoch(model, sampler, optimiser, config, device, step, ctx)
         train_seconds += time.perf_counter() - started
 
@@ -282,14 +291,15 @@ def train(
     bar.close()
 
     model.load_state_dict(best_state)
-    if progress and (supports_knn_scale(model) or supports_calibration(model)):
+    show = progress and ctx.writes
+    if show and (supports_knn_scale(model) or supports_calibration(model)):
         log.info("choosing the kNN factor and the new-item scale on all %d validation users "
-                 "(several full rankings; minutes on large data sets)",
-                 len(np.unique(dataset.valid[:, 0])))
+                 "(one ranking pass per split)", len(np.unique(dataset.valid[:, 0])))
     # the content-kNN weight first: the new-item scale is chosen against the final warm scores
     knn_calibration = (
         calibrate_knn_scale(model, dataset, batch_size=config.eval_batch_size,
-                            slot_share=config.new_item_slots, with_test=config.report_curves)
+                            slot_share=config.new_item_slots, with_test=config.report_curves,
+                            progress=show)
         if supports_knn_scale(model)
         else None
     )
@@ -300,19 +310,29 @@ def train(
             batch_size=config.eval_batch_size,
             min_share=config.new_item_share,
             slot_share=config.new_item_slots,
+            slot_shares=SLOT_GRID if config.choose_new_item_slots else None,
             with_curve=config.report_curves,
+            progress=show,
         )
         if supports_calibration(model)
         else None
     )
+    slot_share = calibration["slot_share"] if calibration else config.new_item_slots
     if after_training is not None:
         after_training(model, dataset)
     users, items = embeddings(model)
     valid_report = warm_cold_report(users, items, dataset, "valid", config.eval_batch_size,
-                                    config.new_item_slots)
-    test_users = users_after(model, users, dataset.valid)  # test time: validation item seen
+                                    slot_share)
+    # today's protocol: a test user is its training vector (a sequence model has always read
+    # the validation item); as served: every model's user after its validation item too
+    served_users = users_after(model, users, dataset.valid)
+    test_users = served_users if model.sequential_user else users
     test_report = warm_cold_report(test_users, items, dataset, "test", config.eval_batch_size,
-                                   config.new_item_slots)
+                                   slot_share)
+    served_test_report = (
+        test_report if test_users is served_users
+        else warm_cold_report(served_users, items, dataset, "test", config.eval_batch_size,
+                              slot_share))
     epochs_run = len(history)
     return TrainResult(
         model=model,
@@ -325,6 +345,8 @@ def train(
         test_metrics=test_report["all"],
         valid_report=valid_report,
         test_report=test_report,
+        served_test_report=served_test_report,
+        slot_share=slot_share,
         diagnostics=model.diagnostics(),
         calibration=calibration,
         knn_calibration=knn_calibration,

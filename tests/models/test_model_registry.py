@@ -48,6 +48,8 @@ def test_model_names_are_the_documented_ones() -> None:
         "early_lightgcn",
         "late_lightgcn",
         "hybrid_lightgcn",
+        "freedom",
+        "lattice",
         "mostpop",
         "content_knn",
         "crossan",
