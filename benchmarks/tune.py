@@ -40,6 +40,7 @@ from training.config import TrainConfig, parse_hparams  # noqa: E402
 from training.data import Dataset  # noqa: E402
 from training.pipeline import prepare_dataset  # noqa: E402
 from training.report import PER_USER_PARTS, headline, per_user_hits  # noqa: E402
+from training.select import suggest  # noqa: E402
 from training.trainer import TrainResult, embeddings, train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,6 +74,10 @@ SEARCH_SPACES: dict[str, dict[str, Any]] = {
             "conditioning": ("categorical", ["none", "center_l2", "whiten"]),
             "new_item_weight": ("float", 0.0, 1.0),
             "new_item_dropout": ("float", 0.0, 0.3),
+            # FREEDOM's frozen content graph beside the propagation (issue 20)
+            "item_graph_k": ("categorical", [0, 5, 10, 20, 40]),
+            "item_graph_source": ("categorical", ["features", "fused"]),
+            "edge_dropout": ("categorical", [0.0, 0.1, 0.3]),
         },
     },
     # MMRec's searched hyperparameters (src/configs/model/*.yaml): reg_weight over
@@ -126,17 +131,6 @@ def space_for(model: str) -> dict[str, tuple[Any, ...]]:
     """The model's family space without the hyperparameters the model does not take."""
     takes = set(default_hparams(model)) | set(TRAIN_FIELDS)
     return {k: v for k, v in SEARCH_SPACES[family_of(model)]["space"].items() if k in takes}
-
-
-def suggest(trial: optuna.Trial, name: str, spec: tuple[Any, ...]) -> Any:
-    kind = spec[0]
-    if kind == "log":
-        return trial.suggest_float(name, spec[1], spec[2], log=True)
-    if kind == "float":
-        return trial.suggest_float(name, spec[1], spec[2])
-    if kind == "categorical":
-        return trial.suggest_categorical(name, spec[1])
-    raise ValueError(f"unknown search-space kind {kind!r} for {name}")
 
 
 def setting_of(params: dict[str, Any]) -> dict[str, Any]:
@@ -223,6 +217,12 @@ def tune(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     fields = {**fixed_fields(args), "seed": args.seed}
     dataset = prepare_dataset(args.data, TrainConfig(model=args.model, **fields))
     space = space_for(args.model)
+    if args.search:  # search only these; the rest stays at the base setting
+        names = [n.strip() for n in args.search.split(",") if n.strip()]
+        if unknown := sorted(set(names) - set(space)):
+            raise SystemExit(f"--search: {', '.join(unknown)} not in {args.model}'s space "
+                             f"({', '.join(space)})")
+        space = {n: space[n] for n in names}
     training_free = family_of(args.model) == "training_free"
     # the fixed part of every trial (e.g. the served new-item slots), searched keys win
     base = json.loads(Path(args.settings).read_text()).get(args.model, {}) if args.settings else {}
@@ -711,6 +711,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="random trials before TPE models the results (Optuna's default 10)")
     tuner.add_argument("--settings", help="JSON {model: setting}: the fixed base of every trial, "
                        "and trial 0 when the study is new")
+    tuner.add_argument("--search", help="comma-separated names: search only these of the "
+                       "model's space (the rest stays at the --settings base)")
     seeder = sub.add_parser("seeds", help="chosen settings over several seeds")
     _training_flags(seeder)
     seeder.add_argument("--models", required=True, help="comma-separated model names")

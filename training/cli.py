@@ -178,6 +178,62 @@ def train_teachers_command(
                    f"{info['best_epoch']}, {info['train_seconds']:.0f} s)")
 
 
+@app.command("select")
+def select_command(
+    candidates: Annotated[Path, typer.Option(help="JSON: {trials, seeds, candidates: {name: "
+                                             "{config, search}}} (training/select.py)")],
+    data: Annotated[str, typer.Option(help="dataset folder, or a name under RECSYS_DATA_DIR")] = (
+        "tiktok"
+    ),
+    out: Annotated[Path | None, typer.Option(
+        help="write the winner's refit bundle here (else only the table and the config)")] = None,
+    root: Annotated[Path | None, typer.Option(
+        help="publish the winner's refit bundle as a new version under this bundles root")] = None,
+    config_out: Annotated[Path | None, typer.Option(
+        help="write the winner's served config (its setting + refit) to this file")] = None,
+    table: Annotated[Path | None, typer.Option(
+        help="comparison table (default benchmarks/results/select_<data>.md; JSON beside)")] = None,
+    trials: Annotated[int | None, typer.Option(help="Optuna trials per candidate")] = None,
+    seeds: Annotated[int | None, typer.Option(help="seeds of each candidate's best trial")] = None,
+    seed: Annotated[int, typer.Option(help="first seed")] = 2024,
+    overwrite: Annotated[bool, typer.Option(help="replace an existing --out bundle")] = False,
+    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+) -> None:
+    """Train every candidate configuration with a fixed Optuna budget, choose the best on
+    validation, write the comparison, and train (and optionally publish) the winner refit on
+    training + validation."""
+    import json
+    import shlex
+    import sys
+
+    from bundle import BundleError, versions
+    from training.data import DataError
+    from training.pipeline import train_to_bundle
+    from training.select import select, write_selection
+
+    with _exit_on(DataError, BundleError, ValueError, TypeError, FileNotFoundError):
+        if not candidates.exists():
+            raise FileNotFoundError(f"candidates file {candidates} does not exist")
+        record = select(data, json.loads(candidates.read_text()), trials=trials, seeds=seeds,
+                        seed=seed)
+        table = table or Path("benchmarks/results") / f"select_{Path(data).name}.md"
+        write_selection(record, table, config_out,
+                        shlex.join(["python", "-m", "training", *sys.argv[1:]]))
+        typer.echo("\n".join(record["table"]))
+        typer.echo(f"chosen: {record['winner']}; table {table}"
+                   + (f", config {config_out}" if config_out else ""))
+        if out is None and root is None:
+            return
+        served = TrainConfig(**record["served_config"])
+        target = out if out is not None else root / "candidate"
+        result, path = train_to_bundle(data, target, served, overwrite=overwrite or out is None,
+                                       progress=not quiet)
+        typer.echo(f"refit bundle written to {path} (test recall@20 "
+                   f"{result.test_metrics['recall@20']:.4f})")
+        if root is not None:
+            typer.echo(f"published {versions.publish(path, root)}")
+
+
 @app.command("export")
 def export_command(bundle: Annotated[Path, typer.Option(help="bundle folder")]) -> None:
     """Add the ONNX item and user towers to a bundle (done by train already)."""
@@ -211,7 +267,9 @@ def evaluate_command(
         dataset = prepare_dataset(data or manifest.dataset["path"], config)
     users = torch.as_tensor(loaded.user_embeddings)
     items = torch.as_tensor(loaded.item_embeddings)
-    results = {s: evaluate_embeddings(users, items, dataset, s) for s in ("valid", "test")}
+    # a refit bundle trained on its validation split: only its test split is held out
+    results = {s: evaluate_embeddings(users, items, dataset, s) for s in ("valid", "test")
+               if len(dataset.split(s))}
     typer.echo(f"{manifest.model} on {dataset.name} (bundle {loaded.version})")
     typer.echo(_metrics_table(results))
 

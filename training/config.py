@@ -31,6 +31,19 @@ class CKDConfig(BaseModel):
                               "reused by every run of the same setting")
 
 
+class RefitConfig(BaseModel):
+    """The served bundle of a chosen setting: trained again on every interaction up to the
+    data cutoff, validation included, for a fixed number of epochs (nothing is left to stop
+    on), the last kept, with the serving rules validation chose for the early-stopped run
+    (``python -m training select`` writes it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(ge=1, description="epochs to train (the chosen run's best epoch)")
+    knn_scale: float | None = Field(None, gt=0, description="the chosen kNN factor")
+    cold_scale: float | None = Field(None, gt=0, description="the chosen new-item scale")
+
+
 class TrainConfig(BaseModel):
     """Everything a training run depends on; recorded in the bundle manifest."""
 
@@ -109,6 +122,10 @@ class TrainConfig(BaseModel):
     state_pooling: Literal["mean", "cls"] = Field("mean", description="title_fields: pooling")
     hparams: dict[str, Any] = Field(default_factory=dict, description="model hyperparameters")
     ckd: CKDConfig | None = Field(None, description="modality-balanced distillation (CKD)")
+    refit: RefitConfig | None = Field(
+        None, description="train on training + validation for a fixed number of epochs with "
+        "fixed serving rules (the served bundle once validation has chosen); new_item_slots is "
+        "then the chosen share")
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:

@@ -31,6 +31,8 @@ def prepare_dataset(data: str | Path, config: TrainConfig) -> Dataset:
     if config.cold_start_fraction > 0:
         dataset = dataset.with_cold_items(config.cold_start_fraction, seed=config.seed,
                                           fold=config.cold_start_fold)
+    if config.refit is not None:  # the served refit trains on validation too
+        dataset = dataset.with_validation_in_training()
     return dataset
 
 

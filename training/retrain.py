@@ -16,7 +16,10 @@
    items masked) and on the recent holdout (every known interaction masked; rows whose user or
    item either bundle does not know are left out, so both are scored on the same rows). The
    candidate must beat the popularity floor (MostPop from its training data) on the validation
-   split and be no worse than the live bundle by more than ``tolerance`` (relative) on both.
+   split and be no worse than the live bundle by more than ``tolerance`` (relative) on both;
+   when the live bundle is a refit (it trained on the validation split, see
+   :class:`training.config.RefitConfig`) only the holdout compares them. The candidate itself
+   is never a refit: it keeps the validation split to stop early, calibrate and be gated on.
 5. **Publish** (:func:`bundle.versions.publish`) only when accepted; the decision and its
    numbers are written as JSON and as Prometheus text (``gate.prom``) either way, and a
    rejection leaves the live bundle serving.
@@ -207,11 +210,17 @@ def gate(
         seen = seen - seen.multiply(relevant)  # never mask the target itself
         holdout["candidate"] = _score(candidate, hold_users, items, relevant, seen.tocsr())
         holdout["live"] = _score(live, hold_users, items, relevant, seen.tocsr())
+    # a refit live bundle trained on the validation split: its validation number is in-sample,
+    # so only the holdout compares the two (the candidate still has to beat popularity)
+    live_refit = bool(live.manifest.config.get("refit"))
+    valid["compared"] = not live_refit
     reasons = []
     if valid["candidate"] <= valid["popularity"]:
         reasons.append(f"valid {GATE_METRIC} {valid['candidate']:.4f} is not above the "
                        f"popularity floor {valid['popularity']:.4f}")
     for name, part in (("valid", valid), ("holdout", holdout)):
+        if name == "valid" and live_refit:
+            continue
         if "candidate" in part and part["candidate"] < part["live"] * (1.0 - tolerance):
             reasons.append(f"{name} {GATE_METRIC} {part['candidate']:.4f} is worse than live "
                            f"{part['live']:.4f} by more than {tolerance:.1%}")
@@ -275,6 +284,9 @@ def retrain(
     if live_path is None:
         raise bundle_format.BundleError(f"{root}: nothing published yet (run bootstrap first)")
     live = bundle_format.load_bundle(live_path)
+    # The nightly candidate keeps the base validation split for early stopping, calibration
+    # and the gate: a refit (configs written by `select`) is what bootstrap and run.sh serve
+    config = config.model_copy(update={"refit": None})
     base = prepare_dataset(data, config.model_copy(update={"cold_start_fraction": 0.0}))
     modalities = [Modality(name=n, dim=d) for n, d in zip(base.modality_names,
                                                           base.modality_dims, strict=True)]

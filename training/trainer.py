@@ -213,6 +213,45 @@ def likely_last_epoch(best_epoch: int, patience: int, max_epochs: int) -> int:
     return min(max_epochs, best_epoch + patience)
 
 
+def validate_epoch(model: Recommender, data: Dataset, config: TrainConfig) -> dict[str, float]:
+    """Validation metrics of one epoch, as served: a model with a new-item scale at its best
+    scale of :data:`EPOCH_GRID` (all of them scored in one ranking pass)."""
+    if supports_calibration(model):
+        return calibrate_cold_scale(model, data, EPOCH_GRID, batch_size=config.eval_batch_size,
+                                    min_share=config.new_item_share,
+                                    slot_share=config.new_item_slots)["valid"]
+    return all_rows_and_share(*embeddings(model), data, "valid", config.eval_batch_size,
+                              config.new_item_slots)[0]
+
+
+def _refit_result(
+    model: Recommender, dataset: Dataset, config: TrainConfig, history: list[dict[str, float]],
+    epochs: int, train_seconds: float,
+    after_training: Callable[[Recommender, Dataset], Any] | None,
+) -> TrainResult:
+    """A refit's result: the serving rules set as chosen, the test split reported (validation
+    is training data now, so no validation report; a test user's vector already holds its
+    validation item, so both protocols are one)."""
+    refit = config.refit
+    with torch.no_grad():
+        if refit.knn_scale is not None and supports_knn_scale(model):
+            model.knn_scale.fill_(refit.knn_scale)
+        if refit.cold_scale is not None and supports_calibration(model):
+            model.cold_scale.fill_(refit.cold_scale)
+    if after_training is not None:
+        after_training(model, dataset)
+    users, items = embeddings(model)
+    test_report = warm_cold_report(users, items, dataset, "test", config.eval_batch_size,
+                                   config.new_item_slots)
+    return TrainResult(
+        model=model, config=config, best_epoch=epochs, epochs_run=len(history),
+        seconds_per_epoch=train_seconds / max(len(history), 1), train_seconds=train_seconds,
+        valid_metrics={}, test_metrics=test_report["all"], test_report=test_report,
+        served_test_report=test_report, slot_share=config.new_item_slots,
+        diagnostics=model.diagnostics(), history=history,
+    )
+
+
 def train(
     dataset: Dataset,
     config: TrainConfig,
@@ -228,7 +267,8 @@ def train(
     with a content-kNN part get the factor on its weight chosen on validation before that.
     ``init_model(model)`` runs once on the built model before training (a warm start,
     :mod:`training.warm_start`); ``after_training(model, dataset)`` runs on the best model
-    before the final reports.
+    before the final reports. With ``config.refit`` (validation already in ``dataset.train``)
+    it trains the refit's epochs, keeps the last, and sets the refit's serving rules.
     """
     ctx = distributed.context()
     device = distributed.device_for(ctx, choose_device(config.device))
@@ -240,7 +280,8 @@ def train(
     best_score, best_epoch, best_state = -1.0, 0, copy.deepcopy(model.state_dict())
     history: list[dict[str, float]] = []
     train_seconds = 0.0
-    epochs = config.max_epochs if model.trainable else 0
+    refit = config.refit
+    epochs = (refit.epochs if refit else config.max_epochs) if model.trainable else 0
     step: nn.Module | None = None
     if model.trainable:
         optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
@@ -252,26 +293,22 @@ def train(
                   else dataset.with_valid_sample(config.epoch_valid_users, config.seed))
     # The bar's end is where early stopping stops unless validation improves again, so its time
     # estimate is what patience makes likely, not all max epochs; an improvement moves it.
-    bar = tqdm(total=likely_last_epoch(0, config.patience, epochs), desc=config.model,
-               unit="epoch", disable=not progress or not ctx.writes)
+    bar = tqdm(total=epochs if refit else likely_last_epoch(0, config.patience, epochs),
+               desc=config.model + (" (refit)" if refit else ""), unit="epoch",
+               disable=not progress or not ctx.writes)
     for epoch in range(1, epochs + 1):
         started = time.perf_counter()
         model.begin_epoch()
         losses, terms = run_epoch(model, sampler, optimiser, config, device, step, ctx)
         train_seconds += time.perf_counter() - started
-
-        if supports_calibration(model):  # each epoch at its own best new-item scale
-            valid = calibrate_cold_scale(
-                model,
-                epoch_data,
-                EPOCH_GRID,
-                batch_size=config.eval_batch_size,
-                min_share=config.new_item_share,
-                slot_share=config.new_item_slots,
-            )["valid"]
-        else:
-            valid = all_rows_and_share(*embeddings(model), epoch_data, "valid",
-                                       config.eval_batch_size, config.new_item_slots)[0]
+        if refit:  # nothing to validate on: every epoch is the newest, the last is kept
+            history.append({"epoch": epoch, "loss": float(np.mean(losses)),
+                            **{f"loss_{name}": float(np.mean(v)) for name, v in terms.items()}})
+            best_epoch = epoch
+            bar.update(1)
+            bar.set_postfix(loss=f"{np.mean(losses):.4f}")
+            continue
+        valid = validate_epoch(model, epoch_data, config)
         score = valid[EARLY_STOP_METRIC]
         history.append({
             "epoch": epoch,
@@ -289,9 +326,12 @@ def train(
         if epoch - best_epoch >= config.patience:
             break
     bar.close()
-
-    model.load_state_dict(best_state)
+    if refit is None:
+        model.load_state_dict(best_state)
     show = progress and ctx.writes
+    if refit is not None:
+        return _refit_result(model, dataset, config, history, best_epoch, train_seconds,
+                             after_training)
     if show and (supports_knn_scale(model) or supports_calibration(model)):
         log.info("choosing the kNN factor and the new-item scale on all %d validation users "
                  "(one ranking pass per split)", len(np.unique(dataset.valid[:, 0])))

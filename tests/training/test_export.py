@@ -92,6 +92,18 @@ def test_towers_match_torch_on_a_toy_dataset(
     _check_parity(toy_dataset_dir, tmp_path / "b", n=1000, model=model)
 
 
+@pytest.mark.parametrize("source", ["features", "fused"])
+def test_item_graph_towers_place_new_items_as_torch_does(
+    source: str, toy_dataset_dir: Path, tmp_path: Path
+) -> None:
+    """The item tower finds a new item's content neighbours among the catalogue itself."""
+    hparams = {"embed_dim": 16, "content_dim": 8, "knn_weight": 1.0, "item_graph_k": 4,
+               "item_graph_source": source, "user_dropout": 0.2}
+    _, path = _train(toy_dataset_dir, tmp_path / "b", model="early_lightgcn", hparams=hparams,
+                     cold_start_fraction=0.2)
+    _check_parity_of_bundle(toy_dataset_dir, path)
+
+
 def test_propagate_combination_towers_match_torch(toy_dataset_dir: Path, tmp_path: Path) -> None:
     hparams = {"combine": "propagate", "user_dropout": 0.2}
     _, path = _train(toy_dataset_dir, tmp_path / "b", model="metammf_lightgcn", hparams=hparams)
