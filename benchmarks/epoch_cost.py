@@ -5,9 +5,11 @@ python benchmarks/epoch_cost.py --data tiktok --models lightgcn,metammf_lightgcn
     --settings configs/tiktok_validation.json --epochs 3 --repeats 2
 
 Per model: seconds per epoch of the trainer's own loop (:func:`training.trainer.run_epoch`:
-batches, loss, backward, step), and the seconds one per-epoch new-item calibration adds (the
-coarse grid of :data:`training.calibration.EPOCH_GRID`, one validation per point, on the users
-``--epoch-valid-users`` leaves) for models that have one. No early stopping and no final
+batches, loss, backward, step), the seconds of one epoch's validation as the trainer does it
+(:func:`training.trainer.validate_epoch`: one ranking of the validation users
+``--epoch-valid-users`` leaves, every new-item scale of
+:data:`training.calibration.EPOCH_GRID` scored in that one pass for models that have one), and
+the whole epoch (loop + validation) against the first model's. No early stopping and no final
 reports: only the epochs are timed, the first apart from the rest (it holds one-time work: CKD
 builds its score tables there). Repeats are interleaved (A B A B), the median is reported.
 A model named ``name+ckd`` is ``name`` with CKD's plug-in attached (:mod:`models.ckd`, the
@@ -39,11 +41,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models.base import Recommender  # noqa: E402
 from models.ckd import CounterfactualDistillation, TeacherScores  # noqa: E402
-from training.calibration import EPOCH_GRID, calibrate_cold_scale, supports_calibration  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
 from training.data import Dataset  # noqa: E402
 from training.pipeline import prepare_dataset  # noqa: E402
-from training.trainer import build_for, run_epoch, training_sampler  # noqa: E402
+from training.trainer import (  # noqa: E402
+    build_for,
+    run_epoch,
+    training_sampler,
+    validate_epoch,
+)
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 
@@ -93,7 +99,7 @@ def main() -> None:
     settings = json.loads(Path(args.settings).read_text()) if args.settings else {}
     models = [m for m in args.models.split(",") if m]
     loop: dict[str, list[float]] = {m: [] for m in models}
-    calibration: dict[str, list[float]] = {m: [] for m in models}
+    validation: dict[str, list[float]] = {m: [] for m in models}
     first: dict[str, list[float]] = {m: [] for m in models}
     dataset = None
     for _ in range(args.repeats):
@@ -125,14 +131,13 @@ def main() -> None:
             for _ in range(args.epochs):
                 run_epoch(built, sampler, optimiser, config, torch.device("cpu"))
             loop[model].append((time.perf_counter() - started) * scale / args.epochs)
-            if supports_calibration(built):
-                sample = (dataset if args.epoch_valid_users is None
-                          else dataset.with_valid_sample(args.epoch_valid_users, config.seed))
-                started = time.perf_counter()
-                calibrate_cold_scale(built, sample, EPOCH_GRID,
-                                     slot_share=config.new_item_slots)
-                calibration[model].append(time.perf_counter() - started)
+            sample = (dataset if args.epoch_valid_users is None
+                      else dataset.with_valid_sample(args.epoch_valid_users, config.seed))
+            started = time.perf_counter()
+            validate_epoch(built, sample, config)
+            validation[model].append(time.perf_counter() - started)
     base = statistics.median(loop[models[0]])
+    whole = {m: statistics.median(loop[m]) + statistics.median(validation[m]) for m in models}
     lines = [
         f"# Seconds per training epoch on {args.data}",
         "",
@@ -145,14 +150,16 @@ def main() -> None:
         + (f" Each epoch cut to its first {args.steps} batches, the seconds scaled to a whole "
            "epoch (the first epoch's are not scaled)." if args.steps else ""),
         "",
-        "| model | training loop s/epoch | ratio | first epoch s | + per-epoch calibration s |",
-        "| --- | --- | --- | --- | --- |",
+        "| model | training loop s/epoch | ratio | first epoch s | + validation s "
+        "| epoch with validation s | ratio |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for model in models:
         seconds = statistics.median(loop[model])
-        cal = f"{statistics.median(calibration[model]):.2f}" if calibration[model] else "-"
         lines.append(f"| {model} | {seconds:.2f} | {seconds / base:.2f}x | "
-                     f"{statistics.median(first[model]):.2f} | {cal} |")
+                     f"{statistics.median(first[model]):.2f} | "
+                     f"{statistics.median(validation[model]):.2f} | {whole[model]:.2f} | "
+                     f"{whole[model] / whole[models[0]]:.2f}x |")
     text = "\n".join(lines) + "\n"
     print(text)
     out = Path(args.out or RESULTS / f"epoch_cost_{Path(args.data).name}.md")

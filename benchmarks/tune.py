@@ -41,7 +41,7 @@ from training.data import Dataset  # noqa: E402
 from training.pipeline import prepare_dataset  # noqa: E402
 from training.report import PER_USER_PARTS, headline, per_user_hits  # noqa: E402
 from training.select import suggest  # noqa: E402
-from training.trainer import TrainResult, embeddings, train  # noqa: E402
+from training.trainer import TrainResult, embeddings, train, users_after  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -70,7 +70,8 @@ SEARCH_SPACES: dict[str, dict[str, Any]] = {
         "space": {
             **_COMMON,
             "embed_dim": ("categorical", [64, 96, 128]),
-            "combine": ("categorical", ["beside", "propagate"]),
+            # combine=propagate is no longer searched: it lost on validation and takes
+            # neither the kNN part nor the item graph
             "conditioning": ("categorical", ["none", "center_l2", "whiten"]),
             "new_item_weight": ("float", 0.0, 1.0),
             "new_item_dropout": ("float", 0.0, 0.3),
@@ -113,6 +114,7 @@ METRICS = ("recall@20", "ndcg@20")
 PARTS = ("all", "warm", "cold", "cold_among_cold")
 SHARE = "cold_share@20"
 CONTENT_REFERENCE = "content_knn"
+SERVED = "served"  # per-user arrays of all rows under the as-served protocol
 
 
 # --------------------------------------------------------------------------------------------
@@ -226,8 +228,6 @@ def tune(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     training_free = family_of(args.model) == "training_free"
     # the fixed part of every trial (e.g. the served new-item slots), searched keys win
     base = json.loads(Path(args.settings).read_text()).get(args.model, {}) if args.settings else {}
-    if base.get("hparams", {}).get("knn_weight", 0) > 0:
-        space.pop("combine", None)
     storage = f"sqlite:///{Path(args.storage).resolve()}" if args.storage else None
 
     def sampler(seed: int) -> optuna.samplers.TPESampler:
@@ -375,15 +375,23 @@ def seeds(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
             dataset = datasets[seed]
             result, calibration = fit(dataset, model, setting, seed=seed, **run_fields)
             users, items = embeddings(result.model)
+            served_users = users_after(result.model, users, dataset.valid)
             for part in PER_USER_PARTS:
                 ids, recall = per_user_hits(users, items, dataset, "test", 20, part,
-                                            slot_share=result.config.new_item_slots)
+                                            slot_share=result.slot_share)
                 arrays[array_key(key, seed, part, "users")] = ids
                 arrays[array_key(key, seed, part, "recall")] = recall
+            # as served: every user embedded after its validation item too
+            ids, recall = per_user_hits(served_users, items, dataset, "test", 20, "all",
+                                        slot_share=result.slot_share)
+            arrays[array_key(key, seed, SERVED, "users")] = ids
+            arrays[array_key(key, seed, SERVED, "recall")] = recall
             runs.append({
                 "seed": seed,
                 "valid": _both_metrics(result.valid_report),
                 "test": _both_metrics(result.test_report),
+                "test_served": _both_metrics(result.served_test_report),
+                "slot_share": result.slot_share,
                 "best_epoch": result.best_epoch,
                 "epochs_run": result.epochs_run,
                 "seconds_per_epoch": result.seconds_per_epoch,
@@ -473,6 +481,22 @@ def _load_runs(paths: Sequence[Path]) -> tuple[dict[str, Any], list[str], dict[s
     return models, commands, arrays
 
 
+def _served_table(models: dict[str, Any]) -> list[str]:
+    """All-row test metrics under both protocols, side by side."""
+    lines = ["| model | seeds | R@20 today | R@20 as served | N@20 today | N@20 as served |",
+             "|---|---|---|---|---|---|"]
+    for model, entry in models.items():
+        runs = [r for r in entry["runs"] if "test_served" in r]
+        if not runs:
+            continue
+        cells = [model, str(len(runs))]
+        for metric in METRICS:
+            cells += [_mean_std([r["test"][metric]["all"] for r in runs]),
+                      _mean_std([r["test_served"][metric]["all"] for r in runs])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def _summary_table(models: dict[str, Any]) -> list[str]:
     head = ["model", "seeds"]
     for part in PARTS:
@@ -499,18 +523,20 @@ def _summary_table(models: dict[str, Any]) -> list[str]:
 def _interval_table(
     models: dict[str, Any], arrays: dict[str, np.ndarray], references: Sequence[str]
 ) -> list[str]:
+    served = any(key.endswith(f"__{SERVED}__users") for key in arrays)
+    parts = (*PER_USER_PARTS, SERVED) if served else PER_USER_PARTS
     per_user = {
         (model, part): per_user_mean(arrays, model, [r["seed"] for r in entry["runs"]], part)
         for model, entry in models.items()
-        for part in PER_USER_PARTS
+        for part in parts
     }
-    head = ["model"] + [f"vs {ref}, {part} rows" for ref in references
-                        for part in PER_USER_PARTS]
+    head = ["model"] + [f"vs {ref}, {'all rows as served' if part == SERVED else part + ' rows'}"
+                        for ref in references for part in parts]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for model in models:
         cells = [model]
         for ref in references:
-            for part in PER_USER_PARTS:
+            for part in parts:
                 same = model == ref
                 cells.append("–" if same else _interval(per_user[model, part], per_user[ref, part]))
         lines.append("| " + " | ".join(cells) + " |")
@@ -635,6 +661,12 @@ def report(args: argparse.Namespace, argv: Sequence[str]) -> str:
         "## Test metrics, mean ± std (ddof 1) over seeds",
         "",
         *_summary_table(models),
+        "",
+        "## Both protocols: today's (a test user is its training vector) and as served (every "
+        "user embedded after its validation item too, as the service embeds a user)",
+        "",
+        *(_served_table(models) if any("test_served" in r for e in models.values()
+                                       for r in e["runs"]) else ["(runs before issue 20)"]),
         "",
         "## Paired bootstrap of per-user test Recall@20 differences (model − reference)",
         "",

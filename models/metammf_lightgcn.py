@@ -441,9 +441,12 @@ class FusionLightGCN(Recommender):
 
     def _id_propagation(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``beside``: the ID halves (users, items), propagated, with the item graph's part
-        added to the items; once per training step."""
+        added to the items; once per training step. The ID table goes in as it is: an item
+        without training interactions has no edge, so its row reaches no user, and every
+        reader replaces its final row by the new-item path (``_items0`` would cost a copy of
+        the table each step)."""
         def compute() -> tuple[torch.Tensor, torch.Tensor]:
-            users, items = lightgcn_propagate(self._users0(), self._items0(None),
+            users, items = lightgcn_propagate(self._users0(), self.item_id_embedding,
                                               self._adjacency(), self.num_layers)
             parts = self._graph_parts()
             return users, items if parts is None else items + parts[0]

@@ -118,6 +118,9 @@ def train_command(
             {
                 "valid": result.valid_metrics,
                 "test": result.test_metrics,
+                "test, as served": (result.served_test_report.get("all")
+                                    if result.served_test_report is not result.test_report
+                                    else None),
                 "test, warm rows": result.test_report.get("warm"),
                 "test, cold rows": result.cold_metrics,
                 "cold among cold": result.cold_only_metrics,
@@ -126,7 +129,9 @@ def train_command(
     )
     typer.echo(
         f"best epoch {result.best_epoch} of {result.epochs_run}, "
-        f"{result.seconds_per_epoch:.2f} s/epoch, {result.train_seconds:.0f} s training"
+        f"{result.seconds_per_epoch:.2f} s/epoch, {result.train_seconds:.0f} s training, "
+        f"{result.validation_seconds:.0f} s validating epochs, {result.final_seconds:.0f} s "
+        "choosing the serving rules and scoring the reports"
     )
 
 

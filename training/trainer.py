@@ -50,7 +50,7 @@ class TrainResult:
     best_epoch: int
     epochs_run: int
     seconds_per_epoch: float
-    train_seconds: float
+    train_seconds: float  # the training loops of every epoch
     valid_metrics: dict[str, float]
     test_metrics: dict[str, float]
     valid_report: dict[str, Any] = field(default_factory=dict)
@@ -63,6 +63,8 @@ class TrainResult:
     calibration: dict[str, Any] | None = None
     knn_calibration: dict[str, Any] | None = None
     history: list[dict[str, float]] = field(default_factory=list)
+    validation_seconds: float = 0.0  # every epoch's validation (and new-item scale) together
+    final_seconds: float = 0.0  # after the last epoch: serving rules chosen, reports scored
 
     @property
     def cold_metrics(self) -> dict[str, float] | None:
@@ -80,6 +82,8 @@ class TrainResult:
             "epochs_run": self.epochs_run,
             "seconds_per_epoch": round(self.seconds_per_epoch, 4),
             "train_seconds": round(self.train_seconds, 2),
+            "validation_seconds": round(self.validation_seconds, 2),
+            "final_seconds": round(self.final_seconds, 2),
             "valid": self.valid_metrics,
             "test": self.test_metrics,
             "valid_report": self.valid_report,
@@ -279,7 +283,7 @@ def train(
     sampler = training_sampler(dataset, config)
     best_score, best_epoch, best_state = -1.0, 0, copy.deepcopy(model.state_dict())
     history: list[dict[str, float]] = []
-    train_seconds = 0.0
+    train_seconds = validation_seconds = 0.0
     refit = config.refit
     epochs = (refit.epochs if refit else config.max_epochs) if model.trainable else 0
     step: nn.Module | None = None
@@ -308,7 +312,9 @@ def train(
             bar.update(1)
             bar.set_postfix(loss=f"{np.mean(losses):.4f}")
             continue
+        started = time.perf_counter()
         valid = validate_epoch(model, epoch_data, config)
+        validation_seconds += time.perf_counter() - started
         score = valid[EARLY_STOP_METRIC]
         history.append({
             "epoch": epoch,
@@ -326,12 +332,15 @@ def train(
         if epoch - best_epoch >= config.patience:
             break
     bar.close()
+    final_started = time.perf_counter()
     if refit is None:
         model.load_state_dict(best_state)
     show = progress and ctx.writes
     if refit is not None:
-        return _refit_result(model, dataset, config, history, best_epoch, train_seconds,
-                             after_training)
+        result = _refit_result(model, dataset, config, history, best_epoch, train_seconds,
+                               after_training)
+        result.final_seconds = time.perf_counter() - final_started
+        return result
     if show and (supports_knn_scale(model) or supports_calibration(model)):
         log.info("choosing the kNN factor and the new-item scale on all %d validation users "
                  "(one ranking pass per split)", len(np.unique(dataset.valid[:, 0])))
@@ -391,4 +400,6 @@ def train(
         calibration=calibration,
         knn_calibration=knn_calibration,
         history=history,
+        validation_seconds=validation_seconds,
+        final_seconds=time.perf_counter() - final_started,
     )
