@@ -15,7 +15,8 @@ builds its score tables there). Repeats are interleaved (A B A B), the median is
 A model named ``name+ckd`` is ``name`` with CKD's plug-in attached (:mod:`models.ckd`, the
 default weights; ``name+ckd:1000`` with 1,000 generic triples a step instead of 5,000,
 ``name+ckd:0`` without the generic term, the ablation validation chose on TikTok;
-``name+ckd:256:256`` also distils on 256 of the batch's triples a step); its
+``name+ckd:256:256`` also distils on 256 of the batch's triples a step; ``name@variant``
+is ``name`` with the settings file's ``name@variant`` entry); its
 teachers are the built model's own initial views (their values do not change what a step
 costs, and a cost run should not train teachers first). ``--steps N`` times only the first N
 batches of each epoch and scales the seconds up to a whole epoch (for a model whose epoch
@@ -104,8 +105,9 @@ def main() -> None:
     dataset = None
     for _ in range(args.repeats):
         for model in models:
-            name, _, plugin = model.partition("+")
-            setting = {"hparams": {}, **settings.get(name, {})}
+            label, _, plugin = model.partition("+")
+            name = label.partition("@")[0]  # name@variant: another setting of the same model
+            setting = {"hparams": {}, **settings.get(label, settings.get(name, {}))}
             if args.epoch_valid_users is not None:  # the flag wins over the settings file
                 setting["epoch_valid_users"] = args.epoch_valid_users
             config = TrainConfig(model=name, **setting)

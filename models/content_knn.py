@@ -4,7 +4,9 @@ Training-free, the baseline every multimodal model should beat: it ranks new ite
 warm ones, because it compares an item with the user's own history in content space. Features
 are conditioned as in :mod:`models.conditioning` (per modality centred on the training items and
 scaled to unit norm, then concatenated); users are the mean over their training items (the
-graph the model is built on), and both sides are L2-normalised so the inner product is a cosine.
+graph the model is built on; with ``history_decay`` < 1 newer items weigh more, see
+:class:`models.graph.HistoryMean`), and both sides are L2-normalised so the inner product is a
+cosine.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import torch.nn.functional as F
 
 from models.base import BipartiteGraph, Recommender, item_mask
 from models.conditioning import FeatureConditioner
-from models.graph import BipartiteMeanAdjacency
+from models.graph import HistoryMean
 from models.metammf import _check_features, drop_item_edges
 
 
@@ -32,6 +34,7 @@ class ContentKNN(Recommender):
         modality_dims: Sequence[int],
         *,
         conditioning: str = "center_l2",
+        history_decay: float = 1.0,
         cold_items: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
@@ -42,7 +45,8 @@ class ContentKNN(Recommender):
         )
         self.feature_dim = int(features.shape[1])
         items = F.normalize(self.conditioner(features), dim=1)
-        users = F.normalize(BipartiteMeanAdjacency(graph).user_mean(items), dim=1)
+        self.history_decay = float(history_decay)
+        users = F.normalize(HistoryMean(graph, history_decay).user_mean(items), dim=1)
         self.register_buffer("items", items, persistent=False)
         self.register_buffer("users", users, persistent=False)
         self.register_buffer("train_edges", graph.edge_index.long().cpu(), persistent=False)
@@ -58,8 +62,8 @@ class ContentKNN(Recommender):
         users = self.users.clone()
         changed = torch.unique(pairs[:, 0])
         if changed.numel():
-            mean = BipartiteMeanAdjacency(
-                BipartiteGraph(self.users.shape[0], self.items.shape[0], union))
+            mean = HistoryMean(BipartiteGraph(self.users.shape[0], self.items.shape[0], union),
+                               self.history_decay).to(pairs.device)
             users[changed] = F.normalize(mean.user_mean(self.items)[changed], dim=1)
         return users
 

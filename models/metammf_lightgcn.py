@@ -72,6 +72,12 @@ graph), or ``fused`` (one graph over MetaMMF's fused ``e_m``: the dynamic fusion
 neighbours; rebuilt before every epoch from a frozen copy of the fusion, so the graph and a new
 item's placement read the same weights). ``edge_dropout`` is FREEDOM's degree-sensitive pruning
 of the user-item graph (that share of edges dropped each epoch, popular pairs first).
+
+``history_decay`` (in (0, 1], 1 = the plain mean) weighs the items of a user's history by
+recency in its content half (``m_u`` and the kNN profile): an item with ``n`` newer items in
+the history weighs ``decay ** n`` (:class:`models.graph.HistoryMean`); the user tower applies
+the same weights to a served history (oldest first), and taking the positive out of a training
+user's mean removes its own weight. On data without an order (TikTok's rows) it stays 1.
 """
 
 from __future__ import annotations
@@ -96,12 +102,13 @@ from models.base import (
 )
 from models.conditioning import FeatureConditioner
 from models.graph import (
-    BipartiteMeanAdjacency,
+    HistoryMean,
     SymmetricAdjacency,
     degree_sensitive_sample,
     lightgcn_layers,
     lightgcn_propagate,
     lightgcn_users_after,
+    recency_weights,
 )
 from models.item_graph import ContentNeighbourGraph, modality_blocks
 from models.losses import bpr_loss, sampled_softmax_loss
@@ -144,6 +151,7 @@ class FusionLightGCN(Recommender):
         edge_dropout: float = 0.0,
         loss: str = "bpr",
         temperature: float = 1.0,
+        history_decay: float = 1.0,
         cold_items: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
@@ -199,7 +207,7 @@ class FusionLightGCN(Recommender):
         self.train_adjacency = self.adjacency  # a pruned copy while training (edge_dropout)
         self.register_buffer("train_edges", graph.edge_index.long().cpu(), persistent=False)
         if combine == "beside":
-            self.history_mean = BipartiteMeanAdjacency(graph)
+            self.history_mean = HistoryMean(graph, history_decay)
             user_degree = torch.bincount(graph.edge_index[0].long().cpu(),
                                          minlength=graph.num_users).float()
             self.register_buffer("user_degree", user_degree, persistent=False)
@@ -529,8 +537,11 @@ class FusionLightGCN(Recommender):
         if self.knn:
             mean = torch.cat([mean, self.knn_history[batch.users]], dim=1)
         count = self.user_degree[batch.users].unsqueeze(1)
-        others = (mean * count - self._content_rows(fused, batch.positives)) / (
-            (count - 1.0).clamp(min=1.0)
+        # weighted by recency (history_decay): the positive's own weight comes out of the sum
+        total = self.history_mean.totals[batch.users].unsqueeze(1)
+        weight = self.history_mean.weights_of(batch.users, batch.positives).unsqueeze(1)
+        others = (mean * total - weight * self._content_rows(fused, batch.positives)) / (
+            (total - weight).clamp(min=1e-12)
         )
         return torch.where(count > 1.0, others, torch.zeros_like(others))
 
@@ -614,7 +625,8 @@ class FusionLightGCN(Recommender):
         changed = torch.unique(pairs[:, 0])
         union = BipartiteGraph(self.num_users, self.num_items,
                                torch.cat([self.train_edges.to(users.device), pairs.T], dim=1))
-        mean = BipartiteMeanAdjacency(union).to(users.device).user_mean(content)[changed]
+        history = HistoryMean(union, self.history_mean.decay).to(users.device)
+        mean = history.user_mean(content)[changed]
         out = torch.cat([users[:, : self.content_width], ids], dim=1)
         out[changed, : self.content_width] = self.user_content(mean)
         return out
@@ -720,5 +732,7 @@ class LightGCNUserTower(nn.Module):
         if model.combine == "propagate":
             return users
         content = history_state[:, :, : model.content_width]
-        mean_content = torch.einsum("bh,bhd->bd", history_mask, content) / count
+        weights = recency_weights(history_mask, model.history_mean.decay)  # the mask at decay 1
+        mean_content = torch.einsum("bh,bhd->bd", weights, content) / weights.sum(
+            dim=1, keepdim=True).clamp(min=1e-12)
         return torch.cat([model.user_content(mean_content), users], dim=1)

@@ -80,6 +80,7 @@ _LIGHTGCN_FUSED: dict[str, Any] = {
     "edge_dropout": 0.0,
     "loss": "bpr",
     "temperature": 1.0,
+    "history_decay": 1.0,
     "cold_items": None,
 }
 
@@ -110,7 +111,7 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     "lattice": {"embed_dim": 64, "feat_embed_dim": 64, "num_layers": 2, "item_layers": 1,
                 "knn_k": 10, "lambda_coeff": 0.9, "reg_weight": 1e-4, "cold_items": None},
     "mostpop": {"cold_items": None},
-    "content_knn": {"conditioning": "center_l2", "cold_items": None},
+    "content_knn": {"conditioning": "center_l2", "history_decay": 1.0, "cold_items": None},
     "crossan": {**_SEQUENTIAL, **_SIDE_ADAPTERS},
     "crossan_id": {**_SEQUENTIAL, **_SIDE_ADAPTERS, "id_residual": True},
     "indsan": {**_SEQUENTIAL, **_SIDE_ADAPTERS},

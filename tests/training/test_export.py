@@ -104,6 +104,21 @@ def test_item_graph_towers_place_new_items_as_torch_does(
     _check_parity_of_bundle(toy_dataset_dir, path)
 
 
+def test_recency_weighted_user_tower_reads_histories_oldest_first(
+    toy_dataset_dir: Path, tmp_path: Path
+) -> None:
+    hparams = {"embed_dim": 16, "content_dim": 8, "knn_weight": 1.0, "history_decay": 0.5}
+    _, path = _train(toy_dataset_dir, tmp_path / "b", model="early_lightgcn", hparams=hparams)
+    bundle = bf.load_bundle(path)
+    dataset = load_dataset(toy_dataset_dir)
+    order = np.argsort(dataset.train_time, kind="stable")
+    rows = dataset.train[order]
+    users = np.unique(rows[:, 0])[:50]
+    histories = [rows[rows[:, 0] == u, 1] for u in users]  # oldest first
+    towers = _run_user_tower(bundle, users, histories)
+    assert np.abs(towers - bundle.user_embeddings[users]).max() <= TOLERANCE
+
+
 def test_propagate_combination_towers_match_torch(toy_dataset_dir: Path, tmp_path: Path) -> None:
     hparams = {"combine": "propagate", "user_dropout": 0.2}
     _, path = _train(toy_dataset_dir, tmp_path / "b", model="metammf_lightgcn", hparams=hparams)
