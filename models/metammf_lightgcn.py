@@ -111,12 +111,11 @@ from models.graph import (
     recency_weights,
 )
 from models.item_graph import ContentNeighbourGraph, modality_blocks
-from models.losses import bpr_loss, sampled_softmax_loss
+from models.losses import bpr_loss
 from models.metammf import _check_features, _xavier_parameter, drop_item_edges
 
 COMBINES = ("beside", "propagate")
 GRAPH_SOURCES = ("features", "fused")
-LOSSES = ("bpr", "softmax")
 FusionFactory = Callable[[Sequence[int], int], nn.Module]
 
 
@@ -149,17 +148,11 @@ class FusionLightGCN(Recommender):
         item_graph_layers: int = 1,
         item_graph_source: str = "features",
         edge_dropout: float = 0.0,
-        loss: str = "bpr",
-        temperature: float = 1.0,
         history_decay: float = 1.0,
         cold_items: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
         features = _check_features(item_features, modality_dims, graph.num_items)
-        if loss not in LOSSES or temperature <= 0:
-            raise ValueError(f"loss must be one of {LOSSES} with temperature > 0, got {loss!r}, "
-                             f"{temperature}")
-        self.loss, self.temperature = loss, float(temperature)
         if combine not in COMBINES:
             raise ValueError(f"combine must be one of {COMBINES}, got {combine!r}")
         if embed_dim < 2 or num_layers < 0:
@@ -583,13 +576,13 @@ class FusionLightGCN(Recommender):
         if self.new_item_dropout > 0.0:
             is_new_pos = is_new_pos | (torch.rand_like(positive[:, :1]) < self.new_item_dropout)
             is_new_neg = is_new_neg | (torch.rand_like(negative[:, :1]) < self.new_item_dropout)
-        positive = torch.where(is_new_pos, new_positive, positive)
-        negative = torch.where(is_new_neg, new_negative, negative)
-        if self.loss == "softmax":
-            losses = {"softmax": sampled_softmax_loss(user, positive, negative,
-                                                      self.temperature)}
-        else:
-            losses = {"bpr": bpr_loss(user, positive, negative)}
+        losses = {
+            "bpr": bpr_loss(
+                user,
+                torch.where(is_new_pos, new_positive, positive),
+                torch.where(is_new_neg, new_negative, negative),
+            )
+        }
         if self.new_item_weight > 0.0:
             losses["new_item_bpr"] = self.new_item_weight * bpr_loss(
                 user, new_positive, new_negative

@@ -78,8 +78,6 @@ _LIGHTGCN_FUSED: dict[str, Any] = {
     "item_graph_layers": 1,
     "item_graph_source": "features",
     "edge_dropout": 0.0,
-    "loss": "bpr",
-    "temperature": 1.0,
     "history_decay": 1.0,
     "cold_items": None,
 }
