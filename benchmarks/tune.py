@@ -589,7 +589,7 @@ def _point_tables(
         for index, point in enumerate(curves[0]):
             at = [c[index] for c in curves]
             # older records kept only the valid all-rows number
-            valid = [p.get("valid", {"all": p.get("valid_all")}) for p in at]
+            valid = [p.get("valid") or {"all": p.get("valid_all")} for p in at]
             cells = [
                 str(point[field]),
                 _mean_std([v.get("all") for v in valid]),

@@ -1,4 +1,4 @@
-"""Choose how strongly new items compete with warm ones, on validation.
+"""Choose how a trained model's lists are built (its serving rules), on validation.
 
 A model with a new-item path exposes a ``cold_scale`` buffer: the factor on the vectors of
 items without training interactions (see :mod:`models.metammf_lightgcn`). Served at 1, new items
@@ -6,38 +6,44 @@ may never enter a top-20 (popular warm items hold the top slots) or may crowd wa
 depending on how training left the scale of their vectors. Which trade-off is right is a product
 decision, so it is *chosen on validation* over a fixed grid, with the number a user of the
 service feels as the objective (all-row Recall@20), stored in the model's weights (and so in the
-bundle and its exported item tower, which the service runs unchanged).
+bundle and its exported item tower, which the service runs unchanged). A model with a
+content-kNN part also exposes ``knn_scale``, a factor on its learned kNN weight chosen the same
+way, and the reserved share of every list for new items (:mod:`bundle.serving_rules`) can be
+chosen too, above a floor that is a business rule (``TrainConfig.choose_new_item_slots``).
 
-The trainer calibrates before every validation, so early stopping compares epochs at their own
-best scale (an uncalibrated epoch can look bad only because its new items flood the lists), and
-once more at the end with the whole curve, test column included, kept for the report. The test
-column is reported, never used to choose.
-
-Lists are scored as the service builds them: with reserved new-item slots (``slot_share``, see
-:mod:`bundle.serving_rules`) the scale only decides which new items enter *beyond* the
-reserved ones. The final curve also gives, at the chosen scale, every reserved share of
-:data:`SLOT_GRID` (the other way new items can enter a list).
+The trainer scores every epoch at its own best new-item scale of :data:`EPOCH_GRID`
+(:func:`epoch_validation`), so early stopping compares epochs at their best (an uncalibrated
+epoch can look bad only because its new items flood the lists). After training
+(:func:`choose_serving_rules`), one ranking pass over the validation users scores every
+candidate rule at once (:mod:`training.sweep`), and the choice is made in the order it always
+was: first the kNN factor, at the new-item scale the best epoch had and the floor share; then
+the scale (and the share, when it is chosen) at that factor. One pass over the test users then
+scores the chosen rule (the test report) and the points of the trade-off curves kept for the
+report. The test column is reported, never used to choose.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from models.base import Recommender
 from training.data import Dataset
-from training.report import SHARE_K
-from training.sweep import Rule, score_rules
+from training.report import SHARE_K, headline
+from training.sweep import Rule, buffer_value, score_rules
 
 #: The final choice (and the reported trade-off curve) is made on this grid ...
 SCALE_GRID: tuple[float, ...] = (
     0.1, 0.25, 0.4, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.9, 1.0, 1.25, 1.5, 2.0, 3.0
 )
-#: ... and every epoch's early-stopping score on this coarse one (each point is one validation).
+#: ... and every epoch's early-stopping score on this coarse one (all in one pass).
 EPOCH_GRID: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0, 2.0)
-#: Reserved new-item shares reported beside the scale curve.
+#: Reserved new-item shares reported beside the scale curve, and the ones a chosen share
+#: comes from (those at or above the configured floor).
 SLOT_GRID: tuple[float, ...] = (0.0, 0.05, 0.1, 0.15, 0.2)
 #: Factors on the learned content-kNN weight gamma, chosen on validation after training.
 KNN_SCALE_GRID: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
@@ -55,131 +61,149 @@ def supports_knn_scale(model: Recommender) -> bool:
     return isinstance(getattr(model, "knn_scale", None), torch.Tensor)
 
 
-def _point(result: dict[str, Any]) -> dict[str, Any]:
-    """A curve point's headline (the parts and the share) without the all-row metrics."""
-    return {key: value for key, value in result.items() if key != "all_metrics"}
+def _objective(report: dict[str, Any]) -> float:
+    return float(report["all"][OBJECTIVE])
+
+
+def _share(report: dict[str, Any]) -> float:
+    return float(report[f"cold_share@{SHARE_K}"])
+
+
+def _best(rules: list[Rule], reports: dict[Rule, dict[str, Any]], min_share: float) -> Rule:
+    """The rule with the best objective among those that give new items at least
+    ``min_share`` of the top-20 slots (if none does, the one closest to it); the first of
+    ties."""
+    def key(rule: Rule) -> tuple[bool, float]:
+        share = _share(reports[rule])
+        reached = share >= min_share
+        return reached, _objective(reports[rule]) if reached else share
+
+    return max(rules, key=key)
 
 
 @torch.no_grad()
-def calibrate_knn_scale(
-    model: Recommender,
-    dataset: Dataset,
-    grid: tuple[float, ...] = KNN_SCALE_GRID,
-    batch_size: int = 2048,
-    *,
-    slot_share: float = 0.0,
-    with_test: bool = True,
-    progress: bool = False,
-) -> dict[str, Any]:
-    """Set ``model.knn_scale`` (the factor on the content-kNN part of the user vectors, see
-    :mod:`models.metammf_lightgcn`) to the grid value with the best validation Recall@20 on
-    lists as served; ties keep the value closest to 1 (the trained weight). One ranking
-    pass per split scores every value (:mod:`training.sweep`).
-
-    Returns ``{"objective", "chosen", "curve": [{"knn_scale", "valid", "test"}]}``, the test
-    column reported, never used to choose (without ``with_test``: no curve).
-    """
-    if not supports_knn_scale(model):
-        raise TypeError(f"{type(model).__name__} has no knn_scale to calibrate")
-    model.eval()
-    # closest to 1 first, so that a tie keeps the factor nearer the trained weight
-    order = sorted(grid, key=lambda f: abs(math.log(f)))
-    rules = [Rule(knn_scale=f, slot_share=slot_share) for f in order]
-    valid = score_rules(model, dataset, "valid", rules, batch_size=batch_size,
-                        progress=progress)
-    best = order[max(range(len(order)), key=lambda n: valid[n]["all"])]  # first of ties
-    model.knn_scale.fill_(best)
-    curve: list[dict[str, Any]] = []
-    if with_test:
-        test = score_rules(model, dataset, "test", rules, batch_size=batch_size,
-                           progress=progress)
-        curve = sorted(({"knn_scale": f, "valid": _point(v), "test": _point(t)}
-                        for f, v, t in zip(order, valid, test, strict=True)),
-                       key=lambda point: point["knn_scale"])
-    return {"objective": f"valid {OBJECTIVE}", "chosen": best, "curve": curve}
-
-
-@torch.no_grad()
-def calibrate_cold_scale(
-    model: Recommender,
-    dataset: Dataset,
-    grid: tuple[float, ...] = SCALE_GRID,
-    batch_size: int = 2048,
-    *,
-    min_share: float = 0.0,
-    slot_share: float = 0.0,
-    slot_shares: tuple[float, ...] | None = None,
-    with_curve: bool = False,
-    progress: bool = False,
-) -> dict[str, Any]:
-    """Set ``model.cold_scale`` to the grid value with the best validation Recall@20 among
-    those that give new items at least ``min_share`` of the validation top-20 slots (an
-    exposure floor; 0 = none). When no scale reaches the floor, the one closest to it wins.
-    With ``slot_shares`` the reserved share is chosen too, jointly with the scale, among
-    those values (the configured ``slot_share`` is then their floor: smaller ones are
-    dropped); else lists reserve ``slot_share`` throughout. Every (scale, share) is scored
-    in one ranking pass per split (:mod:`training.sweep`).
-
-    Returns ``{"chosen", "slot_share" (the chosen share), "valid": {recall@20, ndcg@20} at the
-    choice, "valid_share"}`` and, with ``with_curve``, ``"curve": [{"scale", "valid":
-    headline, "test": headline}]`` (the warm/cold trade-off per scale, at the chosen share),
-    ``"slot_curve": [{"slot_share", "valid", "test"}]`` (per reserved share of
-    :data:`SLOT_GRID`, at the chosen scale) and, for models with a ``new_item_fused_weight``,
-    ``"fused_weight_curve"`` (per weight, at the chosen scale and share). Ties keep the
-    smaller scale, then the smaller share.
-    """
+def epoch_validation(model: Recommender, dataset: Dataset, *, slot_share: float,
+                     min_share: float = 0.0, batch_size: int = 2048) -> dict[str, float]:
+    """All-row validation metrics at the best new-item scale of :data:`EPOCH_GRID` (set in
+    the model), every scale scored in one ranking pass."""
     if not supports_calibration(model):
         raise TypeError(f"{type(model).__name__} has no cold_scale to calibrate")
+    rules = [Rule(cold_scale=scale, slot_share=slot_share) for scale in EPOCH_GRID]
+    reports = dict(zip(rules, score_rules(model, dataset, "valid", rules, batch_size=batch_size),
+                       strict=True))
+    best = _best(rules, reports, min_share)
+    model.cold_scale.fill_(best.cold_scale)
+    return reports[best]["all"]
+
+
+@dataclass
+class ServingChoice:
+    """What :func:`choose_serving_rules` chose and scored."""
+
+    slot_share: float
+    valid_report: dict[str, Any]
+    test_report: dict[str, Any]
+    knn: dict[str, Any] | None  # {"objective", "chosen", "curve"}
+    cold: dict[str, Any] | None  # {"chosen", "slot_share", ..., "curve", "slot_curve", ...}
+
+
+@torch.no_grad()
+def choose_serving_rules(
+    model: Recommender,
+    dataset: Dataset,
+    *,
+    slot_share: float = 0.0,
+    choose_slots: bool = False,
+    min_share: float = 0.0,
+    with_curves: bool = True,
+    batch_size: int = 2048,
+    test_users: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    progress: bool = False,
+) -> ServingChoice:
+    """Set the model's kNN factor and new-item scale (and choose the reserved share when
+    ``choose_slots``: among :data:`SLOT_GRID`'s shares at or above ``slot_share``, the
+    floor) on validation, one pass over the validation users and one over the test users
+    (module docstring). ``min_share`` is an exposure floor on the scale: the least share of
+    validation top-20 slots new items must hold. ``test_users`` maps the model's user vectors
+    to the test protocol's (e.g. a sequence model's users after the validation item).
+
+    The curves (``with_curves``): per kNN factor (at the best epoch's scale and the floor),
+    per scale (at the chosen factor and share), per reserved share of :data:`SLOT_GRID` (at
+    the chosen factor and scale) and per fused weight of :data:`FUSED_WEIGHT_GRID` (at the
+    chosen rule; test only: scoring it on validation would need it at every candidate), each
+    point ``{"valid": headline, "test": headline}``.
+    """
+    has_knn, has_scale = supports_knn_scale(model), supports_calibration(model)
+    if not (has_knn or has_scale):
+        raise TypeError(f"{type(model).__name__} has no serving rule to choose")
     model.eval()
-    shares = ((slot_share,) if slot_shares is None
-              else tuple(s for s in sorted(slot_shares) if s >= slot_share) or (slot_share,))
-    candidates = [Rule(cold_scale=scale, slot_share=share) for share in shares for scale in grid]
-    fused = isinstance(getattr(model, "new_item_fused_weight", None), torch.Tensor)
-    rules = list(candidates)
-    if with_curve:  # the valid side of every curve point the choice may need, in one pass
-        rules += [Rule(cold_scale=scale, slot_share=share) for share in SLOT_GRID
-                  for scale in grid if share not in shares]
-        if fused:
-            rules += [Rule(cold_scale=rule.cold_scale, slot_share=rule.slot_share,
-                           fused_weight=weight)
-                      for rule in candidates for weight in FUSED_WEIGHT_GRID]
+    # ties keep the kNN factor closest to 1 (the trained weight), the smaller scale and share
+    factors: list[float | None] = (sorted(KNN_SCALE_GRID, key=lambda f: abs(math.log(f)))
+                                   if has_knn else [None])
+    epoch_scale = buffer_value(model, "cold_scale")
+    scales: list[float | None] = list(SCALE_GRID) if has_scale else [None]
+    if epoch_scale is not None and epoch_scale not in scales:
+        scales.append(epoch_scale)
+    shares = sorted({slot_share, *(s for s in SLOT_GRID if s >= slot_share and choose_slots)})
+    valid_shares = sorted(set(shares) | (set(SLOT_GRID) if with_curves and has_scale else set()))
+    rules = [Rule(cold_scale=s, slot_share=r, knn_scale=f)
+             for f in factors for r in valid_shares for s in scales]
     valid = dict(zip(rules, score_rules(model, dataset, "valid", rules, batch_size=batch_size,
                                         progress=progress), strict=True))
 
-    def key(rule: Rule) -> tuple[bool, float]:
-        # reaching the floor beats missing it; then the objective (or, below it, the share)
-        share = valid[rule][f"cold_share@{SHARE_K}"]
-        return share >= min_share, valid[rule]["all"] if share >= min_share else share
-
-    best = max(candidates, key=key)  # max keeps the first of ties: smaller share, scale
-    model.cold_scale.fill_(best.cold_scale)
-    out: dict[str, Any] = {
-        "objective": f"valid {OBJECTIVE}",
-        "min_share": min_share,
-        "slot_share": best.slot_share,
-        "slot_floor": slot_share,
-        "chosen": best.cold_scale,
-        "valid": valid[best]["all_metrics"],
-        "valid_share": valid[best][f"cold_share@{SHARE_K}"],
-    }
-    if with_curve:
-        curves = {
-            "curve": [("scale", scale, Rule(cold_scale=scale, slot_share=best.slot_share))
-                      for scale in grid],
-            "slot_curve": [("slot_share", share, Rule(cold_scale=best.cold_scale,
-                                                      slot_share=share))
-                           for share in SLOT_GRID],
-        }
-        if fused:
+    # the kNN factor at the best epoch's scale and the floor share ...
+    knn_rules = [Rule(cold_scale=epoch_scale, slot_share=slot_share, knn_scale=f)
+                 for f in factors]
+    factor = _best(knn_rules, valid, 0.0).knn_scale
+    # ... then the scale and share at that factor
+    candidates = [Rule(cold_scale=s, slot_share=r, knn_scale=factor)
+                  for r in shares for s in (SCALE_GRID if has_scale else [None])]
+    chosen = _best(candidates, valid, min_share)
+    if has_knn:
+        model.knn_scale.fill_(factor)
+    if has_scale:
+        model.cold_scale.fill_(chosen.cold_scale)
+    # the test pass: the chosen rule (the test report) and the curves' points
+    curves: dict[str, list[tuple[str, float, Rule]]] = {}
+    if with_curves:
+        if has_knn:
+            curves["knn"] = [("knn_scale", f, rule) for f, rule in zip(factors, knn_rules,
+                                                                      strict=True)]
+        if has_scale:
+            curves["curve"] = [("scale", s, Rule(cold_scale=s, slot_share=chosen.slot_share,
+                                                 knn_scale=factor)) for s in SCALE_GRID]
+            curves["slot_curve"] = [("slot_share", r, Rule(cold_scale=chosen.cold_scale,
+                                                           slot_share=r, knn_scale=factor))
+                                    for r in SLOT_GRID]
+        if has_scale and isinstance(getattr(model, "new_item_fused_weight", None),
+                                    torch.Tensor):
             curves["fused_weight_curve"] = [
-                ("fused_weight", weight, Rule(cold_scale=best.cold_scale,
-                                              slot_share=best.slot_share, fused_weight=weight))
-                for weight in FUSED_WEIGHT_GRID]
-        needed = list(dict.fromkeys(rule for points in curves.values() for *_, rule in points))
-        test = dict(zip(needed, score_rules(model, dataset, "test", needed,
-                                            batch_size=batch_size, progress=progress),
-                        strict=True))
-        for name, points in curves.items():
-            out[name] = [{field: value, "valid": _point(valid[rule]), "test": _point(test[rule])}
-                         for field, value, rule in points]
-    return out
+                ("fused_weight", w, Rule(cold_scale=chosen.cold_scale,
+                                         slot_share=chosen.slot_share, knn_scale=factor,
+                                         fused_weight=w)) for w in FUSED_WEIGHT_GRID]
+    needed = list(dict.fromkeys([chosen, *(rule for points in curves.values()
+                                           for *_, rule in points)]))
+    test = dict(zip(needed, score_rules(model, dataset, "test", needed, batch_size=batch_size,
+                                        users_fn=test_users, progress=progress), strict=True))
+
+    def points(name: str) -> list[dict[str, Any]]:
+        return [{field: value,
+                 "valid": headline(valid[rule]) if rule in valid else None,
+                 "test": headline(test[rule])} for field, value, rule in curves.get(name, [])]
+
+    knn = None
+    if has_knn:
+        knn = {"objective": f"valid {OBJECTIVE}", "chosen": factor,
+               "curve": sorted(points("knn"), key=lambda point: point["knn_scale"])}
+    cold = None
+    if has_scale:
+        cold = {"objective": f"valid {OBJECTIVE}", "min_share": min_share,
+                "slot_share": chosen.slot_share, "slot_floor": slot_share,
+                "chosen": chosen.cold_scale, "valid": valid[chosen]["all"],
+                "valid_share": _share(valid[chosen])}
+        if with_curves:
+            cold.update({name: points(name) for name in ("curve", "slot_curve",
+                                                         "fused_weight_curve")
+                         if name in curves})
+    return ServingChoice(slot_share=chosen.slot_share, valid_report=valid[chosen],
+                         test_report=test[chosen], knn=knn, cold=cold)

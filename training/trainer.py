@@ -25,10 +25,8 @@ from models.base import BipartiteGraph, Recommender, TrainingBatch
 from models.registry import build_model
 from training import distributed
 from training.calibration import (
-    EPOCH_GRID,
-    SLOT_GRID,
-    calibrate_cold_scale,
-    calibrate_knn_scale,
+    choose_serving_rules,
+    epoch_validation,
     supports_calibration,
     supports_knn_scale,
 )
@@ -219,11 +217,11 @@ def likely_last_epoch(best_epoch: int, patience: int, max_epochs: int) -> int:
 
 def validate_epoch(model: Recommender, data: Dataset, config: TrainConfig) -> dict[str, float]:
     """Validation metrics of one epoch, as served: a model with a new-item scale at its best
-    scale of :data:`EPOCH_GRID` (all of them scored in one ranking pass)."""
+    scale of :data:`training.calibration.EPOCH_GRID` (all of them scored in one pass)."""
     if supports_calibration(model):
-        return calibrate_cold_scale(model, data, EPOCH_GRID, batch_size=config.eval_batch_size,
-                                    min_share=config.new_item_share,
-                                    slot_share=config.new_item_slots)["valid"]
+        return epoch_validation(model, data, slot_share=config.new_item_slots,
+                                min_share=config.new_item_share,
+                                batch_size=config.eval_batch_size)
     return all_rows_and_share(*embeddings(model), data, "valid", config.eval_batch_size,
                               config.new_item_slots)[0]
 
@@ -231,7 +229,6 @@ def validate_epoch(model: Recommender, data: Dataset, config: TrainConfig) -> di
 def _refit_result(
     model: Recommender, dataset: Dataset, config: TrainConfig, history: list[dict[str, float]],
     epochs: int, train_seconds: float,
-    after_training: Callable[[Recommender, Dataset], Any] | None,
 ) -> TrainResult:
     """A refit's result: the serving rules set as chosen, the test split reported (validation
     is training data now, so no validation report; a test user's vector already holds its
@@ -242,8 +239,6 @@ def _refit_result(
             model.knn_scale.fill_(refit.knn_scale)
         if refit.cold_scale is not None and supports_calibration(model):
             model.cold_scale.fill_(refit.cold_scale)
-    if after_training is not None:
-        after_training(model, dataset)
     users, items = embeddings(model)
     test_report = warm_cold_report(users, items, dataset, "test", config.eval_batch_size,
                                    config.new_item_slots)
@@ -261,7 +256,6 @@ def train(
     config: TrainConfig,
     *,
     progress: bool = True,
-    after_training: Callable[[Recommender, Dataset], Any] | None = None,
     init_model: Callable[[Recommender], Any] | None = None,
 ) -> TrainResult:
     """Fit ``config.model`` on ``dataset.train``; keep the best epoch on validation.
@@ -270,8 +264,7 @@ def train(
     before every validation and once more, with the whole trade-off curve, at the end; models
     with a content-kNN part get the factor on its weight chosen on validation before that.
     ``init_model(model)`` runs once on the built model before training (a warm start,
-    :mod:`training.warm_start`); ``after_training(model, dataset)`` runs on the best model
-    before the final reports. With ``config.refit`` (validation already in ``dataset.train``)
+    :mod:`training.warm_start`). With ``config.refit`` (validation already in ``dataset.train``)
     it trains the refit's epochs, keeps the last, and sets the refit's serving rules.
     """
     ctx = distributed.context()
@@ -337,49 +330,36 @@ def train(
         model.load_state_dict(best_state)
     show = progress and ctx.writes
     if refit is not None:
-        result = _refit_result(model, dataset, config, history, best_epoch, train_seconds,
-                               after_training)
+        result = _refit_result(model, dataset, config, history, best_epoch, train_seconds)
         result.final_seconds = time.perf_counter() - final_started
         return result
-    if show and (supports_knn_scale(model) or supports_calibration(model)):
-        log.info("choosing the kNN factor and the new-item scale on all %d validation users "
-                 "(one ranking pass per split)", len(np.unique(dataset.valid[:, 0])))
-    # the content-kNN weight first: the new-item scale is chosen against the final warm scores
-    knn_calibration = (
-        calibrate_knn_scale(model, dataset, batch_size=config.eval_batch_size,
-                            slot_share=config.new_item_slots, with_test=config.report_curves,
-                            progress=show)
-        if supports_knn_scale(model)
-        else None
-    )
-    calibration = (
-        calibrate_cold_scale(
-            model,
-            dataset,
-            batch_size=config.eval_batch_size,
-            min_share=config.new_item_share,
-            slot_share=config.new_item_slots,
-            slot_shares=SLOT_GRID if config.choose_new_item_slots else None,
-            with_curve=config.report_curves,
-            progress=show,
-        )
-        if supports_calibration(model)
-        else None
-    )
-    slot_share = calibration["slot_share"] if calibration else config.new_item_slots
-    if after_training is not None:
-        after_training(model, dataset)
-    users, items = embeddings(model)
-    valid_report = warm_cold_report(users, items, dataset, "valid", config.eval_batch_size,
-                                    slot_share)
     # today's protocol: a test user is its training vector (a sequence model has always read
     # the validation item); as served: every model's user after its validation item too
-    served_users = users_after(model, users, dataset.valid)
-    test_users = served_users if model.sequential_user else users
-    test_report = warm_cold_report(test_users, items, dataset, "test", config.eval_batch_size,
-                                   slot_share)
+    knn_calibration = calibration = None
+    if supports_knn_scale(model) or supports_calibration(model):
+        if show:
+            log.info("choosing the serving rules on all %d validation users (one ranking pass "
+                     "per split)", len(np.unique(dataset.valid[:, 0])))
+        choice = choose_serving_rules(
+            model, dataset, slot_share=config.new_item_slots,
+            choose_slots=config.choose_new_item_slots, min_share=config.new_item_share,
+            with_curves=config.report_curves, batch_size=config.eval_batch_size, progress=show)
+        knn_calibration, calibration = choice.knn, choice.cold
+        slot_share, valid_report, test_report = (choice.slot_share, choice.valid_report,
+                                                 choice.test_report)
+        users, items = embeddings(model)  # at the chosen rules
+        served_users = users_after(model, users, dataset.valid)
+    else:
+        users, items = embeddings(model)
+        served_users = users_after(model, users, dataset.valid)
+        slot_share = config.new_item_slots
+        valid_report = warm_cold_report(users, items, dataset, "valid", config.eval_batch_size,
+                                        slot_share)
+        test_report = warm_cold_report(served_users if model.sequential_user else users,
+                                       items, dataset, "test", config.eval_batch_size,
+                                       slot_share)
     served_test_report = (
-        test_report if test_users is served_users
+        test_report if model.sequential_user
         else warm_cold_report(served_users, items, dataset, "test", config.eval_batch_size,
                               slot_share))
     epochs_run = len(history)

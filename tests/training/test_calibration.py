@@ -1,4 +1,4 @@
-"""The new-item scale is chosen on validation, honours an exposure floor, and is kept."""
+"""Serving rules are chosen on validation (one pass), honour their floors, and are kept."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from training.calibration import (
     KNN_SCALE_GRID,
     SCALE_GRID,
     SLOT_GRID,
-    calibrate_cold_scale,
+    choose_serving_rules,
     supports_calibration,
 )
 from training.config import TrainConfig
@@ -32,7 +32,7 @@ def trained(toy_dataset_dir: Path):
 
 
 def test_trainer_calibrates_and_records_the_trade_off_curve(trained) -> None:
-    result, _ = trained
+    result, dataset = trained
     assert supports_calibration(result.model)
     calibration = result.calibration
     assert calibration is not None and calibration["chosen"] in SCALE_GRID
@@ -42,6 +42,12 @@ def test_trainer_calibrates_and_records_the_trade_off_curve(trained) -> None:
     chosen = next(c for c in calibration["curve"] if c["scale"] == calibration["chosen"])
     assert chosen["valid"]["all"] == pytest.approx(best)
     assert result.summary()["new_item_scale"]["chosen"] == calibration["chosen"]
+    # the reports are of the chosen rule, as a full ranking scores it
+    users, items = embeddings(result.model)
+    expected = warm_cold_report(users, items, dataset, "test")
+    assert set(expected) == set(result.test_report)
+    for part in ("all", "warm", "cold", "cold_among_cold"):
+        assert result.test_report[part] == pytest.approx(expected[part])
 
 
 def test_the_scale_decides_how_many_slots_new_items_get(trained) -> None:
@@ -58,7 +64,7 @@ def test_the_scale_decides_how_many_slots_new_items_get(trained) -> None:
 def test_exposure_floor_is_met_on_validation(trained, floor: float) -> None:
     result, dataset = trained
     model = result.model
-    out = calibrate_cold_scale(model, dataset, min_share=floor)
+    out = choose_serving_rules(model, dataset, min_share=floor, with_curves=False).cold
     users, items = embeddings(model)
     share = new_item_share(users, items, dataset, "valid")
     assert share == pytest.approx(out["valid_share"])
@@ -72,13 +78,13 @@ def test_exposure_floor_is_met_on_validation(trained, floor: float) -> None:
         assert share == pytest.approx(max(reachable))
 
 
-def test_models_without_a_new_item_scale_are_refused(toy_dataset_dir: Path) -> None:
+def test_models_without_serving_rules_are_refused(toy_dataset_dir: Path) -> None:
     config = TrainConfig(model="lightgcn", max_epochs=1)
     dataset = prepare_dataset(toy_dataset_dir, config)
     result = train(dataset, config, progress=False)
-    assert result.calibration is None
-    with pytest.raises(TypeError, match="no cold_scale"):
-        calibrate_cold_scale(result.model, dataset)
+    assert result.calibration is None and result.knn_calibration is None
+    with pytest.raises(TypeError, match="no serving rule"):
+        choose_serving_rules(result.model, dataset)
     assert torch.isfinite(embeddings(result.model)[0]).all()
 
 
@@ -105,11 +111,30 @@ def test_trainer_scores_lists_with_the_configured_slots(toy_dataset_dir: Path) -
     dataset = prepare_dataset(toy_dataset_dir, config)
     result = train(dataset, config, progress=False)
     assert result.test_report["cold_share@20"] >= 0.1
-    assert result.calibration["slot_share"] == 0.1
+    assert result.calibration["slot_share"] == 0.1 and result.slot_share == 0.1
     curve = {c["slot_share"]: c for c in result.calibration["slot_curve"]}
     assert set(curve) == set(SLOT_GRID)
     assert curve[0.1]["test"]["all"] == pytest.approx(result.test_metrics["recall@20"])
     assert curve[0.2]["test"]["cold_share@20"] >= 0.2
+
+
+def test_the_reserved_share_is_chosen_on_validation_above_its_floor(
+    toy_dataset_dir: Path,
+) -> None:
+    config = TrainConfig(
+        model="early_lightgcn", max_epochs=2, cold_start_fraction=0.2, seed=3,
+        new_item_slots=0.1, choose_new_item_slots=True,
+        hparams={"embed_dim": 16, "first_hidden": 16, "knn_weight": 0.5},
+    )
+    dataset = prepare_dataset(toy_dataset_dir, config)
+    result = train(dataset, config, progress=False)
+    assert result.slot_share in SLOT_GRID and result.slot_share >= 0.1
+    # the choice is the best valid point at the chosen scale among the allowed shares
+    allowed = [c for c in result.calibration["slot_curve"] if c["slot_share"] >= 0.1]
+    best = max(c["valid"]["all"] for c in allowed)
+    chosen = next(c for c in allowed if c["slot_share"] == result.slot_share)
+    assert chosen["valid"]["all"] == pytest.approx(best)
+    assert result.test_report["cold_share@20"] >= result.slot_share - 1e-9
 
 
 def test_fused_weight_curve_is_reported_and_the_configured_weight_kept(trained) -> None:
