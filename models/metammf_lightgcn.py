@@ -70,7 +70,9 @@ collaborative space; the item tower finds them among the catalogue
 ``item_graph_source``: ``features`` (the conditioned features of each modality, FREEDOM's
 graph), or ``fused`` (one graph over MetaMMF's fused ``e_m``: the dynamic fusion chooses the
 neighbours; rebuilt before every epoch from a frozen copy of the fusion, so the graph and a new
-item's placement read the same weights). ``edge_dropout`` is FREEDOM's degree-sensitive pruning
+item's placement read the same weights). ``item_graph_warm=False`` keeps the graph for new
+items only (their placement, and the items ``new_item_dropout`` scores as new): warm items keep
+their own ID half. ``edge_dropout`` is FREEDOM's degree-sensitive pruning
 of the user-item graph (that share of edges dropped each epoch, popular pairs first).
 
 ``history_decay`` (in (0, 1], 1 = the plain mean) weighs the items of a user's history by
@@ -147,6 +149,7 @@ class FusionLightGCN(Recommender):
         item_graph_weights: Sequence[float] | None = None,
         item_graph_layers: int = 1,
         item_graph_source: str = "features",
+        item_graph_warm: bool = True,
         edge_dropout: float = 0.0,
         history_decay: float = 1.0,
         cold_items: torch.Tensor | None = None,
@@ -225,6 +228,7 @@ class FusionLightGCN(Recommender):
         if item_graph_k > 0:
             self._init_item_graph(item_graph_k, item_graph_weights, item_graph_layers,
                                   item_graph_source, ~new)
+        self.item_graph_warm = bool(item_graph_warm)
 
     view_buffer = "conditioned"
 
@@ -450,7 +454,9 @@ class FusionLightGCN(Recommender):
             users, items = lightgcn_propagate(self._users0(), self.item_id_embedding,
                                               self._adjacency(), self.num_layers)
             parts = self._graph_parts()
-            return users, items if parts is None else items + parts[0]
+            if parts is None or not self.item_graph_warm:
+                return users, items
+            return users, items + parts[0]
 
         return self.step_memo("id_propagation", compute)
 

@@ -77,6 +77,7 @@ _LIGHTGCN_FUSED: dict[str, Any] = {
     "item_graph_weights": None,
     "item_graph_layers": 1,
     "item_graph_source": "features",
+    "item_graph_warm": True,
     "edge_dropout": 0.0,
     "history_decay": 1.0,
     "cold_items": None,

@@ -164,3 +164,17 @@ def test_item_graph_trains_through_the_new_item_path(graph, features, modality_d
     loss.backward()
     assert model.item_id_embedding.grad.abs().sum() > 0
     assert model.unknown_item.grad.abs().sum() > 0
+
+
+def test_graph_for_new_items_only_leaves_warm_items_alone(graph, features, modality_dims):
+    with_graph = _graph_model(graph, features, modality_dims, item_graph_warm=False).eval()
+    torch.manual_seed(0)
+    without = build_model("early_lightgcn", graph, features, modality_dims, embed_dim=16,
+                          content_dim=8, knn_weight=1.0, first_hidden=16).eval()
+    without.load_state_dict(with_graph.state_dict(), strict=False)
+    _, items = with_graph()
+    _, plain = without()
+    warm, new = ~with_graph.new_mask, with_graph.new_mask
+    assert torch.allclose(items[warm], plain[warm])
+    assert not torch.allclose(items[new], plain[new])  # new items are still placed
+    assert torch.allclose(with_graph.embed_new_items(features[new]), items[new], atol=1e-6)
