@@ -10,7 +10,11 @@ cd "$(dirname "$0")"
 
 export RECSYS_BUNDLE="${RECSYS_BUNDLE:-bundles/tiktok}"
 if [ ! -f "$RECSYS_BUNDLE/manifest.json" ]; then
-  echo "no bundle at $RECSYS_BUNDLE: training the validation-chosen model on TikTok first (a few minutes)"
+  # configs/tiktok_serving.json is what `python -m training select --candidates
+  # configs/select_tiktok.json` chose on validation (benchmarks/results/select_tiktok.md): the
+  # winning setting, trained again on training + validation with the serving rules it chose
+  echo "no bundle at $RECSYS_BUNDLE: training the model chosen on validation for TikTok first"
+  echo "  (configs/tiktok_serving.json: $(python -c 'import json; c = json.load(open("configs/tiktok_serving.json")); print(c["model"], "refit for", c.get("refit", {}).get("epochs", "?"), "epochs")'); why: benchmarks/results/select_tiktok.md)"
   python -m training train --data tiktok --config configs/tiktok_serving.json --out "$RECSYS_BUNDLE"
 fi
 if [ -z "${RECSYS_API_KEY:-}" ]; then

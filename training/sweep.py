@@ -261,9 +261,14 @@ def score_rules(
     users, change, items, tables = _vectors(model, rules, users_fn or (lambda u: u))
     current = {"cold_scale": buffer_value(model, "cold_scale") or 1.0,
                "knn_scale": buffer_value(model, "knn_scale")}
-    items_t = items.T
-    warm_index = torch.as_tensor(warm_columns, device=items.device)
-    new_index = torch.as_tensor(new_columns, device=items.device)
+    # warm and new items scored apart: no gathers of the wide score blocks, and each part's
+    # seen items masked once (-inf stays -inf at every factor: the change is finite)
+    parts = {"warm": warm_columns, "new": new_columns}
+    tables_t = {name: items[torch.as_tensor(cols, device=items.device)].T
+                for name, cols in parts.items()}
+    position = np.zeros(len(cold), dtype=np.int64)
+    for cols in parts.values():
+        position[cols] = np.arange(len(cols))
     k = max(ks)
     rows_of = {"warm": int(relevant[:, warm_columns].nnz),
                "cold": int(relevant[:, new_columns].nnz)}
@@ -274,25 +279,30 @@ def score_rules(
                       disable=not progress, leave=False):
         rows = evaluated[start : start + batch_size]
         index = torch.as_tensor(rows, device=users.device)
-        base = users[index] @ items_t
-        delta = None if change is None else change[index] @ items_t
         block_seen = seen[rows]
         seen_rows = np.repeat(np.arange(len(rows)), np.diff(block_seen.indptr))
-        flat = torch.as_tensor(seen_rows * items.shape[0] + block_seen.indices,
-                               device=base.device)
+        seen_new = cold[block_seen.indices]
+        base, delta = {}, {}
+        for name, table in tables_t.items():
+            base[name] = users[index] @ table
+            delta[name] = None if change is None else change[index] @ table
+            mine = seen_new if name == "new" else ~seen_new
+            flat = seen_rows[mine] * table.shape[1] + position[block_seen.indices[mine]]
+            base[name].view(-1).index_fill_(0, torch.as_tensor(flat, device=base[name].device),
+                                            float("-inf"))
         batch = _Batch(relevant[rows], cold)
         for factor in factors:
             # the rule's factor, or the model's own when the rule keeps it
             value = current["knn_scale"] if factor is None else factor
-            scores = base.clone() if delta is None else base + value * delta
-            scores.view(-1).index_fill_(0, flat, float("-inf"))
-            warm = _top(scores[:, warm_index], warm_columns, k)
-            current_new = scores[:, new_index]
+            scores = {name: base[name] if delta[name] is None
+                      else torch.add(base[name], delta[name], alpha=value) for name in parts}
+            warm = _top(scores["warm"], warm_columns, k)
+            current_new = scores["new"]
             user_rows = users[index] if change is None else users[index] + value * change[index]
             for weight in {rule.fused_weight for rule in rules if rule.knn_scale == factor}:
                 block = current_new
                 if weight is not None:  # only the new items' columns change with it
-                    fresh = user_rows @ tables[weight][new_index].T
+                    fresh = user_rows @ tables[weight][torch.as_tensor(new_columns)].T
                     block = torch.where(current_new == float("-inf"), current_new, fresh)
                 new_ids, new_scores = _top(block, new_columns, k)
                 chosen = np.array([n for n, rule in enumerate(rules)
