@@ -109,6 +109,7 @@ SEARCH_SPACES: dict[str, dict[str, Any]] = {
 }
 
 TRAIN_FIELDS = ("lr", "l2", "l2_scope")
+DATA_FIELDS = ("feature_set", "state_layers", "state_pooling")  # what prepare_dataset reads
 SEEDS_FROM = 2024
 METRICS = ("recall@20", "ndcg@20")
 PARTS = ("all", "warm", "cold", "cold_among_cold")
@@ -355,7 +356,7 @@ def seeds(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     if args.cold_start_folds and not args.cold_start_fraction:
         raise SystemExit("--cold-start-folds needs --cold-start-fraction")
     seed_list = [args.seed_from + i for i in range(args.cold_start_folds or args.seeds)]
-    datasets: dict[int, Dataset] = {}  # the split (and any held-out items) follows the seed
+    datasets: dict[tuple[int, str], Dataset] = {}
     chosen = json.loads(Path(args.settings).read_text()) if args.settings else {}
     for model in [m.strip() for m in args.models.split(",") if m.strip()]:
         setting, tuned = best_setting(Path(args.tuned_dir), tag, model)
@@ -369,10 +370,13 @@ def seeds(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
         for run, seed in enumerate(seed_list):
             # --cold-start-folds: run i holds out fold i (disjoint items, results pooled)
             run_fields = {**fields, "cold_start_fold": run} if args.cold_start_folds else fields
-            if seed not in datasets:
-                config = TrainConfig(model=model, seed=seed, **run_fields)
-                datasets[seed] = prepare_dataset(args.data, config)
-            dataset = datasets[seed]
+            # the split follows the seed, the item features the setting's feature set
+            config = TrainConfig(model=model, seed=seed, **run_fields,
+                                 **{k: setting[k] for k in DATA_FIELDS if k in setting})
+            data_key = (seed, json.dumps([getattr(config, k) for k in DATA_FIELDS]))
+            if data_key not in datasets:
+                datasets[data_key] = prepare_dataset(args.data, config)
+            dataset = datasets[data_key]
             result, calibration = fit(dataset, model, setting, seed=seed, **run_fields)
             users, items = embeddings(result.model)
             served_users = users_after(result.model, users, dataset.valid)
