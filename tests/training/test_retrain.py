@@ -82,3 +82,26 @@ def test_retrain_publishes_a_candidate_that_passes_and_keeps_live_when_one_fails
     assert not decision["accepted"] and decision["published"] is None and decision["reasons"]
     assert versions.current_version(root) == serving  # the live bundle keeps serving
     assert "recsys_gate_accepted 0" in (root / "gate" / "gate.prom").read_text()
+
+
+def test_a_refit_live_bundle_is_judged_on_the_holdout_and_the_candidate_never_refits(
+    tiktok_sample: Path, tmp_path: Path
+) -> None:
+    """A refit trained on the validation split: its validation number is in-sample."""
+    root, url = tmp_path / "bundles", f"sqlite:///{tmp_path / 'store.db'}"
+    common = ["--root", str(root), "--data", str(tiktok_sample), "--quiet"]
+    refit = _config(tmp_path, "r", {**GOOD, "max_epochs": 5, "refit": {"epochs": 5}})
+    assert runner.invoke(app, ["bootstrap", *common, "--config", refit]).exit_code == 0
+    live = versions.current_version(root)
+    assert bf.load_bundle(root / versions.CURRENT).manifest.config["refit"]["epochs"] == 5
+    _log_online_events(url, tiktok_sample, live)
+    result = runner.invoke(app, ["retrain", *common, "--database-url", url, "--config", refit,
+                                 "--holdout-share", "0.3", "--no-warm-start"])
+    decision = json.loads((root / "gate" / "gate.json").read_text())
+    assert decision["valid"]["compared"] is False
+    assert not any(reason.startswith("valid recall@20") and "worse than live" in reason
+                   for reason in decision["reasons"])
+    assert decision["holdout"]["rows"] > 0
+    candidate = bf.load_bundle(Path(decision["candidate"]))
+    assert candidate.manifest.config["refit"] is None  # stopped early on validation
+    assert result.exit_code == (0 if decision["accepted"] else 1)
