@@ -239,3 +239,34 @@ def test_content_knn_is_the_cosine_to_the_history_mean(
     expected = F.cosine_similarity(mean.unsqueeze(0), conditioned)
     torch.testing.assert_close(users[user] @ items.T, expected, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(model.embed_new_items(features), items)
+
+
+@pytest.mark.parametrize("extra", [
+    {}, {"knn_weight": 1.0, "warm_content": 0.5},
+    {"knn_weight": 1.0, "item_graph_k": 3, "history_decay": 0.5, "user_dropout": 0.2},
+    {"knn_weight": 1.0, "item_graph_k": 3, "item_graph_warm": False},
+])
+def test_part_by_part_scores_give_the_vector_losses_and_gradients(
+    graph: BipartiteGraph, features: torch.Tensor, modality_dims: list[int], extra: dict
+) -> None:
+    """The training step sums its scores part by part; whole vectors are the oracle."""
+    model = build_model("early_lightgcn", graph, features, modality_dims, embed_dim=16,
+                        content_dim=8, first_hidden=16, **extra).train()
+    users, positives = graph.edge_index
+    batch = TrainingBatch(users, positives, (positives + 3) % (graph.num_items - 1))
+    results = []
+    for losses in (model.training_losses, model.vector_losses):
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(7)  # the same new-item dropout and user dropout draws
+        named = losses(batch)
+        torch.stack(list(named.values())).sum().backward()
+        results.append(({k: v.detach() for k, v in named.items()},
+                        {n: p.grad.clone() for n, p in model.named_parameters()
+                         if p.grad is not None}))
+    (part, part_grads), (whole, whole_grads) = results
+    assert part.keys() == whole.keys()
+    for name in part:
+        torch.testing.assert_close(part[name], whole[name])
+    assert part_grads.keys() == whole_grads.keys()
+    for name in part_grads:
+        torch.testing.assert_close(part_grads[name], whole_grads[name], atol=1e-6, rtol=1e-4)
