@@ -241,8 +241,11 @@ class Recommender:
                 return 0  # the bundle's replay applied it already
             model.apply_interaction(str(change.user_id), change.item_id)
             return 1
+        # The change says which item moved, the store what it is now: a delete that a later
+        # re-POST overtook must not remove the item (nor an upsert revive a deleted one), so a
+        # replica converges to the store whatever order the feed delivers changes in.
         item = self.store.get_item(change.item_id)
-        if change.kind == "delete" or item is None or item.deleted:
+        if item is None or item.deleted:
             model.apply_delete(change.item_id)
             self.catalog_generation = self.store.catalog_generation()
             return 1

@@ -87,6 +87,7 @@ def _array(blob: bytes | None) -> np.ndarray | None:
 class Store:
     def __init__(self, url: str, table_prefix: str = ""):
         url = normalize_url(url)
+        self.table_prefix = table_prefix
         self.dialect = url.split(":", 1)[0].split("+", 1)[0]
         if self.dialect == "sqlite":
             self.engine: Engine = create_engine(

@@ -4,6 +4,8 @@ other never serves the item once the bound has passed."""
 
 from __future__ import annotations
 
+import random
+import threading
 import time
 import uuid
 
@@ -21,20 +23,25 @@ BOUND_S = 2.0  # the default RECSYS_FEED_POLL_S (0.5 s) plus the time to apply a
 
 
 @pytest.fixture
-def replicas(live_server, factory: FactoryBundle):
-    prefix = f"r{uuid.uuid4().hex[:10]}_"
-    store = Store(POSTGRES_URL, prefix)
+def shared_store():
+    """The replicas' store: PostgreSQL tables under a fresh prefix, dropped afterwards."""
+    store = Store(POSTGRES_URL, f"r{uuid.uuid4().hex[:10]}_")
     if not store.ping():
         pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
     if not redis_reachable():
         pytest.skip(f"Redis is not reachable at {LOCAL_REDIS}")
-    env = {"RECSYS_DATABASE_URL": POSTGRES_URL, "RECSYS_TABLE_PREFIX": prefix,
+    yield store
+    store.drop()
+    store.close()
+
+
+@pytest.fixture
+def replicas(live_server, factory: FactoryBundle, shared_store: Store):
+    env = {"RECSYS_DATABASE_URL": POSTGRES_URL, "RECSYS_TABLE_PREFIX": shared_store.table_prefix,
            "RECSYS_ACCESS_LOG": "false"}
     first, second = live_server(**env), live_server(**env)
     yield httpx.Client(base_url=first.url, timeout=10), httpx.Client(base_url=second.url,
                                                                      timeout=10)
-    store.drop()
-    store.close()
 
 
 def _until(condition, timeout: float = 10.0) -> float:
@@ -75,3 +82,44 @@ def test_writes_on_one_replica_reach_the_other_within_the_bound(replicas, factor
     for user in range(20):
         assert "fresh1" not in ids(b.get(f"/recommend/u{user}?k=100").json())
         assert "fresh1" not in ids(b.post("/recommend", json={"history": ["i1"], "k": 100}).json())
+
+
+def test_racing_deletes_and_posts_of_the_same_ids_converge_to_the_store(
+    replicas, factory, shared_store: Store
+) -> None:
+    """Randomized DELETE and re-POST of the same few ids on both replicas at once: afterwards
+    each replica serves an id exactly when the store holds it (a delete must not win over a
+    later re-POST that the feed delivers first)."""
+    a, b = replicas
+    names = [f"race{n}" for n in range(4)]
+    body = {n: {"items": [item_body(factory, n, features_for(factory, factory.item_embeddings[
+        k]))]} for k, n in enumerate(names)}
+    failures: list[int] = []
+
+    def writer(client: httpx.Client, seed: int) -> None:
+        draw = random.Random(seed)
+        for _ in range(40):
+            name = draw.choice(names)
+            if draw.random() < 0.5:
+                status = client.post("/items", json=body[name], headers=AUTH).status_code
+                ok = status == 200
+            else:
+                status = client.delete(f"/items/{name}", headers=AUTH).status_code
+                ok = status in (204, 404)
+            if not ok:
+                failures.append(status)
+
+    threads = [threading.Thread(target=writer, args=(client, seed))
+               for seed, client in enumerate((a, b, a, b))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures
+    expected = {}
+    for name in names:
+        item = shared_store.get_item(name)
+        expected[name] = 200 if item is not None and not item.deleted else 404
+    for client in (a, b):
+        _until(lambda client=client: all(client.get(f"/items/{n}").status_code == expected[n]
+                                         for n in names), timeout=BOUND_S * 3)
