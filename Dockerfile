@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # One file, two images (deploy/docker-compose.yml builds both):
-#   docker build --target serve -t mmrec-serve .   the API: bundle/ + service/, no torch
+#   docker build --target serve -t mmrec-serve .   the API: bundle/ + eventlog/ + service/, no torch
 #   docker build --target train -t mmrec-train .   bootstrap, retrain, scheduler: + torch, training
 # GPU images: --build-arg BASE_IMAGE=nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04 --build-arg GPU=1
 # (serve: faiss-gpu and onnxruntime-gpu; train: the CUDA build of torch). Both fall back to CPU.
@@ -36,6 +36,7 @@ RUN pip install --no-cache-dir --requirement requirements/serving.txt \
     fi
 COPY pyproject.toml README.md ./
 COPY bundle/ bundle/
+COPY eventlog/ eventlog/
 COPY service/ service/
 RUN pip install --no-cache-dir --no-deps .
 USER 10001:10001
@@ -59,9 +60,9 @@ COPY requirements/train.txt requirements/
 RUN pip install --no-cache-dir --requirement requirements/train.txt
 COPY pyproject.toml README.md ./
 COPY bundle/ bundle/
+COPY eventlog/ eventlog/
 COPY models/ models/
 COPY training/ training/
-COPY service/ service/
 COPY configs/ configs/
 RUN pip install --no-cache-dir --no-deps .
 USER 10001:10001

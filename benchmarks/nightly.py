@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bundle import versions  # noqa: E402
-from service.store import Store, StoredItem  # noqa: E402
+from eventlog.store import Store, StoredItem  # noqa: E402
 from training.config import TrainConfig, load_config_file  # noqa: E402
 from training.data import load_dataset  # noqa: E402
 from training.pipeline import train_to_bundle  # noqa: E402

@@ -2,17 +2,26 @@
 a write on replica A does replica B serve it (an upsert) or stop serving it (a delete)?
 
     python benchmarks/replicas.py [--writes 100] [--feed-poll 0.5]
+    python benchmarks/replicas.py --races 1000
+
 
 B is polled every 10 ms from the moment A acknowledged the write, through its ranking (a
 ``POST /recommend`` whose exclusion list changes each time, so no cached list answers): each
 written item is built to rank first for the stored user u0, so "served" means "in B's index". Writes
 ``benchmarks/results/replicas.md`` (distribution per kind of write). Uses the test suite's
 factory bundle (200 items); needs PostgreSQL on 127.0.0.1:5432 (database ``test``) and Redis.
+
+With ``--races N``: N rounds, each a POST or a DELETE (drawn apart) of the same id sent to both
+replicas at once (ids drawn from a few, so rounds build on each other's state); after each,
+both replicas must answer ``GET /items/{id}`` as the store holds it (200 present, 404 deleted)
+within the bound. A replica that still disagrees after 10 s has lost an acknowledged write.
+Writes ``benchmarks/results/replica_races.md``.
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import os
 import platform
 import socket
@@ -33,7 +42,7 @@ sys.path.insert(0, str(ROOT / "tests" / "service"))
 from bundle_factory import make_bundle  # noqa: E402
 from helpers import features_for  # noqa: E402
 
-from service.store import Store  # noqa: E402
+from eventlog.store import Store  # noqa: E402
 
 POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 KEY = "bench-key"
@@ -76,10 +85,78 @@ def _row(name: str, values: list[float]) -> str:
     return f"| {name} | {len(a)} | " + " | ".join(cells) + f" | {a.max():.0f} |"
 
 
+def _stop(servers: list[tuple[subprocess.Popen, str]], prefix: str) -> None:
+    for process, _ in servers:
+        process.terminate()
+        process.wait(20)
+    store = Store(POSTGRES_URL, prefix)
+    store.drop()
+    store.close()
+
+
+def _races(args: argparse.Namespace, factory, prefix: str, a: httpx.Client,
+           b: httpx.Client) -> None:
+    """The ``--races`` mode (module docstring)."""
+    store = Store(POSTGRES_URL, prefix)
+    rng = np.random.default_rng(0)
+    names = [f"race{n}" for n in range(8)]
+    bodies = {name: {"items": [{"item_id": name, "features": factory.payload(
+        features_for(factory, factory.item_embeddings[n]))}]} for n, name in enumerate(names)}
+
+    def send(client: httpx.Client, name: str, post: bool) -> bool:
+        """True when the write was acknowledged."""
+        if post:
+            return client.post("/items", json=bodies[name]).status_code == 200
+        return client.delete(f"/items/{name}").status_code in (204, 404)
+
+    acked = refused = lost = 0
+    delays: list[float] = []
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        for _ in range(args.races):
+            name = str(rng.choice(names))
+            ops = [pool.submit(send, client, name, bool(rng.random() < 0.5)) for client in (a, b)]
+            results = [op.result() for op in ops]
+            acked += sum(results)
+            refused += len(results) - sum(results)
+            item = store.get_item(name)
+            expected = 200 if item is not None and not item.deleted else 404
+            delay = _wait(lambda name=name, expected=expected: all(
+                client.get(f"/items/{name}").status_code == expected for client in (a, b)))
+            if delay == float("inf"):
+                lost += 1
+            else:
+                delays.append(delay)
+    store.close()
+    lines = [
+        "# DELETE/POST races across two replicas (one PostgreSQL store, one Redis)",
+        "",
+        "```",
+        f"python benchmarks/replicas.py --races {args.races} --feed-poll {args.feed_poll}",
+        "```",
+        "",
+        f"{time.strftime('%Y-%m-%d')}, {platform.node()}, {os.cpu_count()} cores (shared with "
+        "other work). Each round sends a POST or a DELETE (drawn apart) of one of 8 ids to both "
+        "replicas at once, then waits until both answer GET /items/{id} as the store holds it; "
+        f"RECSYS_FEED_POLL_S={args.feed_poll}.",
+        "",
+        "| rounds | writes acknowledged | refused | replicas that never converged (lost) "
+        "| converged p50 ms | p99 ms | max ms |",
+        "|---|---|---|---|---|---|---|",
+        f"| {args.races} | {acked} | {refused} | {lost} | "
+        + (" | ".join(f"{np.percentile(np.array(delays) * 1000, q):.0f}" for q in (50, 99))
+           + f" | {max(delays) * 1000:.0f}" if delays else "– | – | –") + " |",
+    ]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    (ROOT / "benchmarks" / "results" / "replica_races.md").write_text(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--writes", type=int, default=100)
     parser.add_argument("--feed-poll", type=float, default=0.5)
+    parser.add_argument("--races", type=int, default=0,
+                        help="run N DELETE/POST races instead (see the module docstring)")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="replicas-"))
     factory = make_bundle(tmp / "bundle")
@@ -100,6 +177,13 @@ def main() -> None:
         body = {"user_id": user, "k": 1, "exclude": [f"nothing{next(polls)}"]}
         return b.post("/recommend", json=body).json()["items"][0]["item_id"]
 
+    if args.races:
+        try:
+            _races(args, factory, prefix, a, httpx.Client(base_url=servers[1][1],
+                                                          headers={"X-API-Key": KEY}, timeout=10))
+        finally:
+            _stop(servers, prefix)
+        return
     upserts, deletes = [], []
     try:
         for n in range(args.writes):  # one live bench item at a time: it ranks first on B
@@ -112,12 +196,7 @@ def main() -> None:
             deletes.append(_wait(lambda n=n: first_of_b("u0") != f"bench{n}"))
             time.sleep(rng.uniform(0, args.feed_poll))
     finally:
-        for process, _ in servers:
-            process.terminate()
-            process.wait(20)
-        store = Store(POSTGRES_URL, prefix)
-        store.drop()
-        store.close()
+        _stop(servers, prefix)
     lines = [
         "# Replica convergence (two uvicorn replicas, one PostgreSQL store, one Redis)",
         "",

@@ -25,6 +25,7 @@ import pydantic_core
 from starlette.concurrency import run_in_threadpool
 
 from bundle.layout import relayout
+from eventlog.store import Change, Store, StoredItem
 from service import schemas
 from service.batching import MicroBatcher
 from service.cache import Cache
@@ -33,7 +34,6 @@ from service.index import Hit, IndexConfig, choose_device, gpu_count, set_thread
 from service.metrics import Metrics
 from service.model import ServingModel
 from service.settings import Settings
-from service.store import Change, Store, StoredItem
 
 log = logging.getLogger(__name__)
 REPLAY_BATCH = 1024

@@ -40,9 +40,8 @@ import torch
 
 import bundle as bundle_format
 from bundle import versions
-from bundle.layout import relayout
 from bundle.manifest import Modality
-from service.store import Store
+from eventlog import Logged, Store, read_logged
 from training.config import TrainConfig
 from training.data import Dataset
 from training.evaluation import evaluate
@@ -59,35 +58,10 @@ class GateRejected(RuntimeError):
 
 
 @dataclass
-class Logged:
-    """What the service logged, mapped onto the base dataset's modality order."""
-
-    items: dict[str, np.ndarray]  # external id -> raw features (latest upsert, not deleted)
-    interactions: list[tuple[str, str, float, float]]  # user, item, ts, logged_at (log order)
-    read_at: float
-
-
-@dataclass
 class RetrainData:
     dataset: Dataset  # base + logged, without the holdout
     holdout: list[tuple[str, str]]  # (user, item) external ids, logged after the live cutoff
     stats: dict[str, int] = field(default_factory=dict)
-
-
-def read_logged(store: Store, modalities: list[Modality]) -> Logged:
-    read_at = time.time()
-    items: dict[str, np.ndarray] = {}
-    for item in store.iter_items():
-        if item.deleted or item.features is None:
-            items.pop(item.item_id, None)
-            continue
-        items[item.item_id] = relayout(item.features, item.layout, modalities)
-    interactions = [
-        (i.user_id, i.item_id, i.ts, i.logged_at)
-        for i in store.iter_interactions()
-        if i.logged_at <= read_at
-    ]
-    return Logged(items, interactions, read_at)
 
 
 def extend(base: Dataset, logged: Logged, live_cutoff: float, holdout_share: float) -> RetrainData:

@@ -10,8 +10,8 @@ from conftest import AUTH
 from fastapi.testclient import TestClient
 from helpers import ids, item_body
 
+from eventlog.store import Store
 from service.app import create_app
-from service.store import Store
 
 POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 

@@ -16,7 +16,7 @@ from bundle_factory import FactoryBundle
 from conftest import AUTH, LOCAL_REDIS, redis_reachable
 from helpers import features_for, ids, item_body
 
-from service.store import Store
+from eventlog.store import Store
 
 POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 BOUND_S = 2.0  # the default RECSYS_FEED_POLL_S (0.5 s) plus the time to apply a change

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.store import Store, StoredItem, normalize_url
+from eventlog.store import Store, StoredItem, normalize_url
 
 POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 import bundle as bf
 from bundle import versions
-from service.store import Store, StoredItem
+from eventlog.store import Store, StoredItem
 from training.cli import app
 
 runner = CliRunner()
