@@ -37,11 +37,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests" / "service"))
 
-from bundle_factory import make_bundle  # noqa: E402
-from helpers import features_for  # noqa: E402
-
+from bundle.testing import features_for, make_bundle  # noqa: E402
 from eventlog.store import Store  # noqa: E402
 
 POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"

@@ -37,7 +37,7 @@ import httpx
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "service")]
+sys.path.insert(0, str(ROOT))
 
 import bundle as bundle_format  # noqa: E402
 from service.index import IndexConfig, build_faiss, set_threads  # noqa: E402
@@ -308,7 +308,7 @@ def measure(cells: list[Cell], name: str, url: str, c: int, duration: float,
 def prepare_bundle(requested: Path, workdir: Path) -> tuple[Path, str]:
     if (requested / bundle_format.MANIFEST).exists():
         return requested, f"`{requested}`"
-    from bundle_factory import make_bundle
+    from bundle.testing import make_bundle
 
     path = workdir / "factory-bundle"
     print(f"{requested} not found: building a factory bundle of 6,710 items x 64-d", flush=True)

@@ -45,3 +45,11 @@ def test_the_rule_reader_sees_imports_inside_functions(tmp_path: Path) -> None:
     source = tmp_path / "lazy.py"
     source.write_text("def f():\n    import torch.nn\n    from service.store import Store\n")
     assert imported_packages(source) == {"torch", "service"}
+
+
+def test_benchmarks_borrow_nothing_from_the_tests() -> None:
+    """Shared factories live in the package they build (``bundle/testing.py``)."""
+    borrowing = [str(path.relative_to(ROOT)) for path in sorted((ROOT / "benchmarks").rglob("*.py"))
+                 if '"tests"' in path.read_text()
+                 or imported_packages(path) & {"tests", "conftest", "helpers"}]
+    assert borrowing == []

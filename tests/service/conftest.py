@@ -17,11 +17,11 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
-from bundle_factory import FactoryBundle, make_bundle
 from fastapi.testclient import TestClient
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from bundle.testing import FactoryBundle, make_bundle
 from service.app import create_app
 from service.settings import Settings
 

@@ -1,14 +1,11 @@
-"""Small helpers shared by the API and end-to-end tests."""
+"""Small helpers shared by the API and end-to-end tests (``features_for`` lives with the
+factory bundle in :mod:`bundle.testing`: the benchmarks use it too)."""
 
 from __future__ import annotations
 
 import numpy as np
-from bundle_factory import FactoryBundle
 
-
-def features_for(factory: FactoryBundle, target: np.ndarray) -> np.ndarray:
-    """Item features whose item-tower embedding is ``target`` (W has full column rank)."""
-    return (target @ np.linalg.pinv(factory.W)).astype(np.float32)
+from bundle.testing import FactoryBundle
 
 
 def item_body(factory: FactoryBundle, item_id: str, features: np.ndarray) -> dict:

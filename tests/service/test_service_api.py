@@ -6,11 +6,11 @@ import json
 
 import numpy as np
 import pytest
-from bundle_factory import FactoryBundle
 from conftest import AUTH, redis_reachable
 from fastapi.testclient import TestClient
-from helpers import brute_force, features_for, ids, item_body
+from helpers import brute_force, ids, item_body
 
+from bundle.testing import FactoryBundle, features_for
 from service.app import create_app
 
 
@@ -276,7 +276,7 @@ def check_cache_rules(client: TestClient, factory: FactoryBundle, tmp_path, laye
     assert not client.post("/recommend", json={**request, "exclude": ["i3"]}).json()["cached"]
 
     # a new bundle: a new version never serves the old version's lists
-    from bundle_factory import make_bundle
+    from bundle.testing import make_bundle
 
     make_bundle(tmp_path / "v2", version="v2", seed=1)
     reload = client.post("/admin/reload", json={"bundle": str(tmp_path / "v2")}, headers=AUTH)

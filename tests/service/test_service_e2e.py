@@ -7,9 +7,10 @@ import time
 
 import httpx
 import numpy as np
-from bundle_factory import FactoryBundle
 from conftest import AUTH
 from helpers import brute_force, ids, item_body
+
+from bundle.testing import FactoryBundle
 
 
 def snapshot(client: httpx.Client) -> dict:

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 import schemathesis
-from bundle_factory import make_bundle
 from conftest import API_KEY, AUTH
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, Phase, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
+from bundle.testing import make_bundle
 from service.app import create_app
 from service.settings import Settings
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from bundle_factory import FactoryBundle
 from conftest import AUTH
 from fastapi.testclient import TestClient
 from helpers import ids, item_body
 
+from bundle.testing import FactoryBundle
 from eventlog.store import Store
 from service.app import create_app
 

@@ -6,9 +6,9 @@ import asyncio
 
 import numpy as np
 import pytest
-from bundle_factory import FactoryBundle, make_bundle
-from helpers import brute_force, features_for
+from helpers import brute_force
 
+from bundle.testing import FactoryBundle, features_for, make_bundle
 from service.errors import NotReady
 from service.index import IndexConfig
 from service.metrics import Metrics

@@ -8,13 +8,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-from bundle_factory import FactoryBundle, make_bundle
 from conftest import AUTH
 from fastapi.testclient import TestClient
 from helpers import brute_force, ids, item_body
 
 import bundle as bundle_format
 from bundle import versions
+from bundle.testing import FactoryBundle, make_bundle
 from service.app import create_app
 
 

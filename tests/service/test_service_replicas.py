@@ -12,10 +12,10 @@ import uuid
 import httpx
 import numpy as np
 import pytest
-from bundle_factory import FactoryBundle
 from conftest import AUTH, LOCAL_REDIS, redis_reachable
-from helpers import features_for, ids, item_body
+from helpers import ids, item_body
 
+from bundle.testing import FactoryBundle, features_for
 from eventlog.store import Store
 
 POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from bundle_factory import FactoryBundle
 
 import bundle as bundle_format
+from bundle.testing import FactoryBundle
 from service.towers import ItemTower, UserTower, providers
 
 

@@ -1,4 +1,5 @@
-"""Tiny but real bundles for the service tests and the benchmark.
+"""Tiny but real bundles for the service tests and the benchmarks (needs ``onnx``, a
+development dependency: nothing at serving time imports this module).
 
 The towers are small ONNX graphs built with ``onnx.helper`` and run by ONNX Runtime, following
 the tower contract exactly:
@@ -218,3 +219,8 @@ def user_tower_onnx(Wu: np.ndarray, Wk: np.ndarray, unknown: np.ndarray) -> onnx
         ],
     )
     return _model(graph)
+
+
+def features_for(factory: FactoryBundle, target: np.ndarray) -> np.ndarray:
+    """Item features whose item-tower embedding is ``target`` (W has full column rank)."""
+    return (target @ np.linalg.pinv(factory.W)).astype(np.float32)
