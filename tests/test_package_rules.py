@@ -12,6 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+PACKAGES = ("bundle", "eventlog", "models", "service", "training")
 FORBIDDEN = {
     "service": {"training", "models", "torch"},
     "training": {"service"},
@@ -53,3 +54,70 @@ def test_benchmarks_borrow_nothing_from_the_tests() -> None:
                  if '"tests"' in path.read_text()
                  or imported_packages(path) & {"tests", "conftest", "helpers"}]
     assert borrowing == []
+
+
+def module_graph() -> dict[str, set[str]]:
+    """Every first-party module -> the first-party modules it imports (lazy imports too)."""
+    files = {}
+    for package in PACKAGES:
+        for path in (ROOT / package).rglob("*.py"):
+            parts = list(path.relative_to(ROOT).with_suffix("").parts)
+            files[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph = {}
+    for name, path in files.items():
+        here = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                targets.update(alias.name for alias in node.names if alias.name in files)
+            elif isinstance(node, ast.ImportFrom):
+                module = node.module or ""
+                if node.level:  # relative: from the package the file is in
+                    base = here.split(".")[: len(here.split(".")) - node.level + 1]
+                    module = ".".join([*base, *([module] if module else [])])
+                for alias in node.names:
+                    child = f"{module}.{alias.name}"
+                    targets.add(child if child in files else module)
+        graph[name] = {t for t in targets if t in files and t != name}
+    return graph
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan)."""
+    order: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        order[node] = low[node] = len(order)
+        stack.append(node)
+        for target in sorted(graph[node]):
+            if target not in order:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in stack:
+                low[node] = min(low[node], order[target])
+        if low[node] == order[node]:
+            component = []
+            while True:
+                top = stack.pop()
+                component.append(top)
+                if top == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in order:
+            visit(node)
+    return found
+
+
+def test_no_module_imports_itself_back_through_others() -> None:
+    assert circles(module_graph()) == []
+
+
+def test_the_circle_finder_finds_a_lazy_circle() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert circles(graph) == [["a", "b", "c"]]

@@ -24,12 +24,10 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from training.errors import DataError
+
 SPLITS = ("train", "valid", "test")
 _PROJECT_ROOT = Path(__file__).resolve().parents[1]
-
-
-class DataError(ValueError):
-    """The dataset on disk is missing, malformed or inconsistent."""
 
 
 def default_data_dir() -> Path:

@@ -49,7 +49,6 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from training.data import DataError
 from training.encoders.cache import (
     atomic_save_npy,
     atomic_write_bytes,
@@ -58,6 +57,7 @@ from training.encoders.cache import (
     resolve_encoder,
 )
 from training.encoders.registry import Encoder, EncoderSpec
+from training.errors import DataError
 
 FORMAT_VERSION = 1
 MIN_SEQUENCE = 3  # test + validation + at least one training item

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from training.encoders.registry import EncoderSpec
+from training.encoders.spec import EncoderSpec
 
 if TYPE_CHECKING:
     from tqdm import tqdm

@@ -16,7 +16,7 @@ import torch
 
 from bundle.tokenize import load_tokenizer, tokenize
 from models.text_tower import pool_states
-from training.encoders.registry import EncoderSpec
+from training.encoders.spec import EncoderSpec
 
 if TYPE_CHECKING:
     from tqdm import tqdm
