@@ -285,5 +285,4 @@ class LatencyMiddleware:
                                          time.perf_counter() - start)
 
 
-logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-app = create_app()
+app = create_app()  # logging is configured by whoever runs it (``python -m service``)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -60,7 +59,6 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         8 << 20, ge=1024, description="Largest request body; larger ones get 413 unparsed."
     )
-    max_k: int = Field(1000, ge=1, description="Largest k of a recommendation.")
     unknown_user: Literal["404", "popular"] = Field(
         "404", description="Answer for an unknown user without history."
     )
@@ -85,8 +83,3 @@ class Settings(BaseSettings):
 
     def reload_root(self) -> Path:
         return (self.bundles_root or self.bundle.absolute().parent).resolve()
-
-
-@lru_cache
-def get_settings() -> Settings:
-    return Settings()
