@@ -6,12 +6,12 @@ import json
 
 import numpy as np
 import pytest
-from conftest import AUTH, redis_reachable
 from fastapi.testclient import TestClient
-from helpers import brute_force, ids, item_body
 
 from bundle.testing import FactoryBundle, features_for
 from service.app import create_app
+from tests.service.conftest import AUTH, redis_reachable
+from tests.service.helpers import brute_force, ids, item_body
 
 
 def index_size(client: TestClient) -> int:

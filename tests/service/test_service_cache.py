@@ -7,9 +7,9 @@ import time
 import uuid
 
 import pytest
-from conftest import LOCAL_REDIS, redis_client, redis_reachable
 
 from service.cache import Cache
+from tests.service.conftest import LOCAL_REDIS, redis_client, redis_reachable
 
 
 @pytest.fixture

@@ -7,10 +7,10 @@ import time
 
 import httpx
 import numpy as np
-from conftest import AUTH
-from helpers import brute_force, ids, item_body
 
 from bundle.testing import FactoryBundle
+from tests.service.conftest import AUTH
+from tests.service.helpers import brute_force, ids, item_body
 
 
 def snapshot(client: httpx.Client) -> dict:

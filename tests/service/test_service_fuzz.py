@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import schemathesis
-from conftest import API_KEY, AUTH
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, Phase, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
@@ -18,6 +17,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from bundle.testing import make_bundle
 from service.app import create_app
 from service.settings import Settings
+from tests.service.conftest import API_KEY, AUTH
 
 # The schema is read at collection time, so the app (not yet started) is built at import.
 WORKDIR = Path(tempfile.mkdtemp(prefix="fuzz-"))

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from conftest import API_KEY, LiveServer
 
 from bundle import versions
+from tests.service.conftest import API_KEY, LiveServer
 
 ROOT = Path(__file__).resolve().parents[2]
 LIVE = {"model": "early_lightgcn", "max_epochs": 8, "patience": 3,

@@ -5,13 +5,13 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from conftest import AUTH
 from fastapi.testclient import TestClient
-from helpers import ids, item_body
 
 from bundle.testing import FactoryBundle
 from eventlog.store import Store
 from service.app import create_app
+from tests.service.conftest import AUTH
+from tests.service.helpers import ids, item_body
 
 POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 

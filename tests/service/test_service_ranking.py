@@ -6,7 +6,6 @@ import asyncio
 
 import numpy as np
 import pytest
-from helpers import brute_force
 
 from bundle.testing import FactoryBundle, features_for, make_bundle
 from service.errors import NotReady
@@ -14,6 +13,7 @@ from service.index import IndexConfig
 from service.metrics import Metrics
 from service.model import ServingModel
 from service.recommender import Query, Recommender, rank_batch
+from tests.service.helpers import brute_force
 
 
 @pytest.fixture

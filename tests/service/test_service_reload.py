@@ -8,14 +8,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-from conftest import AUTH
 from fastapi.testclient import TestClient
-from helpers import brute_force, ids, item_body
 
 import bundle as bundle_format
 from bundle import versions
 from bundle.testing import FactoryBundle, make_bundle
 from service.app import create_app
+from tests.service.conftest import AUTH
+from tests.service.helpers import brute_force, ids, item_body
 
 
 def reload(client: TestClient, path: Path | str | None = None):

@@ -12,11 +12,11 @@ import uuid
 import httpx
 import numpy as np
 import pytest
-from conftest import AUTH, LOCAL_REDIS, redis_reachable
-from helpers import ids, item_body
 
 from bundle.testing import FactoryBundle, features_for
 from eventlog.store import Store
+from tests.service.conftest import AUTH, LOCAL_REDIS, redis_reachable
+from tests.service.helpers import ids, item_body
 
 POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 BOUND_S = 2.0  # the default RECSYS_FEED_POLL_S (0.5 s) plus the time to apply a change
