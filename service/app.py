@@ -1,4 +1,4 @@
-"""Builds the app: settings -> recommender (store, cache, bundle) -> routers.
+"""Builds the app: settings -> service (store, cache, bundle) -> routers.
 
 Run with ``uvicorn service.app:app`` or ``python -m service``; configure with ``RECSYS_*``.
 """
@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import Forbidden, Invalid, NotFound, NotReady
 from service.metrics import Metrics
-from service.recommender import LoadError, Recommender
+from service.operations import LoadError, RecommendationService
 from service.routes import admin, health, interactions, items, recommend
 from service.settings import Settings
 
@@ -44,17 +44,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        recommender = Recommender(settings, metrics)
-        await run_in_threadpool(recommender.start)
-        app.state.recommender = recommender
+        service = RecommendationService(settings, metrics)
+        await run_in_threadpool(service.start)
+        app.state.service = service
         polls = [
-            asyncio.create_task(every(settings.bundle_poll_s, recommender.follow, "bundle")),
-            asyncio.create_task(every(settings.feed_poll_s, recommender.follow_changes, "feed")),
+            asyncio.create_task(every(settings.bundle_poll_s, service.follow, "bundle")),
+            asyncio.create_task(every(settings.feed_poll_s, service.follow_changes, "feed")),
         ]
         yield
         for poll in polls:
             poll.cancel()
-        await recommender.close()
+        await service.close()
 
     app = FastAPI(title="Multimodal recommendation service", version="0.1.0",
                   description=DESCRIPTION, lifespan=lifespan)
@@ -114,8 +114,8 @@ def openapi_for_bundle(app: FastAPI) -> dict:
     (generic before one is loaded): ``features`` has exactly the bundle's modalities with their
     dimensions, and every id example, nested ones included, is an id the bundle knows (a
     delete's example is the last item, so the other examples keep theirs)."""
-    recommender = getattr(app.state, "recommender", None)
-    model = recommender.model if recommender is not None else None
+    service = getattr(app.state, "service", None)
+    model = service.model if service is not None else None
     version = model.version if model is not None else None
     if app.openapi_schema is not None and getattr(app.state, "openapi_version", 0) == version:
         return app.openapi_schema

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, Security, status
 from fastapi.security import APIKeyHeader
 
-from service.recommender import Recommender
+from service.operations import RecommendationService
 from service.settings import Settings
 
 API_KEY_HEADER = "X-API-Key"
@@ -27,12 +27,12 @@ async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-async def get_recommender(request: Request) -> Recommender:
-    return request.app.state.recommender
+async def get_service(request: Request) -> RecommendationService:
+    return request.app.state.service
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-RecommenderDep = Annotated[Recommender, Depends(get_recommender)]
+ServiceDep = Annotated[RecommendationService, Depends(get_service)]
 
 
 async def require_api_key(

@@ -1,7 +1,7 @@
 """One loaded bundle plus everything that arrived online since it was built.
 
 Pure in-memory state and arithmetic: the index, the towers, the id maps, online histories.
-Durability and caching live in ``recommender.py``, which owns the order of operations.
+Durability and caching live in ``operations.py``, which owns the order of operations.
 """
 
 from __future__ import annotations

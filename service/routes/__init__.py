@@ -1,4 +1,4 @@
-"""One router a resource; handlers stay thin and call ``Recommender``.
+"""One router a resource; handlers stay thin and call ``RecommendationService``.
 
 Writes are plain ``def``: ONNX Runtime, FAISS and SQL calls block, so FastAPI runs them in its
 thread pool. Recommendations are ``async``: the cache is asked on the event loop, and misses are

@@ -6,7 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body
 
 from service import schemas
-from service.deps import ApiKey, RecommenderDep
+from service.deps import ApiKey, ServiceDep
 from service.errors import Forbidden
 from service.routes import BAD_BODY, UNAUTHORIZED
 
@@ -18,12 +18,12 @@ router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[ApiKey],
              responses={403: {"description": "The folder is outside RECSYS_BUNDLES_ROOT."},
                         422: {"description": "The bundle cannot be loaded; the old one stays."}})
 def reload(
-    recommender: RecommenderDep, body: Annotated[schemas.ReloadIn | None, Body()] = None
+    service: ServiceDep, body: Annotated[schemas.ReloadIn | None, Body()] = None
 ) -> schemas.ReloadOut:
     """Load a bundle (inside the bundles root) and swap it in atomically; a failed load keeps
     the served one."""
     if body is not None and body.bundle is not None:
-        root = recommender.settings.reload_root()
+        root = service.settings.reload_root()
         if not Path(body.bundle).resolve().is_relative_to(root):
             raise Forbidden(f"only bundles inside {root} can be loaded")
-    return recommender.reload(body.bundle if body else None)
+    return service.reload(body.bundle if body else None)

@@ -5,7 +5,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service import schemas
-from service.deps import RecommenderDep
+from service.deps import ServiceDep
 
 router = APIRouter(tags=["health"])
 
@@ -18,9 +18,9 @@ async def healthz() -> schemas.Health:
 
 @router.get("/readyz", response_model=schemas.Ready,
             responses={503: {"model": schemas.Ready, "description": "Not ready."}})
-async def readyz(recommender: RecommenderDep) -> JSONResponse:
+async def readyz(service: ServiceDep) -> JSONResponse:
     """Bundle loaded, index built, store reachable (503 otherwise); Redis state reported."""
-    ready = await recommender.readiness()
+    ready = await service.readiness()
     return JSONResponse(ready.model_dump(), status_code=200 if ready.ready else 503)
 
 

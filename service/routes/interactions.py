@@ -3,7 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 
 from service import schemas
-from service.deps import ApiKey, RecommenderDep
+from service.deps import ApiKey, ServiceDep
 from service.routes import BAD_BODY, UNAUTHORIZED
 
 router = APIRouter(prefix="/interactions", tags=["interactions"])
@@ -14,7 +14,7 @@ router = APIRouter(prefix="/interactions", tags=["interactions"])
              responses={**BAD_BODY, **UNAUTHORIZED,
                         404: {"description": "The item is unknown or deleted."}})
 def add_interaction(
-    body: schemas.InteractionIn, recommender: RecommenderDep
+    body: schemas.InteractionIn, service: ServiceDep
 ) -> schemas.InteractionOut:
     """Log durably (the nightly retraining reads it) and update the user's online history."""
-    return recommender.add_interaction(body)
+    return service.add_interaction(body)

@@ -12,7 +12,7 @@ from service.errors import NotReady
 from service.index import IndexConfig
 from service.metrics import Metrics
 from service.model import ServingModel
-from service.recommender import Query, Recommender, rank_batch
+from service.operations import Query, RecommendationService, rank_batch
 from tests.service.helpers import brute_force
 
 
@@ -59,8 +59,8 @@ def test_a_failing_request_gets_its_error_and_the_others_their_answers(model, fa
 def test_concurrent_requests_are_ranked_in_batches_with_the_same_answers(make_settings,
                                                                          factory):
     metrics = Metrics()
-    recommender = Recommender(make_settings(redis_url="", local_cache_items=0), metrics)
-    recommender.start()
+    service = RecommendationService(make_settings(redis_url="", local_cache_items=0), metrics)
+    service.start()
 
     def batches() -> tuple[float, float]:  # (number of miss batches, requests in them)
         count = metrics.registry.get_sample_value("recsys_miss_batch_size_count")
@@ -69,14 +69,14 @@ def test_concurrent_requests_are_ranked_in_batches_with_the_same_answers(make_se
 
     async def scenario():
         users = [f"u{n}" for n in range(12)]
-        together = await asyncio.gather(*(recommender.recommend_user(u, 7) for u in users))
+        together = await asyncio.gather(*(service.recommend_user(u, 7) for u in users))
         assert batches() == (1, 12)  # one FAISS search for all twelve
-        one_by_one = [await recommender.recommend_user(u, 7) for u in users]
+        one_by_one = [await service.recommend_user(u, 7) for u in users]
         assert batches() == (13, 24)
         return together, one_by_one
 
     together, one_by_one = asyncio.run(scenario())
-    recommender.store.close()
+    service.store.close()
     assert together == one_by_one
 
 

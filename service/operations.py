@@ -6,7 +6,7 @@ models under the same lock, so no write can fall between the replay and the swap
 Reads (asynchronous) never take the write lock: the cache is asked on the event loop, and the
 misses of concurrent requests are ranked together (one FAISS search for the batch, see
 ``service.batching``), on the event loop while that is cheap, in a worker thread when it is not
-(see ``Recommender._answer_misses``).
+(see ``RecommendationService._answer_misses``).
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ class LoadError(RuntimeError):
     """A bundle could not be loaded; the previous one (if any) is still served."""
 
 
-class Recommender:
+class RecommendationService:
     def __init__(self, settings: Settings, metrics: Metrics):
         self.settings = settings
         self.metrics = metrics
