@@ -241,16 +241,18 @@ def test_content_knn_is_the_cosine_to_the_history_mean(
     torch.testing.assert_close(model.embed_new_items(features), items)
 
 
+@pytest.mark.parametrize("name", ["early_lightgcn", "metammf_lightgcn"])
 @pytest.mark.parametrize("extra", [
     {}, {"knn_weight": 1.0, "warm_content": 0.5},
     {"knn_weight": 1.0, "item_graph_k": 3, "history_decay": 0.5, "user_dropout": 0.2},
     {"knn_weight": 1.0, "item_graph_k": 3, "item_graph_warm": False},
 ])
 def test_part_by_part_scores_give_the_vector_losses_and_gradients(
-    graph: BipartiteGraph, features: torch.Tensor, modality_dims: list[int], extra: dict
+    graph: BipartiteGraph, features: torch.Tensor, modality_dims: list[int], name: str,
+    extra: dict
 ) -> None:
     """The training step sums its scores part by part; whole vectors are the oracle."""
-    model = build_model("early_lightgcn", graph, features, modality_dims, embed_dim=16,
+    model = build_model(name, graph, features, modality_dims, embed_dim=16,
                         content_dim=8, first_hidden=16, **extra).train()
     users, positives = graph.edge_index
     batch = TrainingBatch(users, positives, (positives + 3) % (graph.num_items - 1))
