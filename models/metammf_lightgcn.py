@@ -21,7 +21,7 @@ and ``d_c = embed_dim - d_m``. Two ways to combine them (``combine``):
 * ``"propagate"``: ``[e_m ; e_c]`` is layer 0 of the items, a free ``d``-d vector that of the
   users, and the whole vector is propagated; the user's content comes through the graph.
 
-Two options decided on validation (TikTok numbers in README "Decisions"):
+Two options decided on validation (TikTok numbers in docs/decisions.md):
 
 * ``warm_content`` (w): warm items carry ``w * e_m`` (new items always the full ``e_m``); at 0
   warm items are ranked by the IDs alone and the content serves new items only.
@@ -54,8 +54,8 @@ the top-20 slots even at the smallest scale.)
 
 ``new_item_fused_weight`` (lambda, a buffer; 1 while training) weights ``e_m`` in the vectors of
 new items outside training, the kNN part beside it kept whole. The fused part is fitted on warm
-items only and, on TikTok, ranks unseen items worse than the kNN part alone (README
-"Decisions"): at 0 a new item is ranked among new items exactly as content kNN ranks it, while
+items only and, on TikTok, ranks unseen items worse than the kNN part alone
+(docs/decisions.md): at 0 a new item is ranked among new items exactly as content kNN ranks it, while
 warm items keep ``warm_content * e_m``.
 
 ``item_graph_k`` (> 0, ``beside`` only) adds FREEDOM's frozen item-item content graph
