@@ -14,30 +14,25 @@ from __future__ import annotations
 import gc
 import logging
 import threading
-import time
-import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import pydantic_core
 from starlette.concurrency import run_in_threadpool
 
-from bundle.layout import relayout
-from eventlog.store import Change, Store, StoredItem
+from eventlog.store import Store, StoredItem
 from service import schemas
 from service.batching import MicroBatcher
 from service.cache import Cache
 from service.errors import NotFound, NotReady, invalid
-from service.index import Hit, IndexConfig, choose_device, gpu_count, set_threads
+from service.index import IndexConfig, choose_device, gpu_count, set_threads
 from service.metrics import Metrics
 from service.model import ServingModel
+from service.ranking import Answer, Query, Ranked, timed_rank_batch
+from service.responses import CACHE_KIND, items_json, recommendation_json
 from service.settings import Settings
+from service.sync import ChangeFeed, replay
 
 log = logging.getLogger(__name__)
-REPLAY_BATCH = 1024
-FEED_GAP_S = 5.0  # how long an unfilled id of the change feed is waited for
 # A batch of misses ranks on the event loop while it is expected to take less CPU than this: a
 # thread hop costs ~0.3 ms of CPU (measured), more than an exact search over ~10^4 items; a
 # slower batch (big exact index, heavy user tower) goes to the thread pool so it cannot stall
@@ -79,12 +74,7 @@ class RecommendationService:
         self._followed: Path | None = None  # what RECSYS_BUNDLE resolved to at the last poll
         self.catalog_generation = 0  # bumped by every delete; part of every cache key
         self._write_lock = threading.Lock()
-        # Change feed (see ``follow_changes``): this replica's name on its writes, the id up to
-        # which every change is applied, the ones applied beyond it, and when a gap was seen.
-        self.origin = uuid.uuid4().hex
-        self.feed_cursor = 0
-        self._feed_applied: set[int] = set()
-        self._feed_gap_since: dict[int, float] = {}
+        self.feed = ChangeFeed()  # the other replicas' writes (see ``follow_changes``)
         self._reload_lock = threading.Lock()
         # Running average of CPU seconds per ranked request; starts in the pool.
         self._rank_s = 2 * INLINE_RANK_S
@@ -100,7 +90,7 @@ class RecommendationService:
                         "who can reach this port")
         self.store.create()
         self.catalog_generation = self.store.catalog_generation()
-        self.feed_cursor = self.store.last_change_id()  # the replay below covers everything
+        self.feed.cursor = self.store.last_change_id()  # the replay below covers everything
         self._followed = self.settings.bundle.resolve()
         try:
             self.reload()
@@ -151,7 +141,7 @@ class RecommendationService:
                     from error
             previous_version = previous.version if previous else None
             with self._write_lock:
-                self._replay(model)
+                replay(self.store, model)
                 self.catalog_generation = self.store.catalog_generation()
                 self.model = model  # requests in flight keep their reference to the old one
                 self.served_path = path
@@ -167,101 +157,19 @@ class RecommendationService:
                 items=len(model.index),
             )
 
-    def _replay(self, model: ServingModel) -> None:
-        """Apply what the store holds beyond the bundle: items, deletes, then interactions."""
-        ready: list[StoredItem] = []  # embedded by this bundle's tower already
-        stale: list[StoredItem] = []  # embedded by another bundle: re-embed from features
-        for item in self.store.iter_items():
-            if item.deleted:
-                model.apply_delete(item.item_id)
-            elif item.item_id in model.item_rows and item.updated_at <= model.cutoff:
-                continue  # the bundle was trained with this version of the item
-            elif item.model_version == model.version and item.history_state is not None:
-                ready.append(item)
-            else:
-                stale.append(item)
-        for start in range(0, len(ready), REPLAY_BATCH):
-            chunk = ready[start : start + REPLAY_BATCH]
-            model.apply_items([i.item_id for i in chunk], np.stack([i.embedding for i in chunk]),
-                              np.stack([i.history_state for i in chunk]))
-        if stale and model.item_tower is None:
-            log.warning("%d online items skipped: bundle has no item tower", len(stale))
-            stale = []
-        for start in range(0, len(stale), REPLAY_BATCH):
-            chunk, rows = [], []
-            for item in stale[start : start + REPLAY_BATCH]:
-                try:
-                    rows.append(relayout(item.features, item.layout, model.modalities))
-                    chunk.append(item)
-                except (KeyError, TypeError) as error:
-                    log.warning("online item %s skipped: features do not fit: %s",
-                                item.item_id, error)
-            if chunk:
-                embeddings, states = model.embed(np.stack(rows))
-                model.apply_items([i.item_id for i in chunk], embeddings, states)
-        model.replayed_interaction = self.store.last_interaction_id()
-        for event in self.store.iter_interactions(logged_after=model.cutoff):
-            model.apply_interaction(event.user_id, event.item_id)
-
     # ---- change feed -------------------------------------------------------------------
 
     def follow_changes(self) -> int:
-        """Apply the other replicas' writes logged since the last call; returns how many.
-
-        Ids are handed out before commit, so under concurrent writers a lower id can become
-        visible after a higher one: the cursor stops at the first gap and jumps it only once it
-        is older than ``FEED_GAP_S`` (a rolled-back write never fills it)."""
+        """Apply the other replicas' writes logged since the last call; returns how many
+        (:class:`service.sync.ChangeFeed`)."""
         model = self.model
         if model is None:
             return 0
-        applied = 0
         with self._write_lock:
-            for change in self.store.changes_after(self.feed_cursor):
-                if change.id in self._feed_applied:
-                    continue
-                if change.origin != self.origin:
-                    applied += self._apply_change(model, change)
-                self._feed_applied.add(change.id)
-            now = time.monotonic()
-            while self._feed_applied:
-                following = self.feed_cursor + 1
-                if following in self._feed_applied:
-                    self._feed_applied.discard(following)
-                    self._feed_gap_since.pop(following, None)
-                    self.feed_cursor = following
-                elif now - self._feed_gap_since.setdefault(following, now) > FEED_GAP_S:
-                    self.feed_cursor = following  # never filled: skip it
-                else:
-                    break
+            applied, deleted = self.feed.follow(self.store, model)
+            if deleted:
+                self.catalog_generation = self.store.catalog_generation()
         return applied
-
-    def _apply_change(self, model: ServingModel, change: Change) -> int:
-        if change.kind == "interaction":
-            if change.ref is not None and change.ref <= model.replayed_interaction:
-                return 0  # the bundle's replay applied it already
-            model.apply_interaction(str(change.user_id), change.item_id)
-            return 1
-        # The change says which item moved, the store what it is now: a delete that a later
-        # re-POST overtook must not remove the item (nor an upsert revive a deleted one), so a
-        # replica converges to the store whatever order the feed delivers changes in.
-        item = self.store.get_item(change.item_id)
-        if item is None or item.deleted:
-            model.apply_delete(change.item_id)
-            self.catalog_generation = self.store.catalog_generation()
-            return 1
-        if item.model_version == model.version and item.history_state is not None:
-            model.apply_items([item.item_id], item.embedding[None], item.history_state[None])
-            return 1
-        if model.item_tower is None or item.features is None:
-            return 0
-        try:  # written by a replica on another bundle: embed it with ours
-            row = relayout(item.features, item.layout, model.modalities)
-        except (KeyError, TypeError) as error:
-            log.warning("online item %s skipped: features do not fit: %s", item.item_id, error)
-            return 0
-        embeddings, states = model.embed(row[None])
-        model.apply_items([item.item_id], embeddings, states)
-        return 1
 
     # ---- items -------------------------------------------------------------------------
 
@@ -282,7 +190,7 @@ class RecommendationService:
                     StoredItem(item_id, features[row], model.layout, embeddings[row],
                                states[row], model.version)
                     for row, item_id in enumerate(ids)
-                ], origin=self.origin)
+                ], origin=self.feed.origin)
                 model.apply_items(ids, embeddings, states)
                 break
         self.metrics.items_ingested.inc(len(items))
@@ -309,7 +217,7 @@ class RecommendationService:
             model = self.require_model()
             if not model.has_item(item_id):
                 raise NotFound(f"unknown item {item_id!r}")
-            generation = self.store.delete_item(item_id, origin=self.origin)
+            generation = self.store.delete_item(item_id, origin=self.feed.origin)
             model.apply_delete(item_id)
             # After the index: a request that sees the new generation searches without the item.
             self.catalog_generation = generation
@@ -324,7 +232,7 @@ class RecommendationService:
             if not model.has_item(body.item_id):  # a well-formed reference to nothing: 404
                 raise NotFound(f"unknown item {body.item_id!r}")
             logged_at = self.store.add_interaction(body.user_id, body.item_id, body.ts,
-                                                   origin=self.origin)
+                                                   origin=self.feed.origin)
             model.apply_interaction(body.user_id, body.item_id)
         self.metrics.interactions.inc()
         return schemas.InteractionOut(user_id=body.user_id, item_id=body.item_id,
@@ -404,9 +312,9 @@ class RecommendationService:
     async def _rank(self, queries: list[Query]) -> list[Ranked | Exception]:
         """``rank_batch`` inline or in a worker thread, whichever recent durations call for."""
         if self._rank_s * len(queries) < INLINE_RANK_S:
-            results, seconds = _timed_rank_batch(queries)
+            results, seconds = timed_rank_batch(queries)
         else:
-            results, seconds = await run_in_threadpool(_timed_rank_batch, queries)
+            results, seconds = await run_in_threadpool(timed_rank_batch, queries)
         self._note_rank(seconds / len(queries))
         return results
 
@@ -440,79 +348,3 @@ def freeze_heap() -> None:
     gc.unfreeze()
     gc.collect()
     gc.freeze()
-
-
-CACHE_KIND = "recjson"  # value: b"<source>\n<items JSON>" (the former "rec" held other JSON)
-
-
-def items_json(hits: Sequence[tuple[str, float]]) -> bytes:
-    """``RecommendationOut.items`` as pydantic serializes it."""
-    return pydantic_core.to_json([{"item_id": i, "score": s} for i, s in hits])
-
-
-def recommendation_json(
-    user_id: str | None, version: str, cached: bool, source: bytes, items: bytes
-) -> bytes:
-    """The body of a ``schemas.RecommendationOut``, byte for byte what ``model_dump_json``
-    writes (same field order, same encoder), from an items list serialized once: a cache hit
-    neither parses nor validates it again."""
-    return b"".join((
-        b'{"user_id":', pydantic_core.to_json(user_id), b',"items":', items,
-        b',"model_version":', pydantic_core.to_json(version),
-        b',"cached":true,"source":"' if cached else b',"cached":false,"source":"',
-        source, b'"}',
-    ))
-
-
-@dataclass(frozen=True)
-class Query:
-    """One recommendation request that the memory layer could not answer."""
-
-    model: ServingModel
-    user_id: str | None
-    history: list[str]
-    exclude: list[str]
-    k: int
-    key: str = ""  # its Redis key
-
-
-Ranked = tuple[list[Hit], str]  # best first, and where the user vector came from
-Answer = tuple[bytes, bytes, bool]  # source, items JSON, whether it came from Redis
-
-
-def rank_batch(requests: Sequence[Query]) -> list[Ranked | Exception]:
-    """The CPU part of recommendations: user vectors (stored or user tower), then one FAISS
-    search per bundle for the whole batch. A request that fails gets its exception back
-    instead of failing the others."""
-    results: list[Ranked | Exception | None] = [None] * len(requests)  # each one set below
-    by_model: dict[int, list[int]] = {}
-    for position, request in enumerate(requests):
-        by_model.setdefault(id(request.model), []).append(position)
-    for positions in by_model.values():
-        model = requests[positions[0]].model
-        ranked, vectors, sources, excluded = [], [], [], []
-        for position in positions:
-            request = requests[position]
-            try:
-                vector, source = model.user_vector(request.user_id, request.history)
-            except Exception as error:  # noqa: BLE001 - this request's answer, not the batch's
-                results[position] = error
-                continue
-            ranked.append(position)
-            vectors.append(vector)
-            sources.append(source)
-            excluded.append(model.seen(request.user_id) | set(request.history)
-                            | set(request.exclude))
-        if not ranked:
-            continue
-        k = max(requests[position].k for position in ranked)
-        hits = model.search(np.stack(vectors), k, excluded)
-        for position, found, source in zip(ranked, hits, sources, strict=True):
-            results[position] = (found[: requests[position].k], source)
-    return results  # type: ignore[return-value]  # every position is a model's, so set
-
-
-def _timed_rank_batch(requests: Sequence[Query]) -> tuple[list[Ranked | Exception], float]:
-    started = time.thread_time()  # CPU time: other processes on the cores must not count
-    results = rank_batch(requests)
-    return results, time.thread_time() - started

@@ -151,7 +151,7 @@ def test_local_layer_keeps_bytes_by_parts_until_they_expire():
 @pytest.mark.parametrize("user_id", ["u1", None, "ü😀\"\\"])
 def test_response_body_is_what_pydantic_writes(user_id):
     from service import schemas
-    from service.operations import items_json, recommendation_json
+    from service.responses import items_json, recommendation_json
 
     hits = [("i1", 1.5), ("é\"x", -1e-7), ("b", 1e20), ("c", 31.256893157958984)]
     for cached in (True, False):

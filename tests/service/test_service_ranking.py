@@ -12,7 +12,8 @@ from service.errors import NotReady
 from service.index import IndexConfig
 from service.metrics import Metrics
 from service.model import ServingModel
-from service.operations import Query, RecommendationService, rank_batch
+from service.operations import RecommendationService
+from service.ranking import Query, rank_batch
 from tests.service.helpers import brute_force
 
 
