@@ -15,9 +15,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RECSYS_", extra="ignore")
 
     bundle: Path = Field(Path("bundles/tiktok"), description="Bundle folder to serve.")
-    bundles_root: Path | None = Field(
+    reload_root: Path | None = Field(
         None, description="POST /admin/reload loads only folders inside it (default: the "
-        "folder holding RECSYS_BUNDLE)."
+        "folder holding RECSYS_BUNDLE). Not the training CLI's RECSYS_BUNDLES_ROOT (the "
+        "versions folder), though a deployment usually points both at one place."
     )
     feed_poll_s: float = Field(
         0.5, ge=0, description="How often to apply the other replicas' writes from the store's "
@@ -81,5 +82,6 @@ class Settings(BaseSettings):
         return None if value == "" else value
 
 
-    def reload_root(self) -> Path:
-        return (self.bundles_root or self.bundle.absolute().parent).resolve()
+    def reload_boundary(self) -> Path:
+        """The folder every POST /admin/reload target must lie in."""
+        return (self.reload_root or self.bundle.absolute().parent).resolve()

@@ -15,7 +15,7 @@ router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[ApiKey],
 
 
 @router.post("/reload", response_model=schemas.ReloadOut,
-             responses={403: {"description": "The folder is outside RECSYS_BUNDLES_ROOT."},
+             responses={403: {"description": "The folder is outside RECSYS_RELOAD_ROOT."},
                         422: {"description": "The bundle cannot be loaded; the old one stays."}})
 def reload(
     service: ServiceDep, body: Annotated[schemas.ReloadIn | None, Body()] = None
@@ -23,7 +23,7 @@ def reload(
     """Load a bundle (inside the bundles root) and swap it in atomically; a failed load keeps
     the served one."""
     if body is not None and body.bundle is not None:
-        root = service.settings.reload_root()
+        root = service.settings.reload_boundary()
         if not Path(body.bundle).resolve().is_relative_to(root):
             raise Forbidden(f"only bundles inside {root} can be loaded")
     return service.reload(body.bundle if body else None)

@@ -65,7 +65,7 @@ def make_settings(tmp_path: Path, factory: FactoryBundle) -> Iterator[Callable[.
         prefixes.append(prefix)
         values = dict(
             bundle=factory.path,
-            bundles_root=tmp_path.parent,  # the test's temporary tree: factory and test bundles
+            reload_root=tmp_path.parent,  # the test's temporary tree: factory and test bundles
             database_url=f"sqlite:///{tmp_path / 'store.db'}",
             redis_url=LOCAL_REDIS if redis_reachable() else None,
             cache_prefix=prefix,

@@ -143,8 +143,8 @@ def test_the_service_follows_the_current_link_through_publish_and_rollback(
         assert 'recsys_reloads_total{result="failed"} 1.0' in client.get("/metrics").text
 
 
-def test_reload_is_restricted_to_the_bundles_root(make_settings, factory, tmp_path):
-    settings = make_settings(bundles_root=factory.path.parent)
+def test_reload_is_restricted_to_the_reload_root(make_settings, factory, tmp_path):
+    settings = make_settings(reload_root=factory.path.parent)
     with TestClient(create_app(settings)) as client:
         outside = make_bundle(tmp_path / "elsewhere", version="v9", seed=3)
         for path in (outside.path, "/etc", f"{factory.path}/../../{tmp_path.name}/elsewhere"):
