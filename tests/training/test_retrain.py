@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 import bundle as bf
@@ -45,43 +48,84 @@ def _log_online_events(url: str, sample: Path, version: str) -> None:
     store.close()
 
 
-def test_retrain_publishes_a_candidate_that_passes_and_keeps_live_when_one_fails(
-    tiktok_sample: Path, tmp_path: Path
-) -> None:
+@dataclass
+class Day:
+    """One bootstrap, a day of logged traffic, then retrains; what each left behind."""
+
+    root: Path
+    live: str  # the bootstrap's version
+    bootstrap_again: str  # the output of a second bootstrap
+    published: dict[str, Any]  # gate.json of the retrain that passed
+    published_prom: str
+    rejected: dict[str, Any]  # gate.json of the retrain that failed
+    rejected_prom: str
+    rejected_output: str
+    rejected_exit: int
+    serving_after_reject: str
+
+
+@pytest.fixture(scope="module")
+def day(tiktok_sample: Path, tmp_path_factory: pytest.TempPathFactory) -> Day:
+    tmp_path = tmp_path_factory.mktemp("retrain")
     root, url = tmp_path / "bundles", f"sqlite:///{tmp_path / 'store.db'}"
     common = ["--root", str(root), "--data", str(tiktok_sample), "--quiet"]
     result = runner.invoke(app, ["bootstrap", *common, "--config", _config(tmp_path, "g", GOOD)])
     assert result.exit_code == 0, result.output
     live = versions.current_version(root)
-    assert runner.invoke(app, ["bootstrap", *common]).output.endswith("nothing to do\n")
+    again = runner.invoke(app, ["bootstrap", *common]).output
     _log_online_events(url, tiktok_sample, live)
 
     retrain = ["retrain", *common, "--database-url", url, "--holdout-share", "0.3"]
     result = runner.invoke(app, [*retrain, "--config", _config(tmp_path, "g", GOOD),
                                  "--tolerance", "0.5"])
     assert result.exit_code == 0, result.output
-    decision = json.loads((root / "gate" / "gate.json").read_text())
-    assert decision["accepted"] and decision["published"] == versions.current_version(root) != live
-    assert decision["warm_start"]  # the same model as live: started from its weights
-    assert decision["data"]["new_items"] == 1 and decision["data"]["dropped_unknown_item"] == 1
-    assert decision["data"]["holdout_interactions"] == round(0.3 * 1502)
-    assert decision["holdout"]["candidate"] > 2 * decision["holdout"]["live"]  # it learnt the day
-    assert decision["valid"]["candidate"] > decision["valid"]["popularity"]
-    published = bf.load_bundle(root / versions.CURRENT)
-    assert "new-1" in published.item_ids and "new-user" in published.user_ids
-    assert published.manifest.data_cutoff > bf.load_bundle(root / "versions" / live).manifest.cutoff
-    prom = (root / "gate" / "gate.prom").read_text()
-    assert "recsys_gate_accepted 1" in prom and 'split="holdout",bundle="live"' in prom
-
-    serving = versions.current_version(root)
+    published = json.loads((root / "gate" / "gate.json").read_text())
+    published_prom = (root / "gate" / "gate.prom").read_text()
     # from scratch: a warm start from live would leave the barely-trained candidate near live
     result = runner.invoke(app, [*retrain, "--config", _config(tmp_path, "w", WORSE),
                                  "--no-warm-start"])
-    assert result.exit_code == 1 and "rejected" in result.output
-    decision = json.loads((root / "gate" / "gate.json").read_text())
+    return Day(root, live, again, published, published_prom,
+               json.loads((root / "gate" / "gate.json").read_text()),
+               (root / "gate" / "gate.prom").read_text(), result.output, result.exit_code,
+               versions.current_version(root))
+
+
+def test_bootstrap_does_nothing_when_a_bundle_is_published(day: Day) -> None:
+    assert day.bootstrap_again.endswith("nothing to do\n")
+
+
+def test_a_candidate_that_passes_is_published_as_the_new_current(day: Day) -> None:
+    decision = day.published
+    assert decision["accepted"] and decision["published"] not in (None, day.live)
+    assert decision["warm_start"]  # the same model as live: started from its weights
+
+
+def test_the_candidate_learns_the_logged_day(day: Day) -> None:
+    decision = day.published
+    assert decision["data"]["new_items"] == 1 and decision["data"]["dropped_unknown_item"] == 1
+    assert decision["data"]["holdout_interactions"] == round(0.3 * 1502)
+    assert decision["holdout"]["candidate"] > 2 * decision["holdout"]["live"]
+    assert decision["valid"]["candidate"] > decision["valid"]["popularity"]
+
+
+def test_the_published_bundle_holds_the_logged_items_and_users(day: Day) -> None:
+    published = bf.load_bundle(day.root / "versions" / day.published["published"])
+    assert "new-1" in published.item_ids and "new-user" in published.user_ids
+    live = bf.load_bundle(day.root / "versions" / day.live)
+    assert published.manifest.data_cutoff > live.manifest.cutoff
+
+
+def test_the_gate_writes_its_metrics_for_a_textfile_collector(day: Day) -> None:
+    assert "recsys_gate_accepted 1" in day.published_prom
+    assert 'split="holdout",bundle="live"' in day.published_prom
+    assert "recsys_gate_accepted 0" in day.rejected_prom
+
+
+def test_a_candidate_that_fails_is_rejected_and_live_keeps_serving(day: Day) -> None:
+    assert day.rejected_exit == 1 and "rejected" in day.rejected_output
+    decision = day.rejected
     assert not decision["accepted"] and decision["published"] is None and decision["reasons"]
-    assert versions.current_version(root) == serving  # the live bundle keeps serving
-    assert "recsys_gate_accepted 0" in (root / "gate" / "gate.prom").read_text()
+    assert day.serving_after_reject == day.published["published"]
 
 
 def test_a_refit_live_bundle_is_judged_on_the_holdout_and_the_candidate_never_refits(
