@@ -16,7 +16,7 @@ ID-only models accept it and ignore it (they have no path for an item without in
 VBPR gives those items ``[0 ; E f_i]``.
 
 ``metammf_lightgcn`` and its static controls ``early_/late_/hybrid_lightgcn`` are MetaMMF's
-fusion on a LightGCN backbone (:mod:`models.metammf_lightgcn`, a variant the paper allows, not
+fusion on a LightGCN backbone (:mod:`models.fusion_lightgcn`, a variant the paper allows, not
 eq. 18); their fusion is built on the conditioned features. ``mostpop`` and ``content_knn`` are
 training-free baselines (:mod:`models.popularity`, :mod:`models.content_knn`); ``freedom`` and
 ``lattice`` the item-item graph baselines (:mod:`models.freedom`, :mod:`models.lattice`).
@@ -41,10 +41,10 @@ from models.content_knn import ContentKNN
 from models.crossan import SequentialRecommender
 from models.freedom import FREEDOM
 from models.fusion import build_fusion
+from models.fusion_lightgcn import FusionLightGCN
 from models.lattice import LATTICE
 from models.lightgcn import LightGCN
 from models.metammf import FusedItemRecommender, FusionGCN, FusionMF
-from models.metammf_lightgcn import FusionLightGCN
 from models.mf import BPRMF, VBPR
 from models.popularity import MostPop
 
@@ -60,7 +60,7 @@ _META_FUSION: dict[str, Any] = {
     "static_weight": True,
 }
 
-# The LightGCN-backbone variant (models.metammf_lightgcn); defaults from validation tuning.
+# The LightGCN-backbone variant (models.fusion_lightgcn); defaults from validation tuning.
 _LIGHTGCN_FUSED: dict[str, Any] = {
     "embed_dim": 64,
     "content_dim": None,

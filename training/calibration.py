@@ -1,7 +1,7 @@
 """Choose how a trained model's lists are built (its serving rules), on validation.
 
 A model with a new-item path exposes a ``cold_scale`` buffer: the factor on the vectors of
-items without training interactions (see :mod:`models.metammf_lightgcn`). Served at 1, new items
+items without training interactions (see :mod:`models.fusion_lightgcn`). Served at 1, new items
 may never enter a top-20 (popular warm items hold the top slots) or may crowd warm items out,
 depending on how training left the scale of their vectors. Which trade-off is right is a product
 decision, so it is *chosen on validation* over a fixed grid, with the number a user of the

@@ -122,7 +122,7 @@ def test_a_training_step_propagates_the_ids_once_for_the_model_and_its_views(
     graph: BipartiteGraph, features: torch.Tensor, modality_dims: list[int],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import models.metammf_lightgcn as module
+    import models.fusion_lightgcn as module
 
     model = _model("metammf_lightgcn", graph, features, modality_dims).train()
     model.add_loss_plugin(CounterfactualDistillation(

@@ -55,8 +55,8 @@ the top-20 slots even at the smallest scale.)
 ``new_item_fused_weight`` (lambda, a buffer; 1 while training) weights ``e_m`` in the vectors of
 new items outside training, the kNN part beside it kept whole. The fused part is fitted on warm
 items only and, on TikTok, ranks unseen items worse than the kNN part alone
-(docs/decisions.md): at 0 a new item is ranked among new items exactly as content kNN ranks it, while
-warm items keep ``warm_content * e_m``.
+(docs/decisions.md): at 0 a new item is ranked among new items exactly as content kNN ranks it,
+while warm items keep ``warm_content * e_m``.
 
 ``item_graph_k`` (> 0, ``beside`` only) adds FREEDOM's frozen item-item content graph
 (:mod:`models.item_graph`) beside the user-item propagation: every item's ID half gains
@@ -86,7 +86,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -95,14 +95,14 @@ from torch import nn
 
 from models.base import (
     BipartiteGraph,
-    FixedScores,
     Recommender,
     ServingTowers,
     TrainingBatch,
     item_mask,
-    pair_margins,
 )
 from models.conditioning import FeatureConditioner
+from models.fusion_lightgcn_towers import LightGCNItemTower, LightGCNUserTower
+from models.fusion_lightgcn_views import FusionModalityViews
 from models.graph import (
     HistoryMean,
     SymmetricAdjacency,
@@ -110,7 +110,6 @@ from models.graph import (
     lightgcn_layers,
     lightgcn_propagate,
     lightgcn_users_after,
-    recency_weights,
 )
 from models.item_graph import ContentNeighbourGraph, modality_blocks
 from models.losses import bpr_loss
@@ -121,7 +120,7 @@ GRAPH_SOURCES = ("features", "fused")
 FusionFactory = Callable[[Sequence[int], int], nn.Module]
 
 
-class FusionLightGCN(Recommender):
+class FusionLightGCN(FusionModalityViews, Recommender):
     """Fused item content ``e_m`` with LightGCN-propagated IDs (see the module docstring)."""
 
     uses_features = True
@@ -304,14 +303,6 @@ class FusionLightGCN(Recommender):
         items = F.normalize(conditioned, dim=1)
         return items, self.history_mean.user_mean(items)
 
-    def view_state(self, keep: Collection[int]) -> dict[str, torch.Tensor]:
-        """The view's conditioned features and the kNN part built from them (so a uni-modal
-        view's kNN sees its modality alone)."""
-        state = super().view_state(keep)
-        if self.knn:
-            state["knn_items"], state["knn_history"] = self._knn_part(state["conditioned"])
-        return state
-
     # ---- pieces ------------------------------------------------------------------------
 
     def fused(self, conditioned: torch.Tensor) -> torch.Tensor:
@@ -413,33 +404,6 @@ class FusionLightGCN(Recommender):
             items = torch.where(self.new_mask.unsqueeze(1), new_rows, items)
         return users, items
 
-    def view_vectors(
-        self, keeps: Sequence[Collection[int]], users: torch.Tensor, items: torch.Tensor
-    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Rows of ``forward()`` in each view. With ``beside`` the ID half reads no features,
-        so it is propagated once for all views, and the content halves are built for the
-        rows asked for only (as in training: for every user and item they cost most of a
-        step)."""
-        if self.combine != "beside":
-            return super().view_vectors(keeps, users, items)
-        id_users, id_items = self._id_propagation()
-        is_new = self.new_mask[items].unsqueeze(1)
-        views = []
-        for keep in keeps:
-            with self.modality_view(keep):
-                fused = self.fused(self.conditioned)
-                history = self.history_mean.user_mean(fused)[users]
-                if self.knn:
-                    history = torch.cat([history, self.knn_history[users]], dim=1)
-                content = self._content_rows(fused, items)
-                user_rows = torch.cat([self.user_content(history), id_users[users]], 1)
-                item_rows = torch.cat([self.warm_content * content, id_items[items]], 1)
-                item_rows = torch.where(
-                    is_new, self.new_item_vectors(content, self.cold_scale, self._as_new(items)),
-                    item_rows)
-            views.append((user_rows, item_rows))
-        return views
-
     def _adjacency(self) -> SymmetricAdjacency:
         """The user-item graph: pruned while training with ``edge_dropout``, else whole."""
         return self.train_adjacency if self.training else self.adjacency
@@ -459,65 +423,6 @@ class FusionLightGCN(Recommender):
             return users, items + parts[0]
 
         return self.step_memo("id_propagation", compute)
-
-    def view_margins(
-        self, keeps: Sequence[Collection[int]], users: torch.Tensor, first: torch.Tensor,
-        second: torch.Tensor,
-    ) -> list[torch.Tensor]:
-        """Margins of triples in each view, equal to those of :meth:`view_vectors`, summed
-        part by part (``beside``): the ID part once for every view; the kNN part (fixed
-        buffers, a learned scalar in front) without autograd; only ``e_m`` gathered with
-        gradients. CKD spends most of its step here, and the kNN part is the widest."""
-        if self.combine != "beside":
-            return super().view_margins(keeps, users, first, second)
-        id_users, id_items = self._id_propagation()
-        new_first = self.new_mask[first].unsqueeze(1)
-        new_second = self.new_mask[second].unsqueeze(1)
-        unknown = self.unknown_item / (self.num_layers + 1)
-        new_ids = [unknown if self._as_new(rows) is None else unknown + self._as_new(rows)
-                   for rows in (first, second)]
-        shared = pair_margins(
-            id_users[users],
-            torch.where(new_first, self.cold_scale * new_ids[0], id_items[first]),
-            torch.where(new_second, self.cold_scale * new_ids[1], id_items[second]))
-        # the factor on an item's content half: w for trained items, the cold scale for new
-        # ones (outside training their e_m also carries new_item_fused_weight)
-        cold = self.cold_scale * (1.0 if self.training else self.new_item_fused_weight)
-        fused_first = torch.where(new_first, cold, self.warm_content)
-        fused_second = torch.where(new_second, cold, self.warm_content)
-        # the kNN half carries the cold scale alone (no new_item_fused_weight)
-        knn_factors = (torch.where(new_first.squeeze(1), self.cold_scale, self.warm_content),
-                       torch.where(new_second.squeeze(1), self.cold_scale, self.warm_content))
-        margins = []
-        for keep in keeps:
-            with self.modality_view(keep):
-                fused = self.fused(self.conditioned)
-                user = self.history_mean.user_mean(fused)[users] @ self.user_content_map
-                margin = shared + pair_margins(user, fused_first * fused[first],
-                                               fused_second * fused[second])
-                if self.knn:
-                    margin = margin + self._knn_margins(keep, users, first, second,
-                                                        knn_factors)
-            margins.append(margin)
-        return margins
-
-    def _knn_margins(self, keep: Collection[int], users: torch.Tensor, first: torch.Tensor,
-                     second: torch.Tensor, factors: tuple[torch.Tensor, torch.Tensor],
-                     ) -> torch.Tensor:
-        """The kNN part of the margins in the view of ``keep`` (in place): ``knn_scale *
-        gamma`` times fixed scores (:class:`models.base.FixedScores`, built once per view),
-        each weighted by its item's ``factors`` (the cold scale changes during training, so
-        it stays outside the scores), without autograd."""
-        with torch.no_grad():
-            key = (frozenset(keep), str(self.knn_items.device))
-            built = self.__dict__.setdefault("_knn_scores", {})
-            if key not in built:
-                built[key] = FixedScores(F.normalize(self.knn_history, dim=1),
-                                         self.knn_items).prepared()
-            scores = built[key]
-            fixed = (factors[0] * scores.scores(users, first)
-                     - factors[1] * scores.scores(users, second))
-        return self.knn_scale * self.log_knn_weight.exp() * fixed
 
     def _content_rows(self, fused: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """The content half of some items (:meth:`content` of theirs), from all items' ``e_m``."""
@@ -727,64 +632,3 @@ class FusionLightGCN(Recommender):
             user_states=self.user_embedding.detach().clone(),
             feature_dim=self.feature_dim,
         )
-
-
-class LightGCNItemTower(nn.Module):
-    """Raw features -> (final vector of a new item, its history state)."""
-
-    def __init__(self, model: FusionLightGCN) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        model = self.model
-        conditioned = model.conditioner(features)
-        content = model.content(conditioned)
-        embedding = model.new_item_vectors(content, model.cold_scale,
-                                           model.place_new_items(conditioned))
-        # A new item has degree 1 once a user holds it, and no propagated layers beyond 0.
-        layer0 = model.unknown_item.expand(features.shape[0], -1)
-        if model.combine == "propagate":
-            layer0 = torch.cat([model.warm_content * content, layer0], dim=1)
-        zeros = [torch.zeros_like(layer0)] * (model.num_layers - 1)
-        state = torch.cat([layer0, *zeros], dim=1)
-        if model.combine == "beside":
-            state = torch.cat([content, state], dim=1)
-        return embedding, state
-
-
-class LightGCNUserTower(nn.Module):
-    """History states -> user vector: LightGCN's user side over the given history.
-
-    With ``n`` history items, ``e_u^(k+1) = sum_h state_k(h) / sqrt(n)`` and the readout is the
-    mean of layers ``0..L`` (``e_u^(0)`` the stored state or the unknown user). For a known user
-    and its training items this is exactly the trained vector. ``beside`` prepends ``A m_u``.
-    """
-
-    def __init__(self, model: FusionLightGCN) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(
-        self,
-        history_state: torch.Tensor,
-        history_mask: torch.Tensor,
-        user_state: torch.Tensor,
-        user_known: torch.Tensor,
-    ) -> torch.Tensor:
-        model = self.model
-        count = history_mask.sum(dim=1, keepdim=True).clamp(min=1.0)
-        offset = model.content_width if model.combine == "beside" else 0
-        width = model.id_dim if model.combine == "beside" else model.embed_dim
-        layers = [user_known * user_state + (1.0 - user_known) * model.unknown_user]
-        for k in range(model.num_layers):
-            states = history_state[:, :, offset + k * width : offset + (k + 1) * width]
-            layers.append(torch.einsum("bh,bhd->bd", history_mask, states) / count.sqrt())
-        users = torch.stack(layers).mean(dim=0)
-        if model.combine == "propagate":
-            return users
-        content = history_state[:, :, : model.content_width]
-        weights = recency_weights(history_mask, model.history_mean.decay)  # the mask at decay 1
-        mean_content = torch.einsum("bh,bhd->bd", weights, content) / weights.sum(
-            dim=1, keepdim=True).clamp(min=1e-12)
-        return torch.cat([model.user_content(mean_content), users], dim=1)
