@@ -68,3 +68,14 @@ def tiktok_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not (TIKTOK_DIR / "tiktok.inter").exists():
         pytest.skip(f"TikTok data not found at {TIKTOK_DIR} (set RECSYS_DATA_DIR)")
     return write_tiktok_sample(tmp_path_factory.mktemp("tiktok") / "tiktok-sample")
+
+
+#: Fixtures that read ../shared/datasets: a test using one is marked ``dataset``
+#: (``-m "not dataset"`` runs without the shared data at all).
+DATASET_FIXTURES = {"tiktok_dir", "tiktok_sample"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if DATASET_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.dataset)

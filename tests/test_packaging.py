@@ -1,4 +1,5 @@
-"""The dependency split: the service and the bundle contract run on the "serving" extra alone."""
+"""The dependency split: the service and its two contracts (bundle/, eventlog/) run on the
+"serving" extra alone."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ from importlib.metadata import packages_distributions
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-OWN = {"bundle", "service", "training", "models", "benchmarks", "tests"}
+OWN = {"bundle", "eventlog", "service", "training", "models", "benchmarks", "tests"}
+# factories for tests and benchmarks (they build ONNX towers with ``onnx``, a dev dependency);
+# nothing the service or training runs imports them
+TEST_ONLY = {Path("bundle/testing.py")}
 
 
 def _requirement_names(requirements: list[str]) -> set[str]:
@@ -21,6 +25,8 @@ def _requirement_names(requirements: list[str]) -> set[str]:
 def _imported_modules(folder: Path) -> set[str]:
     modules = set()
     for path in folder.rglob("*.py"):
+        if path.relative_to(ROOT) in TEST_ONLY:
+            continue
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
                 modules |= {alias.name.split(".")[0] for alias in node.names}
@@ -38,7 +44,8 @@ def test_serving_extra_covers_every_import_of_the_service_and_the_bundle_package
     # starlette and pydantic_core come with fastapi and pydantic
     implied = {"starlette": "fastapi", "pydantic_core": "pydantic"}
     missing = {}
-    for module in _imported_modules(ROOT / "service") | _imported_modules(ROOT / "bundle"):
+    for module in (_imported_modules(ROOT / "service") | _imported_modules(ROOT / "bundle")
+                   | _imported_modules(ROOT / "eventlog")):
         names = {d.lower().replace("_", "-") for d in distributions.get(module, [module])}
         if module in implied:
             names.add(implied[module])
@@ -55,3 +62,13 @@ def test_bundle_package_needs_only_the_core_dependencies() -> None:
         names = {d.lower() for d in distributions.get(module, [module])} | {module}
         names |= {"pydantic"} if module == "pydantic_core" else set()
         assert names & core, module
+
+
+def test_nothing_that_runs_in_production_imports_the_test_factories() -> None:
+    importers = []
+    for package in ("bundle", "eventlog", "models", "service", "training"):
+        for path in (ROOT / package).rglob("*.py"):
+            source = path.read_text()
+            if "bundle.testing" in source or "from bundle import testing" in source:
+                importers.append(str(path.relative_to(ROOT)))
+    assert importers == []

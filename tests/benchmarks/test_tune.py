@@ -49,6 +49,7 @@ def test_every_model_has_one_search_space() -> None:
         assert set(space) - set(TRAIN_FIELDS) <= set(default_hparams(model))
 
 
+@pytest.mark.slow
 def test_tune_seeds_report_end_to_end(toy_dataset_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "optuna"
     data = ["--data", str(toy_dataset_dir)]

@@ -155,6 +155,7 @@ def _healthcheck(test: list[str], env: dict[str, str]) -> int:
     return subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, timeout=30).returncode
 
 
+@pytest.mark.slow
 def test_every_command_of_the_compose_file_and_the_dockerfile_runs_here(
     tiktok_sample: Path, tmp_path: Path
 ) -> None:

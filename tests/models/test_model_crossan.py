@@ -134,6 +134,7 @@ def _sequential_data(num_users: int = 40, num_items: int = 30):
     return graph, features
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["crossan", "crossan_id", "indsan", "sasrec", "sasrec_text"])
 def test_every_sequential_model_learns_a_walk(name: str) -> None:
     graph, features = _sequential_data()

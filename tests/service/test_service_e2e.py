@@ -7,6 +7,7 @@ import time
 
 import httpx
 import numpy as np
+import pytest
 
 from bundle.testing import FactoryBundle
 from tests.service.conftest import AUTH
@@ -23,6 +24,7 @@ def snapshot(client: httpx.Client) -> dict:
     return answers
 
 
+@pytest.mark.slow
 def test_kill_9_loses_nothing_that_was_acknowledged(live_server, factory: FactoryBundle):
     server = live_server(RECSYS_REDIS_URL="")  # uncached: answers are recomputed after restart
     with httpx.Client(base_url=server.url, headers=AUTH, timeout=10) as client:

@@ -14,9 +14,12 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pytest
 
 from bundle import versions
 from tests.service.conftest import API_KEY, LiveServer
+
+pytestmark = pytest.mark.slow  # over 5 s a test: left out of the quick loop (-m "not slow")
 
 ROOT = Path(__file__).resolve().parents[2]
 LIVE = {"model": "early_lightgcn", "max_epochs": 8, "patience": 3,

@@ -19,6 +19,8 @@ import torch
 
 from training.distributed import Context
 
+pytestmark = pytest.mark.slow  # over 5 s a test: left out of the quick loop (-m "not slow")
+
 ROOT = Path(__file__).resolve().parents[2]
 
 TRAIN = """

@@ -125,6 +125,7 @@ def test_propagate_combination_towers_match_torch(toy_dataset_dir: Path, tmp_pat
     _check_parity_of_bundle(toy_dataset_dir, path)
 
 
+@pytest.mark.slow
 @pytest.mark.dataset
 @pytest.mark.parametrize("model", EXPORTED)
 def test_towers_match_torch_on_1000_real_tiktok_items_and_users(

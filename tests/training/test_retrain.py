@@ -17,6 +17,8 @@ from eventlog.store import Store, StoredItem
 from training.cli import app
 
 runner = CliRunner()
+pytestmark = pytest.mark.slow  # over 5 s a test: left out of the quick loop (-m "not slow")
+
 GOOD = {"model": "lightgcn", "lr": 0.005, "l2": 1e-6, "l2_scope": "all", "max_epochs": 30,
         "patience": 5}
 WORSE = {**GOOD, "lr": 1e-6, "max_epochs": 1}  # barely moves from the initialisation

@@ -77,6 +77,7 @@ def test_crossan_trains_on_title_fields_with_histories_in_time_order(
                for row in layer)
 
 
+@pytest.mark.slow
 def test_a_crossan_bundle_serves_the_trained_vectors_through_its_onnx_towers(
     sequences_dir: Path, tmp_path: Path,
 ) -> None:
@@ -163,6 +164,7 @@ def test_a_crossan_bundle_serves_the_trained_vectors_through_its_onnx_towers(
     assert cosine.min() >= 0.95, cosine.min()
 
 
+@pytest.mark.slow
 def test_the_text_item_tower_in_onnx_matches_torch_and_the_cached_states(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
