@@ -257,13 +257,15 @@ def evaluate_command(
         str | None, typer.Option(help="dataset (default: the one it was trained on)")
     ] = None,
 ) -> None:
-    """Re-score a bundle's stored embeddings on its dataset's validation and test splits."""
+    """Re-score a bundle's stored embeddings on its dataset's validation and test splits, with
+    the lists as the service builds them (the bundle's reserved new-item share) and the same
+    rows ``train`` prints (without *as served*, which needs the model, not only the bundle)."""
     import torch
 
     from bundle import BundleError, load_bundle
     from training.data import DataError
     from training.pipeline import prepare_dataset
-    from training.report import evaluate_embeddings
+    from training.report import warm_cold_report
 
     with _exit_on(BundleError, DataError, ValueError):
         loaded = load_bundle(bundle)
@@ -272,11 +274,20 @@ def evaluate_command(
         dataset = prepare_dataset(data or manifest.dataset["path"], config)
     users = torch.as_tensor(loaded.user_embeddings)
     items = torch.as_tensor(loaded.item_embeddings)
+    share = manifest.serving.new_item_slots
     # a refit bundle trained on its validation split: only its test split is held out
-    results = {s: evaluate_embeddings(users, items, dataset, s) for s in ("valid", "test")
-               if len(dataset.split(s))}
-    typer.echo(f"{manifest.model} on {dataset.name} (bundle {loaded.version})")
-    typer.echo(_metrics_table(results))
+    reports = {s: warm_cold_report(users, items, dataset, s, slot_share=share)
+               for s in ("valid", "test") if len(dataset.split(s))}
+    test = reports.get("test", {})
+    typer.echo(f"{manifest.model} on {dataset.name} (bundle {loaded.version}, "
+               f"{share:.0%} of each list reserved for new items)")
+    typer.echo(_metrics_table({
+        "valid": reports.get("valid", {}).get("all"),
+        "test": test.get("all"),
+        "test, warm rows": test.get("warm"),
+        "test, cold rows": test.get("cold"),
+        "cold among cold": test.get("cold_among_cold"),
+    }))
 
 
 @app.command("features")

@@ -44,8 +44,9 @@ from bundle.manifest import Modality
 from eventlog import Logged, Store, read_logged
 from training.config import TrainConfig
 from training.data import Dataset
-from training.evaluation import evaluate
+from training.evaluation import evaluate, list_metrics
 from training.pipeline import prepare_dataset, train_dataset_to_bundle
+from training.report import ranked_lists
 from training.warm_start import from_bundle
 
 log = logging.getLogger(__name__)
@@ -133,12 +134,19 @@ def _score(
     bundle: bundle_format.Bundle, users: list[str], items: list[str],
     relevant: sp.csr_matrix, seen: sp.csr_matrix,
 ) -> float:
-    """Recall@20 of a bundle's stored embeddings, rows ``users`` x columns ``items``."""
+    """Recall@20 of a bundle's stored embeddings, rows ``users`` x columns ``items``, on lists
+    as the service builds them: the bundle's reserved share goes to its new items."""
     user_of = {u: r for r, u in enumerate(bundle.user_ids)}
     item_of = {i: r for r, i in enumerate(bundle.item_ids)}
     user_emb = torch.as_tensor(bundle.user_embeddings[_rows(users, user_of)])
     item_emb = torch.as_tensor(bundle.item_embeddings[_rows(items, item_of)])
-    return float(evaluate(user_emb, item_emb, relevant, seen, ks=(20,))[GATE_METRIC])
+    new = set(bundle.new_items)
+    cold = np.array([i in new for i in items], dtype=bool)
+    relevant = relevant.tocsr()
+    evaluated = np.flatnonzero(np.diff(relevant.indptr))
+    top = ranked_lists(user_emb, item_emb, seen.tocsr(), evaluated, cold,
+                       bundle.manifest.serving.new_item_slots)
+    return float(list_metrics(top, relevant[evaluated], ks=(20,))[GATE_METRIC])
 
 
 def _popularity(train: sp.csr_matrix, relevant: sp.csr_matrix, seen: sp.csr_matrix) -> float:

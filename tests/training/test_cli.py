@@ -53,6 +53,32 @@ def test_evaluate_reproduces_the_recorded_test_metrics(
     assert f"{recorded['recall@20']:.4f}" in test_line
 
 
+def test_evaluate_prints_what_train_printed_with_the_reserved_share(
+    tiktok_sample: Path, tmp_path: Path
+) -> None:
+    """Same lists as the service builds (10% reserved for new items), same rows, same numbers."""
+    trained = _train(tiktok_sample, tmp_path / "b", "--model", "early_lightgcn", "--max-epochs",
+                     "2", "--new-item-slots", "0.1", "--cold-start", "0.1")
+    assert trained.exit_code == 0, trained.output
+    evaluated = runner.invoke(app, ["evaluate", "--bundle", str(tmp_path / "b")])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert "10% of each list reserved" in evaluated.output
+
+    def rows(output: str) -> dict[str, str]:
+        names = ("valid", "test", "test, warm rows", "test, cold rows", "cold among cold")
+        found = {}
+        for line in output.splitlines():
+            for name in names:
+                if line.startswith(name) and line[len(name):len(name) + 2].strip() == "":
+                    found[name] = line[len(name):].split()
+        return found
+
+    printed = rows(trained.output)
+    assert set(printed) == {"valid", "test", "test, warm rows", "test, cold rows",
+                            "cold among cold"}
+    assert rows(evaluated.output) == printed
+
+
 def test_config_file_is_read_and_flags_override_it(toy_dataset_dir: Path, tmp_path: Path) -> None:
     config = tmp_path / "c.json"
     config.write_text(json.dumps({"model": "lightgcn", "lr": 0.01, "hparams": {"num_layers": 1}}))

@@ -9,12 +9,15 @@ from typing import Any
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 from typer.testing import CliRunner
 
 import bundle as bf
 from bundle import versions
+from bundle.testing import make_bundle
 from eventlog.store import Store, StoredItem
 from training.cli import app
+from training.retrain import _score
 
 runner = CliRunner()
 pytestmark = pytest.mark.slow  # over 5 s a test: left out of the quick loop (-m "not slow")
@@ -151,3 +154,21 @@ def test_a_refit_live_bundle_is_judged_on_the_holdout_and_the_candidate_never_re
     candidate = bf.load_bundle(Path(decision["candidate"]))
     assert candidate.manifest.config["refit"] is None  # stopped early on validation
     assert result.exit_code == (0 if decision["accepted"] else 1)
+
+
+def test_the_gate_scores_lists_as_served_with_the_reserved_share(tmp_path: Path) -> None:
+    """A bundle whose new items never reach the top 20 on their scores: with a reserved share
+    the gate's lists hold them (as the service's do), so a relevant new item counts."""
+    new = [f"i{n}" for n in range(190, 200)]
+    plain = bf.load_bundle(make_bundle(tmp_path / "plain", new_items=new).path)
+    slots = bf.load_bundle(make_bundle(tmp_path / "slots", new_items=new,
+                                       new_item_slots=0.5).path)
+    users, items = list(plain.user_ids), list(plain.item_ids)
+    scores = plain.user_embeddings @ plain.item_embeddings.T
+    # each user's relevant item: the new item it scores lowest, far from any plain top 20
+    lowest = [190 + int(np.argmin(row[190:])) for row in scores]
+    relevant = sp.csr_matrix((np.ones(len(users)), (np.arange(len(users)), lowest)),
+                             shape=(len(users), len(items)))
+    seen = sp.csr_matrix((len(users), len(items)))
+    assert _score(plain, users, items, relevant, seen) == 0.0
+    assert _score(slots, users, items, relevant, seen) == 1.0  # 10 slots hold all 10 new items
