@@ -33,6 +33,7 @@ import torch
 
 from models.base import Recommender
 from training.data import Dataset
+from training.evaluation import SELECTION_METRIC
 from training.report import SHARE_K, headline
 from training.sweep import Rule, buffer_value, score_rules
 
@@ -51,7 +52,7 @@ KNN_SCALE_GRID: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
 #: Weights of the fused part in new items' vectors reported beside them (the evidence for the
 #: configured ``new_item_fused_weight``, which is a design decision, not chosen here).
 FUSED_WEIGHT_GRID: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0)
-OBJECTIVE = "recall@20"
+OBJECTIVE = SELECTION_METRIC
 
 
 def supports_calibration(model: Recommender) -> bool:

@@ -26,6 +26,9 @@ import scipy.sparse as sp
 import torch
 
 __all__ = ["DEFAULT_KS", "evaluate", "list_metrics", "rank_metrics", "top_k_items"]
+#: The one metric every choice is made on: early stopping, the serving rules, ``select``, the
+#: nightly gate (each module names it by its role, all point here).
+SELECTION_METRIC = "recall@20"
 
 DEFAULT_KS: tuple[int, ...] = (10, 20, 50)
 

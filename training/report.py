@@ -28,7 +28,14 @@ import torch
 
 from bundle.serving_rules import interleave_new_items, reserved_slots
 from training.data import Dataset
-from training.evaluation import DEFAULT_KS, PAD_ITEM, evaluate, list_metrics, top_k_items
+from training.evaluation import (
+    DEFAULT_KS,
+    PAD_ITEM,
+    SELECTION_METRIC,
+    evaluate,
+    list_metrics,
+    top_k_items,
+)
 
 SHARE_K = 20
 
@@ -164,7 +171,7 @@ def new_item_share(
     return all_rows_and_share(users, items, dataset, split, batch_size, slot_share)[1]
 
 
-def headline(report: dict[str, Any], metric: str = "recall@20") -> dict[str, float | None]:
+def headline(report: dict[str, Any], metric: str = SELECTION_METRIC) -> dict[str, float | None]:
     """One metric from each part of a report (None where the part is absent)."""
     return {
         part: (report[part][metric] if part in report else None)

@@ -44,14 +44,14 @@ from bundle.manifest import Modality
 from eventlog import Logged, Store, read_logged
 from training.config import TrainConfig
 from training.data import Dataset
-from training.evaluation import evaluate, list_metrics
+from training.evaluation import SELECTION_METRIC, evaluate, list_metrics
 from training.pipeline import prepare_dataset, train_dataset_to_bundle
 from training.report import ranked_lists
 from training.warm_start import from_bundle
 
 log = logging.getLogger(__name__)
 
-GATE_METRIC = "recall@20"
+GATE_METRIC = SELECTION_METRIC
 
 
 class GateRejected(RuntimeError):

@@ -41,6 +41,7 @@ import optuna
 from models.registry import default_hparams
 from training.config import TrainConfig
 from training.data import Dataset
+from training.evaluation import SELECTION_METRIC
 from training.pipeline import prepare_dataset
 from training.trainer import TrainResult, train
 
@@ -49,7 +50,7 @@ log = logging.getLogger(__name__)
 #: Spec kinds of a search space: ("log", low, high), ("float", low, high), ("int", low, high)
 #: or ("categorical", [choices]).
 SPEC_KINDS = ("log", "float", "int", "categorical")
-OBJECTIVE = "recall@20"
+OBJECTIVE = SELECTION_METRIC
 
 
 def suggest(trial: optuna.Trial, name: str, spec: Any) -> Any:

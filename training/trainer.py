@@ -33,10 +33,11 @@ from training.calibration import (
 from training.config import TrainConfig
 from training.data import Dataset
 from training.device import choose_device
+from training.evaluation import SELECTION_METRIC
 from training.report import all_rows_and_share, evaluate_embeddings, warm_cold_report
 from training.sampling import BPRSampler
 
-EARLY_STOP_METRIC = "recall@20"
+EARLY_STOP_METRIC = SELECTION_METRIC
 
 log = logging.getLogger(__name__)
 
