@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from training.config import TrainConfig, load_config_file, parse_hparams
+from training.config import TrainConfig, apply_settings, load_config_file, parse_hparams
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
@@ -72,6 +72,9 @@ def train_command(
     hparam: Annotated[
         list[str] | None, typer.Option(help="model hyperparameter key=value (repeatable)")
     ] = None,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="any training field field=value, JSON values (repeatable; every field of "
+        "training/config.py, e.g. --set feature_set=title_fields)")] = None,
     overwrite: Annotated[bool, typer.Option(help="replace an existing bundle")] = False,
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
     ckd: Annotated[bool, typer.Option(
@@ -105,6 +108,11 @@ def train_command(
         "epoch_valid_users": epoch_valid_users,
     }
     fields.update({k: v for k, v in overrides.items() if v is not None})
+    if set_:
+        try:
+            fields = apply_settings(fields, set_)
+        except ValueError as error:
+            raise typer.BadParameter(str(error)) from None
     if hparam:
         fields["hparams"] = {**fields.get("hparams", {}), **_parse_hparams(hparam)}
     with _exit_on(DataError, BundleError, ValueError, TypeError, FileNotFoundError):

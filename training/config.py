@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import tomllib
 from pathlib import Path
@@ -152,3 +153,20 @@ def parse_hparams(pairs: list[str]) -> dict[str, Any]:
         except json.JSONDecodeError:
             parsed[key] = value
     return parsed
+
+
+def apply_settings(fields: dict[str, Any], pairs: list[str]) -> dict[str, Any]:
+    """``fields`` with ``field=value`` pairs (``--set``) over it: any :class:`TrainConfig` field
+    by its own name, values parsed as JSON when they can be (``--set refit='{"epochs": 5}'``).
+    A name that is no field raises ``ValueError`` naming the closest ones, so a new training
+    knob needs one field and nothing in the CLI."""
+    out = dict(fields)
+    known = set(TrainConfig.model_fields)
+    for name, value in parse_hparams(pairs).items():
+        if name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise ValueError(f"--set {name}: not a training field{hint} "
+                             "(model hyperparameters go in --hparam)")
+        out[name] = value
+    return out

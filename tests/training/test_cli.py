@@ -161,3 +161,16 @@ def test_publish_versions_and_rollback_commands(toy_dataset_dir: Path, tmp_path:
     (tmp_path / "b" / bf.USER_IDS).write_text("[]")  # a damaged candidate is refused
     result = runner.invoke(app, ["publish", "--bundle", str(tmp_path / "b"), *root])
     assert result.exit_code == 2 and "sha256" in result.output
+
+
+def test_set_reaches_any_training_field_and_names_the_closest_for_a_typo(
+    toy_dataset_dir: Path, tmp_path: Path
+) -> None:
+    result = _train(toy_dataset_dir, tmp_path / "b", "--model", "bpr", "--set", "patience=2",
+                    "--set", "epoch_valid_users=50")
+    assert result.exit_code == 0, result.output
+    config = bf.load_bundle(tmp_path / "b").manifest.config
+    assert config["patience"] == 2 and config["epoch_valid_users"] == 50
+    result = runner.invoke(app, ["train", "--data", str(toy_dataset_dir), "--out",
+                                 str(tmp_path / "x"), "--set", "patiense=3", "--quiet"])
+    assert result.exit_code == 2 and "did you mean patience" in result.output
