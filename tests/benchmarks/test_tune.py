@@ -11,15 +11,10 @@ import numpy as np
 import pytest
 import torch
 
+from benchmarks.harness import TRAIN_FIELDS, array_key
+from benchmarks.quality_report import per_user_mean
 from benchmarks.stats import paired_bootstrap
-from benchmarks.tune import (
-    SEARCH_SPACES,
-    TRAIN_FIELDS,
-    array_key,
-    main,
-    per_user_mean,
-    space_for,
-)
+from benchmarks.tune import SEARCH_SPACES, main, space_for
 from models.registry import MODEL_NAMES, default_hparams
 from training.data import load_dataset
 from training.report import per_user_hits, warm_cold_report
