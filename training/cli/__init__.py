@@ -1,0 +1,15 @@
+"""Command line: ``python -m training <command>`` (``--help`` lists them)."""
+
+import logging
+
+# importing the command modules registers their commands on the app
+from training.cli import lifecycle, models  # noqa: F401
+from training.cli.app import app
+from training.cli.models import _ckd_fields  # noqa: F401  (tests reach it here)
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    app()
