@@ -36,14 +36,9 @@ Two options decided on validation (TikTok numbers in docs/decisions.md):
 New items (no training interaction: held-out ``cold_items`` or items that simply have none)
 take the learned ``unknown_item`` vector instead of ``e_c`` and have no neighbours, so their
 final vector is the LightGCN self path ``x^(0) / (L + 1)`` of ``[e_m ; unknown]``; the exported
-item tower computes exactly this from raw features. Two things make it a trained path:
-
-* ``new_item_weight`` (beta): an auxiliary BPR loss on the same triples with *both* items
-  replaced by their feature-only vectors (the unknown ID half cancels in the margin: it trains
-  the content path to rank items the way the user's history says);
-* ``new_item_dropout``: in the main BPR loss that share of positives and of negatives is scored
-  with the feature-only vector, so the unknown vector learns where a new item stands against
-  warm ones.
+item tower computes exactly this from raw features. Two things make it a trained path,
+``new_item_weight`` (an auxiliary BPR loss on feature-only vectors) and ``new_item_dropout``
+(positives and negatives scored as new items): :mod:`models.fusion_lightgcn_losses`.
 
 ``cold_scale`` (a buffer, 1 while training) multiplies the whole vector of a new item, so it
 sets the level of every new item's score against the warm ones: how strongly new items compete
@@ -58,22 +53,8 @@ items only and, on TikTok, ranks unseen items worse than the kNN part alone
 (docs/decisions.md): at 0 a new item is ranked among new items exactly as content kNN ranks it,
 while warm items keep ``warm_content * e_m``.
 
-``item_graph_k`` (> 0, ``beside`` only) adds FREEDOM's frozen item-item content graph
-(:mod:`models.item_graph`) beside the user-item propagation: every item's ID half gains
-``h_i = sum_m w_m mean_{j in N_m(i)} e_c_j``, the ID embeddings of its ``k`` nearest content
-neighbours in each modality among the items with training interactions (``h = S e_c``, one
-layer; ``item_graph_layers`` > 1 smooths ``S^(L-1) e_c`` once more). The user side is
-LightGCN's, unchanged. A new item has no ID of its own but does have neighbours: its ID half is
-``unknown + h_new``, its neighbours found without itself, so it lands among warm items in the
-collaborative space; the item tower finds them among the catalogue
-(:meth:`models.item_graph.ContentNeighbourGraph.place`).
-``item_graph_source``: ``features`` (the conditioned features of each modality, FREEDOM's
-graph), or ``fused`` (one graph over MetaMMF's fused ``e_m``: the dynamic fusion chooses the
-neighbours; rebuilt before every epoch from a frozen copy of the fusion, so the graph and a new
-item's placement read the same weights). ``item_graph_warm=False`` keeps the graph for new
-items only (their placement, and the items ``new_item_dropout`` scores as new): warm items keep
-their own ID half. ``edge_dropout`` is FREEDOM's degree-sensitive pruning
-of the user-item graph (that share of edges dropped each epoch, popular pairs first).
+``item_graph_k`` (> 0, ``beside`` only) adds FREEDOM's frozen item-item content graph: see
+:mod:`models.fusion_lightgcn_graph`.
 
 ``history_decay`` (in (0, 1], 1 = the plain mean) weighs the items of a user's history by
 recency in its content half (``m_u`` and the kNN profile): an item with ``n`` newer items in
@@ -84,7 +65,6 @@ user's mean removes its own weight. On data without an order (TikTok's rows) it 
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -97,10 +77,11 @@ from models.base import (
     BipartiteGraph,
     Recommender,
     ServingTowers,
-    TrainingBatch,
     item_mask,
 )
 from models.conditioning import FeatureConditioner
+from models.fusion_lightgcn_graph import FusionContentGraph
+from models.fusion_lightgcn_losses import FusionLosses
 from models.fusion_lightgcn_towers import LightGCNItemTower, LightGCNUserTower
 from models.fusion_lightgcn_views import FusionModalityViews
 from models.graph import (
@@ -111,16 +92,14 @@ from models.graph import (
     lightgcn_propagate,
     lightgcn_users_after,
 )
-from models.item_graph import ContentNeighbourGraph, modality_blocks
-from models.losses import bpr_loss
+from models.item_graph import ContentNeighbourGraph
 from models.metammf import _check_features, _xavier_parameter, drop_item_edges
 
 COMBINES = ("beside", "propagate")
-GRAPH_SOURCES = ("features", "fused")
 FusionFactory = Callable[[Sequence[int], int], nn.Module]
 
 
-class FusionLightGCN(FusionModalityViews, Recommender):
+class FusionLightGCN(FusionModalityViews, FusionLosses, FusionContentGraph, Recommender):
     """Fused item content ``e_m`` with LightGCN-propagated IDs (see the module docstring)."""
 
     uses_features = True
@@ -231,29 +210,6 @@ class FusionLightGCN(FusionModalityViews, Recommender):
 
     view_buffer = "conditioned"
 
-    # ---- the item-item content graph ----------------------------------------------------
-
-    def _init_item_graph(self, k: int, weights: Sequence[float] | None, layers: int,
-                         source: str, warm: torch.Tensor) -> None:
-        if self.combine != "beside":
-            raise ValueError("item_graph_k > 0 needs combine='beside'")
-        if source not in GRAPH_SOURCES:
-            raise ValueError(f"item_graph_source must be one of {GRAPH_SOURCES}, got {source!r}")
-        if layers < 1:
-            raise ValueError(f"item_graph_layers must be >= 1, got {layers}")
-        self.item_graph_source, self.item_graph_layers = source, int(layers)
-        if source == "fused":  # the graph reads a frozen copy, refreshed before every epoch
-            self.graph_fusion = copy.deepcopy(self.fusion).requires_grad_(False)
-        count = len(self.modality_dims) if source == "features" else 1
-        self.item_graph = ContentNeighbourGraph(k, weights, count, torch.nonzero(warm)[:, 0])
-        self.item_graph.build(self.graph_keys(self.conditioned))
-
-    def graph_keys(self, conditioned: torch.Tensor) -> list[torch.Tensor]:
-        """What the item graph compares, per modality (or the fused ``e_m`` alone)."""
-        if self.item_graph_source == "features":
-            return modality_blocks(conditioned, self.modality_dims)
-        return [self.graph_fusion(conditioned)]
-
     def begin_epoch(self) -> None:
         if self.item_graph is not None and self.item_graph_source == "fused":
             with torch.no_grad():
@@ -262,41 +218,6 @@ class FusionLightGCN(FusionModalityViews, Recommender):
         if self.edge_dropout > 0.0:
             pruned = degree_sensitive_sample(self.train_graph, 1.0 - self.edge_dropout)
             self.train_adjacency = SymmetricAdjacency(pruned).to(self.user_embedding.device)
-
-    def _graph_table(self) -> torch.Tensor:
-        """What a neighbour contributes: ``S^(L-1) e_c`` (``e_c`` itself for one layer)."""
-        table = self.item_id_embedding
-        for _ in range(self.item_graph_layers - 1):
-            table = self.item_graph.smooth(table)
-        return table
-
-    def _graph_parts(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """``(h [I, d_c], h as new [I, d_c])``: every item's content-neighbour part of its ID
-        half, and the same part as a new item would find it (without itself); None without
-        an item graph. Once per training step."""
-        if self.item_graph is None:
-            return None
-
-        def compute() -> tuple[torch.Tensor, torch.Tensor]:
-            table = self._graph_table()
-            return self.item_graph.smooth(table), self.item_graph.smooth_as_new(table)
-
-        return self.step_memo("item_graph", compute)
-
-    def _as_new(self, rows: torch.Tensor) -> torch.Tensor | None:
-        parts = self._graph_parts()
-        return None if parts is None else parts[1][rows]
-
-    def place_new_items(self, conditioned: torch.Tensor) -> torch.Tensor | None:
-        """The content-neighbour part [B, d_c] of items known only by their conditioned
-        features (None without an item graph): the graph's placement among the catalogue."""
-        if self.item_graph is None:
-            return None
-        candidates = self.item_graph.candidates
-        pool = [F.normalize(key, dim=1)
-                for key in self.graph_keys(self.conditioned[candidates])]
-        return self.item_graph.place(self.graph_keys(conditioned), pool,
-                                     self._graph_table()[candidates])
 
     def _knn_part(self, conditioned: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The fixed kNN part: unit-norm features and their mean over each user's history."""
@@ -423,135 +344,6 @@ class FusionLightGCN(FusionModalityViews, Recommender):
             return users, items + parts[0]
 
         return self.step_memo("id_propagation", compute)
-
-    def _content_rows(self, fused: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        """The content half of some items (:meth:`content` of theirs), from all items' ``e_m``."""
-        if not self.knn:
-            return fused[rows]
-        return torch.cat([fused[rows], self.knn_items[rows]], dim=1)
-
-    def _leave_one_out(self, fused: torch.Tensor, batch: TrainingBatch) -> torch.Tensor:
-        """Mean content [B, w] of each batch user's history *without* the batch's positive.
-
-        Without this the content half learns to recognise the positive *in* the user's own
-        history (a user with one training item has exactly that item as its mean), which
-        evaluation, where history items are masked, never rewards: it collapses in 1-2 epochs.
-        """
-        mean = self.history_mean.user_mean(fused)[batch.users]
-        if self.knn:
-            mean = torch.cat([mean, self.knn_history[batch.users]], dim=1)
-        # weighted by recency (history_decay): the positive's own weight comes out of the sum
-        return self._loo(batch, mean, self._content_rows(fused, batch.positives))
-
-    def _batch_vectors(
-        self, batch: TrainingBatch
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(users, positives, negatives, positive content, negative content)`` of a batch.
-
-        The IDs are propagated over the whole graph, but the content halves (and with
-        ``knn_weight`` their wide kNN part) are assembled for the batch's rows only: building
-        them for every user and item each step cost ~90% of a step on MicroLens-50K.
-        """
-        fused = self.fused(self.conditioned)
-        if self.combine == "beside":  # the IDs alone: CKD's views share them in the step
-            users, items = self._id_propagation()
-        else:
-            users, items = lightgcn_propagate(
-                self._users0(), self._items0(fused), self._adjacency(), self.num_layers
-            )
-        positive_content = self._content_rows(fused, batch.positives)
-        negative_content = self._content_rows(fused, batch.negatives)
-        user, positive, negative = users[batch.users], items[batch.positives], items[
-            batch.negatives]
-        if self.combine == "beside":  # the content halves go in front of the IDs
-            user = torch.cat([self.user_content(self._leave_one_out(fused, batch)), user], 1)
-            positive = torch.cat([self.warm_content * positive_content, positive], 1)
-            negative = torch.cat([self.warm_content * negative_content, negative], 1)
-        return user, positive, negative, positive_content, negative_content
-
-    def model_losses(self, batch: TrainingBatch) -> dict[str, torch.Tensor]:
-        if self.combine == "beside":
-            return self._part_losses(batch)
-        return self.vector_losses(batch)
-
-    def _loo(self, batch: TrainingBatch, means: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
-        """Rows of ``means`` [B, w] (each batch user's history mean) without the batch's
-        positive, whose rows are ``own`` [B, w] (see :meth:`_leave_one_out`)."""
-        count = self.user_degree[batch.users].unsqueeze(1)
-        total = self.history_mean.totals[batch.users].unsqueeze(1)
-        weight = self.history_mean.weights_of(batch.users, batch.positives).unsqueeze(1)
-        others = (means * total - weight * own) / (total - weight).clamp(min=1e-12)
-        return torch.where(count > 1.0, others, torch.zeros_like(others))
-
-    def _part_losses(self, batch: TrainingBatch) -> dict[str, torch.Tensor]:
-        """:meth:`vector_losses` for ``beside``, its scores summed part by part (fused content,
-        kNN, IDs) instead of as whole vectors: the kNN part is fixed but for its weight, so its
-        dot products need no autograd, and no wide row is assembled, selected and multiplied
-        twice (as a warm item and as a new one). The same losses (tested to float rounding),
-        about a third of a MicroLens-sized step less."""
-        fused = self.fused(self.conditioned)
-        id_users, id_items = self._id_propagation()
-        user_fused = self._loo(batch, self.history_mean.user_mean(fused)[batch.users],
-                               fused[batch.positives]) @ self.user_content_map
-        user_id = id_users[batch.users]
-        knn_weight = None
-        if self.knn:
-            knn_weight = self.knn_scale * self.log_knn_weight.exp()
-            with torch.no_grad():
-                user_knn = F.normalize(self._loo(batch, self.knn_history[batch.users],
-                                                 self.knn_items[batch.positives]), dim=1)
-        unknown = (self.unknown_item / (self.num_layers + 1)).expand_as(user_id)
-
-        def scores(items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            """(as a warm item, as a new item) of each row's item."""
-            content = (user_fused * fused[items]).sum(1)
-            if knn_weight is not None:
-                with torch.no_grad():
-                    knn = (user_knn * self.knn_items[items]).sum(1)
-                content = content + knn_weight * knn
-            new_id = unknown if self._as_new(items) is None else unknown + self._as_new(items)
-            return (self.warm_content * content + (user_id * id_items[items]).sum(1),
-                    content + (user_id * new_id).sum(1))
-
-        (warm_pos, new_pos), (warm_neg, new_neg) = scores(batch.positives), scores(batch.negatives)
-        # items new in training (zero degree) are always scored as new items
-        is_new_pos, is_new_neg = self.new_mask[batch.positives], self.new_mask[batch.negatives]
-        if self.new_item_dropout > 0.0:
-            is_new_pos = is_new_pos | (torch.rand_like(warm_pos) < self.new_item_dropout)
-            is_new_neg = is_new_neg | (torch.rand_like(warm_neg) < self.new_item_dropout)
-        margin = (torch.where(is_new_pos, new_pos, warm_pos)
-                  - torch.where(is_new_neg, new_neg, warm_neg))
-        losses = {"bpr": F.softplus(-margin).mean()}
-        if self.new_item_weight > 0.0:
-            losses["new_item_bpr"] = self.new_item_weight * F.softplus(-(new_pos - new_neg)).mean()
-        return losses
-
-    def vector_losses(self, batch: TrainingBatch) -> dict[str, torch.Tensor]:
-        """BPR (and the new-item BPR) of whole user and item vectors: the loss of ``propagate``
-        and the oracle of :meth:`_part_losses`."""
-        user, positive, negative, positive_content, negative_content = self._batch_vectors(batch)
-        new_positive = self.new_item_vectors(positive_content,
-                                             neighbours=self._as_new(batch.positives))
-        new_negative = self.new_item_vectors(negative_content,
-                                             neighbours=self._as_new(batch.negatives))
-        # Items that are new in training (zero degree) are always scored as new items.
-        is_new_pos = self.new_mask[batch.positives].unsqueeze(1)
-        is_new_neg = self.new_mask[batch.negatives].unsqueeze(1)
-        if self.new_item_dropout > 0.0:
-            is_new_pos = is_new_pos | (torch.rand_like(positive[:, :1]) < self.new_item_dropout)
-            is_new_neg = is_new_neg | (torch.rand_like(negative[:, :1]) < self.new_item_dropout)
-        losses = {
-            "bpr": bpr_loss(
-                user,
-                torch.where(is_new_pos, new_positive, positive),
-                torch.where(is_new_neg, new_negative, negative),
-            )
-        }
-        if self.new_item_weight > 0.0:
-            losses["new_item_bpr"] = self.new_item_weight * bpr_loss(
-                user, new_positive, new_negative
-            )
-        return losses
 
     def embed_new_items(self, features: torch.Tensor) -> torch.Tensor:
         """Raw features [B, F] -> final vectors; equals ``forward()``'s rows of new items."""
