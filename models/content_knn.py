@@ -5,7 +5,7 @@ warm ones, because it compares an item with the user's own history in content sp
 are conditioned as in :mod:`models.conditioning` (per modality centred on the training items and
 scaled to unit norm, then concatenated); users are the mean over their training items (the
 graph the model is built on; with ``history_decay`` < 1 newer items weigh more, see
-:class:`models.graph.HistoryMean`), and both sides are L2-normalised so the inner product is a
+:class:`models.history.HistoryMean`), and both sides are L2-normalised so the inner product is a
 cosine.
 """
 
@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from models.base import BipartiteGraph, Recommender, item_mask
 from models.conditioning import FeatureConditioner
-from models.graph import HistoryMean
+from models.history import HistoryMean
 from models.metammf import _check_features, drop_item_edges
 
 

@@ -58,7 +58,7 @@ while warm items keep ``warm_content * e_m``.
 
 ``history_decay`` (in (0, 1], 1 = the plain mean) weighs the items of a user's history by
 recency in its content half (``m_u`` and the kNN profile): an item with ``n`` newer items in
-the history weighs ``decay ** n`` (:class:`models.graph.HistoryMean`); the user tower applies
+the history weighs ``decay ** n`` (:class:`models.history.HistoryMean`); the user tower applies
 the same weights to a served history (oldest first), and taking the positive out of a training
 user's mean removes its own weight. On data without an order (TikTok's rows) it stays 1.
 """
@@ -85,13 +85,13 @@ from models.fusion_lightgcn_losses import FusionLosses
 from models.fusion_lightgcn_towers import LightGCNItemTower, LightGCNUserTower
 from models.fusion_lightgcn_views import FusionModalityViews
 from models.graph import (
-    HistoryMean,
     SymmetricAdjacency,
     degree_sensitive_sample,
     lightgcn_layers,
     lightgcn_propagate,
     lightgcn_users_after,
 )
+from models.history import HistoryMean
 from models.item_graph import ContentNeighbourGraph
 from models.metammf import _check_features, _xavier_parameter, drop_item_edges
 

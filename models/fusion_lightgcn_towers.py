@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.graph import recency_weights
+from models.history import recency_weights
 
 
 class LightGCNItemTower(nn.Module):

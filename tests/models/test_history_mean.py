@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from models.base import BipartiteGraph, TrainingBatch
-from models.graph import HistoryMean, newer_in_history, recency_weights
+from models.history import HistoryMean, newer_in_history, recency_weights
 from models.registry import build_model
 
 # user 0: items 3, 1, 4 (oldest first); user 1: items 2, 0; user 2: nothing
