@@ -76,20 +76,17 @@ from torch import nn
 from models.base import (
     BipartiteGraph,
     Recommender,
-    ServingTowers,
     item_mask,
 )
 from models.conditioning import FeatureConditioner
 from models.fusion_lightgcn_graph import FusionContentGraph
 from models.fusion_lightgcn_losses import FusionLosses
-from models.fusion_lightgcn_towers import LightGCNItemTower, LightGCNUserTower
+from models.fusion_lightgcn_towers import FusionServing
 from models.fusion_lightgcn_views import FusionModalityViews
 from models.graph import (
     SymmetricAdjacency,
     degree_sensitive_sample,
-    lightgcn_layers,
     lightgcn_propagate,
-    lightgcn_users_after,
 )
 from models.history import HistoryMean
 from models.item_graph import ContentNeighbourGraph
@@ -99,7 +96,8 @@ COMBINES = ("beside", "propagate")
 FusionFactory = Callable[[Sequence[int], int], nn.Module]
 
 
-class FusionLightGCN(FusionModalityViews, FusionLosses, FusionContentGraph, Recommender):
+class FusionLightGCN(FusionModalityViews, FusionLosses, FusionContentGraph, FusionServing,
+                     Recommender):
     """Fused item content ``e_m`` with LightGCN-propagated IDs (see the module docstring)."""
 
     uses_features = True
@@ -355,32 +353,6 @@ class FusionLightGCN(FusionModalityViews, FusionLosses, FusionContentGraph, Reco
                                      self.place_new_items(conditioned))
 
     @torch.no_grad()
-    def user_embeddings_after(self, pairs: torch.Tensor) -> torch.Tensor:
-        """The users once ``pairs`` join their histories, as the user tower embeds them: the
-        ID half by :func:`lightgcn_users_after`, the content half from the whole history's
-        mean content (``beside``)."""
-        self.eval()
-        users = self()[0]
-        content, _ = self._graph_content()
-        layers = lightgcn_layers(self.user_embedding, self._items0(content), self.adjacency,
-                                 self.num_layers)
-        item_layers = [items for _, items in layers[:-1]]
-        if self.combine == "propagate":
-            return lightgcn_users_after(users, self.user_embedding, item_layers,
-                                        self.train_edges, pairs)
-        ids = lightgcn_users_after(users[:, self.content_width :], self.user_embedding,
-                                   item_layers, self.train_edges, pairs)
-        pairs = pairs.long().to(users.device)
-        changed = torch.unique(pairs[:, 0])
-        union = BipartiteGraph(self.num_users, self.num_items,
-                               torch.cat([self.train_edges.to(users.device), pairs.T], dim=1))
-        history = HistoryMean(union, self.history_mean.decay).to(users.device)
-        mean = history.user_mean(content)[changed]
-        out = torch.cat([users[:, : self.content_width], ids], dim=1)
-        out[changed, : self.content_width] = self.user_content(mean)
-        return out
-
-    @torch.no_grad()
     def diagnostics(self) -> dict[str, Any]:
         """Scale of the content half against the ID half, and MetaMMF's dynamic part."""
         content = self.fused(self.conditioned)
@@ -399,28 +371,3 @@ class FusionLightGCN(FusionModalityViews, FusionLosses, FusionContentGraph, Reco
         if hasattr(self.fusion, "dynamic_sizes"):
             out["fusion_layers"] = self.fusion.dynamic_sizes(self.conditioned[warm])
         return out
-
-    # ---- serving towers ----------------------------------------------------------------
-
-    def item_states(self) -> torch.Tensor:
-        """What the user tower aggregates per trained item: ``[e_m ;] e^(k) / sqrt(deg)``."""
-        with torch.no_grad():
-            content, history = self._graph_content()
-            layers = lightgcn_layers(
-                self.user_embedding, self._items0(content), self.adjacency, self.num_layers
-            )
-            items = [item for _, item in layers[:-1]]
-            state = torch.cat(items, dim=1) / self.item_degree.sqrt().unsqueeze(1)
-            if history is not None:
-                state = torch.cat([content, state], dim=1)
-            return state
-
-    def serving_towers(self) -> ServingTowers:
-        self.eval()
-        return ServingTowers(
-            item_tower=LightGCNItemTower(self),
-            user_tower=LightGCNUserTower(self),
-            item_states=self.item_states(),
-            user_states=self.user_embedding.detach().clone(),
-            feature_dim=self.feature_dim,
-        )

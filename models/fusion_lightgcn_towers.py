@@ -1,13 +1,71 @@
-"""The serving towers of the LightGCN-backbone fusion models (:mod:`models.fusion_lightgcn`),
-exported to ONNX: the item tower embeds a new item from its raw features, the user tower
-embeds a user from its history's states."""
+"""Serving the LightGCN-backbone fusion models (:mod:`models.fusion_lightgcn`): the towers
+exported to ONNX (the item tower embeds a new item from its raw features, the user tower a user
+from its history's states), what the exporter takes, and the fold-in that embeds users as the
+user tower does."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from models.history import recency_weights
+from models.base import BipartiteGraph, ServingTowers
+from models.graph import lightgcn_layers, lightgcn_users_after
+from models.history import HistoryMean, recency_weights
+
+
+class FusionServing:
+    """What :class:`models.fusion_lightgcn.FusionLightGCN` hands the exporter (its towers and
+    the states the user tower aggregates) and the fold-in that embeds users as the user tower
+    does (a mixin)."""
+
+    @torch.no_grad()
+    def user_embeddings_after(self, pairs: torch.Tensor) -> torch.Tensor:
+        """The users once ``pairs`` join their histories, as the user tower embeds them: the
+        ID half by :func:`lightgcn_users_after`, the content half from the whole history's
+        mean content (``beside``)."""
+        self.eval()
+        users = self()[0]
+        content, _ = self._graph_content()
+        layers = lightgcn_layers(self.user_embedding, self._items0(content), self.adjacency,
+                                 self.num_layers)
+        item_layers = [items for _, items in layers[:-1]]
+        if self.combine == "propagate":
+            return lightgcn_users_after(users, self.user_embedding, item_layers,
+                                        self.train_edges, pairs)
+        ids = lightgcn_users_after(users[:, self.content_width :], self.user_embedding,
+                                   item_layers, self.train_edges, pairs)
+        pairs = pairs.long().to(users.device)
+        changed = torch.unique(pairs[:, 0])
+        union = BipartiteGraph(self.num_users, self.num_items,
+                               torch.cat([self.train_edges.to(users.device), pairs.T], dim=1))
+        history = HistoryMean(union, self.history_mean.decay).to(users.device)
+        mean = history.user_mean(content)[changed]
+        out = torch.cat([users[:, : self.content_width], ids], dim=1)
+        out[changed, : self.content_width] = self.user_content(mean)
+        return out
+
+    def item_states(self) -> torch.Tensor:
+        """What the user tower aggregates per trained item: ``[e_m ;] e^(k) / sqrt(deg)``."""
+        with torch.no_grad():
+            content, history = self._graph_content()
+            layers = lightgcn_layers(
+                self.user_embedding, self._items0(content), self.adjacency, self.num_layers
+            )
+            items = [item for _, item in layers[:-1]]
+            state = torch.cat(items, dim=1) / self.item_degree.sqrt().unsqueeze(1)
+            if history is not None:
+                state = torch.cat([content, state], dim=1)
+            return state
+
+    def serving_towers(self) -> ServingTowers:
+        self.eval()
+        return ServingTowers(
+            item_tower=LightGCNItemTower(self),
+            user_tower=LightGCNUserTower(self),
+            item_states=self.item_states(),
+            user_states=self.user_embedding.detach().clone(),
+            feature_dim=self.feature_dim,
+        )
 
 
 class LightGCNItemTower(nn.Module):
