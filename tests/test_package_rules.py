@@ -121,3 +121,15 @@ def test_no_module_imports_itself_back_through_others() -> None:
 def test_the_circle_finder_finds_a_lazy_circle() -> None:
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert circles(graph) == [["a", "b", "c"]]
+
+
+MAX_LINES = 400
+
+
+def test_no_source_file_is_over_400_lines() -> None:
+    """A file past it holds more than one responsibility (issue 21): split it by what it does."""
+    long = {str(path.relative_to(ROOT)): count
+            for folder in (*PACKAGES, "benchmarks", "scripts", "tests")
+            for path in sorted((ROOT / folder).rglob("*.py"))
+            if (count := len(path.read_text().splitlines())) > MAX_LINES}
+    assert long == {}
