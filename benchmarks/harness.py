@@ -13,7 +13,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from training.config import TrainConfig  # noqa: E402
+from training.config import TrainConfig, apply_settings  # noqa: E402
 from training.data import Dataset  # noqa: E402
 from training.trainer import TrainResult, train  # noqa: E402
 
@@ -57,7 +57,9 @@ def fixed_fields(args: argparse.Namespace) -> dict[str, Any]:
         "device": args.device,
         "report_curves": False if args.no_report_curves else None,
     }
-    return {k: v for k, v in fields.items() if v is not None}
+    fields = {k: v for k, v in fields.items() if v is not None}
+    # --set field=value: any other TrainConfig field, with no flag of its own here
+    return apply_settings(fields, getattr(args, "set", None) or [])
 
 
 def fit(

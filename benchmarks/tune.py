@@ -243,6 +243,8 @@ def _training_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-report-curves", action="store_true",
                         help="skip the test side of the calibration curves (choices unchanged)")
     parser.add_argument("--threads", type=int, help="torch threads (the machine may be shared)")
+    parser.add_argument("--set", action="append", metavar="FIELD=VALUE",
+                        help="any TrainConfig field, JSON values (repeatable; as train --set)")
     parser.add_argument("--out", help="output file (default under benchmarks/results)")
 
 

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.harness import TRAIN_FIELDS, array_key
+from benchmarks.harness import TRAIN_FIELDS, array_key, fixed_fields
 from benchmarks.quality_report import per_user_mean
 from benchmarks.stats import paired_bootstrap
-from benchmarks.tune import SEARCH_SPACES, main, space_for
+from benchmarks.tune import SEARCH_SPACES, build_parser, main, space_for
 from models.registry import MODEL_NAMES, default_hparams
 from training.data import load_dataset
 from training.report import per_user_hits, warm_cold_report
@@ -187,3 +187,14 @@ def test_a_row_run_in_parts_is_merged_and_curves_can_be_skipped(toy_dataset_dir,
     main(["report", *data[:2], "--runs", *parts, "--out", str(table)])
     summary = table.read_text().split("## Test metrics")[1].split("## Paired")[0]
     assert re.search(r"^\| metammf_lightgcn \| 2 \|", summary, re.M)  # both seeds, one row
+
+
+def test_set_reaches_any_training_field_of_a_benchmark_run() -> None:
+    args = build_parser().parse_args(["seeds", "--models", "lightgcn", "--patience", "3",
+                                      "--set", "choose_new_item_slots=true",
+                                      "--set", "new_item_slots=0.05"])
+    assert fixed_fields(args) == {"patience": 3, "choose_new_item_slots": True,
+                                  "new_item_slots": 0.05}
+    typo = build_parser().parse_args(["seeds", "--models", "lightgcn", "--set", "patiense=3"])
+    with pytest.raises(ValueError, match="did you mean patience"):
+        fixed_fields(typo)
