@@ -26,6 +26,10 @@ zero-initialised item-ID residual, our variant), ``indsan`` (independent towers)
 ``sasrec_text`` (frozen states, no adapters) and ``sasrec`` (item IDs) share the sequential
 user encoder and eq. 7-8's loss (:mod:`models.crossan`); their item features are per-layer
 encoder states (``training.feature_sets``).
+
+Every model's hyperparameters are typed by their defaults (:func:`hparams_schema`, a pydantic
+model built from them): an unknown name or a value of the wrong type fails before anything is
+built, naming the hyperparameter and what it got.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from models.base import BipartiteGraph, Recommender
 from models.content_knn import ContentKNN
@@ -225,6 +230,31 @@ def build_model(
 ) -> Recommender:
     """Build model ``name`` over ``graph`` and ``item_features`` [I, F] (may be None for ID-only
     models) with ``hparams`` over :func:`default_hparams`."""
+    checked = checked_hparams(name, hparams)  # an unknown name fails here, naming the valid ones
+    return _BUILDERS[name](graph, item_features, modality_dims, **checked)
+
+
+def _field_type(default: Any) -> Any:
+    """The type a hyperparameter's default declares (None, lists and the like: anything)."""
+    return type(default) if isinstance(default, bool | int | float | str) else Any
+
+
+def hparams_schema(name: str) -> type[BaseModel]:
+    """A pydantic model of ``name``'s hyperparameters, typed by their defaults: an unknown
+    name or a value of the wrong type fails naming the hyperparameter."""
+    _check_name(name)
+    if name not in _SCHEMAS:
+        fields = {key: (_field_type(value), value) for key, value in _DEFAULTS[name].items()}
+        _SCHEMAS[name] = create_model(f"{name}_hparams",
+                                      __config__=ConfigDict(extra="forbid"), **fields)
+    return _SCHEMAS[name]
+
+
+_SCHEMAS: dict[str, type[BaseModel]] = {}
+
+
+def checked_hparams(name: str, hparams: dict[str, Any]) -> dict[str, Any]:
+    """``hparams`` over :func:`default_hparams`, type-checked (:func:`hparams_schema`)."""
     _check_name(name)
     unknown = sorted(set(hparams) - set(_DEFAULTS[name]))
     if unknown:
@@ -232,4 +262,11 @@ def build_model(
             f"model {name!r} got unknown hyperparameter(s) {', '.join(unknown)}; "
             f"it takes: {', '.join(sorted(_DEFAULTS[name]))}"
         )
-    return _BUILDERS[name](graph, item_features, modality_dims, **{**_DEFAULTS[name], **hparams})
+    try:
+        validated = hparams_schema(name).model_validate(hparams)
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']} (got {e['input']!r})"
+                             for e in error.errors())
+        raise TypeError(f"model {name!r}: {problems}") from None
+    given = validated.model_dump(include=set(hparams))
+    return {**copy.deepcopy(_DEFAULTS[name]), **given}

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from models.base import BipartiteGraph, Recommender, TrainingBatch
-from models.registry import MODEL_NAMES, build_model, default_hparams
+from models.registry import MODEL_NAMES, build_model, default_hparams, hparams_schema
 
 TRAINING_FREE = ("mostpop", "content_knn")
 TRAINABLE = tuple(n for n in MODEL_NAMES if n not in TRAINING_FREE)
@@ -213,3 +213,19 @@ def test_feature_models_reject_mismatched_features(graph: BipartiteGraph) -> Non
         build_model("metammf_gcn", graph, None, [])
     with pytest.raises(ValueError, match="modality_dims"):
         build_model("metammf_mf", graph, torch.randn(graph.num_items, 10), [6, 5])
+
+
+def test_a_mistyped_hyperparameter_is_named_with_what_it_got(graph: BipartiteGraph) -> None:
+    with pytest.raises(TypeError, match=r"embed_dim: .*integer.*'wide'"):
+        build_model("lightgcn", graph, None, [], embed_dim="wide")
+    with pytest.raises(TypeError, match=r"num_layers: .*integer.*2\.5"):
+        build_model("lightgcn", graph, None, [], num_layers=2.5)
+    model = build_model("lightgcn", graph, None, [], embed_dim=8.0)  # an exact number is fine
+    assert model.embed_dim == 8
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_every_model_has_a_typed_hyperparameter_schema(name: str) -> None:
+    schema = hparams_schema(name)
+    assert set(schema.model_fields) == set(default_hparams(name))
+    assert schema.model_validate({}).model_dump() == default_hparams(name)
