@@ -59,7 +59,7 @@ def fixed_fields(args: argparse.Namespace) -> dict[str, Any]:
     }
     fields = {k: v for k, v in fields.items() if v is not None}
     # --set field=value: any other TrainConfig field, with no flag of its own here
-    return apply_settings(fields, getattr(args, "set", None) or [])
+    return apply_settings(fields, args.set or [])
 
 
 def fit(

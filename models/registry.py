@@ -268,5 +268,4 @@ def checked_hparams(name: str, hparams: dict[str, Any]) -> dict[str, Any]:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']} (got {e['input']!r})"
                              for e in error.errors())
         raise TypeError(f"model {name!r}: {problems}") from None
-    given = validated.model_dump(include=set(hparams))
-    return {**copy.deepcopy(_DEFAULTS[name]), **given}
+    return {**default_hparams(name), **validated.model_dump(include=set(hparams))}

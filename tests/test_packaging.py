@@ -3,14 +3,14 @@
 
 from __future__ import annotations
 
-import ast
 import re
 import sys
 import tomllib
 from importlib.metadata import packages_distributions
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.imports import ROOT, imported_packages, module_graph
+
 OWN = {"bundle", "eventlog", "service", "training", "models", "benchmarks", "tests"}
 # factories for tests and benchmarks (they build ONNX towers with ``onnx``, a dev dependency);
 # nothing the service or training runs imports them
@@ -25,13 +25,8 @@ def _requirement_names(requirements: list[str]) -> set[str]:
 def _imported_modules(folder: Path) -> set[str]:
     modules = set()
     for path in folder.rglob("*.py"):
-        if path.relative_to(ROOT) in TEST_ONLY:
-            continue
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                modules |= {alias.name.split(".")[0] for alias in node.names}
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                modules.add(node.module.split(".")[0])
+        if path.relative_to(ROOT) not in TEST_ONLY:
+            modules |= imported_packages(path)
     return modules - OWN - set(sys.stdlib_module_names) - {"__future__"}
 
 
@@ -65,10 +60,5 @@ def test_bundle_package_needs_only_the_core_dependencies() -> None:
 
 
 def test_nothing_that_runs_in_production_imports_the_test_factories() -> None:
-    importers = []
-    for package in ("bundle", "eventlog", "models", "service", "training"):
-        for path in (ROOT / package).rglob("*.py"):
-            source = path.read_text()
-            if "bundle.testing" in source or "from bundle import testing" in source:
-                importers.append(str(path.relative_to(ROOT)))
-    assert importers == []
+    assert [module for module, targets in module_graph().items()
+            if "bundle.testing" in targets] == []

@@ -84,7 +84,7 @@ def test_ckd_on_an_id_only_model_is_refused(toy_dataset_dir: Path) -> None:
 
 
 def test_the_cli_flags_build_the_ckd_section() -> None:
-    from training.cli import _ckd_fields
+    from training.cli.models import _ckd_fields
 
     assert _ckd_fields(None, False, None, None, None, []) is None
     assert _ckd_fields(None, True, 0.1, None, 0.5, ["generic", "reweight"]) == {

@@ -5,7 +5,6 @@ import logging
 # importing the command modules registers their commands on the app
 from training.cli import lifecycle, models  # noqa: F401
 from training.cli.app import app
-from training.cli.models import _ckd_fields  # noqa: F401  (tests reach it here)
 
 __all__ = ["app", "main"]
 
