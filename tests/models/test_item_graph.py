@@ -107,12 +107,18 @@ def _graph_model(graph: BipartiteGraph, features: torch.Tensor, dims: list[int],
                        knn_weight=1.0, item_graph_k=3, first_hidden=16, **extra)
 
 
+def _without_graph(with_graph, graph, features, dims):
+    """The same model and weights without the item graph."""
+    torch.manual_seed(0)
+    without = build_model("early_lightgcn", graph, features, dims, embed_dim=16, content_dim=8,
+                          knn_weight=1.0, first_hidden=16).eval()
+    without.load_state_dict(with_graph.state_dict(), strict=False)
+    return without
+
+
 def test_item_graph_adds_content_neighbours_to_the_id_half(graph, features, modality_dims):
     with_graph = _graph_model(graph, features, modality_dims).eval()
-    torch.manual_seed(0)
-    without = build_model("early_lightgcn", graph, features, modality_dims, embed_dim=16,
-                          content_dim=8, knn_weight=1.0, first_hidden=16).eval()
-    without.load_state_dict(with_graph.state_dict(), strict=False)
+    without = _without_graph(with_graph, graph, features, modality_dims)
     users, items = with_graph()
     plain_users, plain_items = without()
     assert torch.allclose(users, plain_users)  # the user side is LightGCN's
@@ -168,10 +174,7 @@ def test_item_graph_trains_through_the_new_item_path(graph, features, modality_d
 
 def test_graph_for_new_items_only_leaves_warm_items_alone(graph, features, modality_dims):
     with_graph = _graph_model(graph, features, modality_dims, item_graph_warm=False).eval()
-    torch.manual_seed(0)
-    without = build_model("early_lightgcn", graph, features, modality_dims, embed_dim=16,
-                          content_dim=8, knn_weight=1.0, first_hidden=16).eval()
-    without.load_state_dict(with_graph.state_dict(), strict=False)
+    without = _without_graph(with_graph, graph, features, modality_dims)
     _, items = with_graph()
     _, plain = without()
     warm, new = ~with_graph.new_mask, with_graph.new_mask
