@@ -30,9 +30,20 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
+from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from models.losses import bpr_loss
+
+
+class ModelConfig(BaseModel):
+    """A model's hyperparameters, typed (one subclass beside each model class, like a Hugging
+    Face config): an unknown name or a value of the wrong type fails naming the field.
+    ``cold_items`` (items held out of training) is every model's."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    cold_items: Any = None
 
 
 @dataclass(frozen=True)

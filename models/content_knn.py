@@ -12,14 +12,21 @@ cosine.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 
-from models.base import BipartiteGraph, Recommender, item_mask
-from models.conditioning import FeatureConditioner
+from models.base import BipartiteGraph, ModelConfig, Recommender, item_mask
+from models.conditioning import CONDITIONING_MODES, FeatureConditioner
 from models.history import HistoryMean
 from models.metammf import _check_features, drop_item_edges
+
+
+class ContentKNNConfig(ModelConfig):
+    conditioning: Literal[CONDITIONING_MODES] = "center_l2"
+    history_decay: float = Field(1.0, gt=0.0, le=1.0)
 
 
 class ContentKNN(Recommender):

@@ -8,58 +8,60 @@
 - ``ids``: an item-ID table (``sasrec``: no content at all).
 
 ``id_residual`` (``crossan_id``, a departure from the paper, which has no ID expert): a content
-item side plus a per-item ID vector, ``v_i = content_i + e_i``, with ``e`` initialised at zero.
-An item never seen in training never enters eq. 7-8's softmax, so its ``e_i`` stays zero and its
+item side plus a per-item ID vector, ``v_i = content_i + e_i``, with ``e`` initialised at zero. An
+item never seen in training never enters eq. 7-8's softmax, so its ``e_i`` stays zero and its
 vector is its content alone: exactly what the item tower gives a new item from raw text, so the
-served towers need no change. The ID enters as a residual and not as a third expert of eq. 6's
-gate because a gate would have to score an expert that is missing for every new item.
-Trained alone, the ID part takes half of a trained item's vector and untrained items (content
-only) fall out of every list; ``id_dropout`` (the MetaMMF models' new-item dropout, for IDs)
-drops the ID part of that share of the batch's items in each training step, so the content
-vector alone must also rank.
+served towers need no change. The ID enters as a residual and not as a third expert of eq. 6's gate
+because a gate would have to score an expert that is missing for every new item. Trained alone, the
+ID part takes half of a trained item's vector and untrained items (content only) fall out of every
+list; ``id_dropout`` (the MetaMMF models' new-item dropout, for IDs) drops the ID part of that
+share of the batch's items in each training step, so the content vector alone must also rank.
 
 Item features are ``[I, M * K * D]``: for each of M experts (``modality_dims``, one per expert,
 each ``K * D``), the pooled frozen states of K kept layers of width D (``state_dim``).
 
-The user is :class:`models.sequence.SequenceEncoder` over the newest ``max_length`` training
-items, in the order of the training graph's edges (the trainer lists them oldest first). The
-loss is eq. 7-8, with the trainer's BPR triples choosing the targets: a triple ``(u, i+, -)``
-is the position of ``i+`` in u's training sequence, the ``max_length`` items before it are the
-history, and the softmax runs over the batch's items (every history item and target) with
-logit ``y - log p`` (p: training popularity), every other training item of u excluded. An
-epoch of triples is every training interaction once, so eq. 8's sum over users and positions
-is covered once an epoch (the first item of a sequence has no history and is never a target).
-The mean over the batch's targets replaces the paper's sum (a scale). Scores for ranking and
-serving are the plain inner products (no popularity term).
+The user is :class:`models.sequence.SequenceEncoder` over the newest ``max_length`` training items,
+in the order of the training graph's edges (the trainer lists them oldest first). The loss is eq.
+7-8, with the trainer's BPR triples choosing the targets: a triple ``(u, i+, -)`` is the position
+of ``i+`` in u's training sequence, the ``max_length`` items before it are the history, and the
+softmax runs over the batch's items (every history item and target) with logit ``y - log p`` (p:
+training popularity), every other training item of u excluded. An epoch of triples is every
+training interaction once, so eq. 8's sum over users and positions is covered once an epoch (the
+first item of a sequence has no history and is never a target). The mean over the batch's targets
+replaces the paper's sum (a scale). Scores for ranking and serving are the plain inner products (no
+popularity term).
 
 CKD (:mod:`models.ckd`) sees each expert as a modality: its view replaces every other expert's
-states by their mean over items, for the history items and the scored items alike. The user
-that scores a pair is its *scoring context* (:meth:`SequentialRecommender.score_contexts`):
-for a training pair the history just before that item (the user eq. 8 trains at that
-position, so a margin never reads a history that holds its own positive), for any other pair
-the user after all its training items (the user that ranks). A uni-modal teacher keeps one
-vector per context, ``P + U`` of them (P training interactions), so distilling from it reads
-stored vectors, never a second model.
+states by their mean over items, for the history items and the scored items alike. The user that
+scores a pair is its *scoring context* (:meth:`SequentialRecommender.score_contexts`): for a
+training pair the history just before that item (the user eq. 8 trains at that position, so a
+margin never reads a history that holds its own positive), for any other pair the user after all
+its training items (the user that ranks). A uni-modal teacher keeps one vector per context, ``P +
+U`` of them (P training interactions), so distilling from it reads stored vectors, never a second
+model.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
 from models.base import (
     BipartiteGraph,
+    ModelConfig,
     Recommender,
     ServingTowers,
     TrainingBatch,
     pair_margins,
 )
+from models.crossan_towers import SequentialItemTower, SequentialUserTower
 from models.sequence import SequenceEncoder
-from models.side_adapters import SideAdapterTowers
+from models.side_adapters import FUSIONS, SideAdapterTowers
 
 ITEM_ENCODERS = ("adapters", "frozen", "ids")
 PAD = -1
@@ -94,6 +96,34 @@ def ordered_histories(graph: BipartiteGraph, length: int) -> torch.Tensor:
     return _window(flat["items"], flat["start"] + flat["count"], flat["start"], length)[0]
 
 
+class SASRecConfig(ModelConfig):
+    """The sequence encoder (section 5: d = 64, 2 blocks, 2 heads, dropout 0.1)."""
+
+    embed_dim: int = Field(64, ge=1)
+    max_length: int = Field(10, ge=1)
+    num_blocks: int = Field(2, ge=1)
+    num_heads: int = Field(2, ge=1)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+
+
+class SASRecTextConfig(SASRecConfig):
+    state_dim: int = Field(384, ge=1)  # the frozen encoder's width
+
+
+class CROSSANConfig(SASRecTextConfig):
+    """The side adapters (eq. 5) and the expert fusion (eq. 6); our defaults."""
+
+    adapter_dim: int = Field(64, ge=1)
+    fusion: Literal[FUSIONS] = "momef"
+    top_k: int = Field(2, ge=1)
+    id_residual: bool = False
+    id_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+class CROSSANIDConfig(CROSSANConfig):
+    id_residual: bool = True  # our variant: a zero-initialised item-ID residual
+
+
 class SequentialRecommender(Recommender):
     uses_features = True
     sequential_user = True
@@ -101,10 +131,8 @@ class SequentialRecommender(Recommender):
 
     def __init__(
         self,
-        graph: BipartiteGraph,
-        item_features: torch.Tensor | None = None,
-        modality_dims: Sequence[int] = (),
-        *,
+        graph: BipartiteGraph, item_features: torch.Tensor | None = None,
+        modality_dims: Sequence[int] = (), *,
         item_encoder: str = "adapters",
         embed_dim: int = 64,
         max_length: int = 10,
@@ -369,32 +397,3 @@ class SequentialRecommender(Recommender):
                 out["fusion_weights"] = torch.softmax(
                     self.towers.fusion.static_logits, 0).tolist()
         return out
-
-
-class SequentialItemTower(nn.Module):
-    """Raw features [B, F] -> (item vector, the same vector as its history state)."""
-
-    def __init__(self, model: SequentialRecommender) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        model = self.model
-        vector = model.content_vectors(
-            features.reshape(-1, model.num_experts, model.num_layers, model.state_dim))
-        return vector, vector
-
-
-class SequentialUserTower(nn.Module):
-    """History item vectors [B, H, d] (oldest first, H <= max_length) -> user vector; the
-    stored user state and the known flag are accepted for the common contract and unused."""
-
-    def __init__(self, encoder: SequenceEncoder) -> None:
-        super().__init__()
-        self.encoder = encoder
-
-    def forward(self, history_state: torch.Tensor, history_mask: torch.Tensor,
-                user_state: torch.Tensor, user_known: torch.Tensor) -> torch.Tensor:
-        user = self.encoder.last(history_state, history_mask > 0)
-        # the exporter drops unused inputs; the contract has four, so the unused two stay
-        return user + 0.0 * (user_state.sum(-1, keepdim=True) + user_known)

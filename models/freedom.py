@@ -24,9 +24,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from pydantic import Field
 from torch import nn
 
-from models.base import BipartiteGraph, Recommender, TrainingBatch, item_mask
+from models.base import BipartiteGraph, ModelConfig, Recommender, TrainingBatch, item_mask
 from models.graph import (
     SymmetricAdjacency,
     degree_sensitive_sample,
@@ -37,6 +38,19 @@ from models.graph import (
 from models.item_graph import check_weights, mean_graph, modality_blocks, top_k_neighbours
 from models.losses import bpr_loss
 from models.metammf import _check_features, _xavier_parameter, drop_item_edges
+
+
+class FREEDOMConfig(ModelConfig):
+    """MMRec's settings (src/configs/model/FREEDOM.yaml); ``reg_weight``, ``edge_dropout``
+    (FREEDOM's "dropout") and the learning rate are its searched hyperparameters."""
+
+    embed_dim: int = Field(64, ge=1)
+    num_layers: int = Field(2, ge=0)
+    mm_layers: int = Field(1, ge=1)
+    knn_k: int = Field(10, ge=1)
+    modality_weights: list[float] | None = None
+    reg_weight: float = Field(1e-4, ge=0.0)
+    edge_dropout: float = Field(0.8, ge=0.0, lt=1.0)
 
 
 class FREEDOM(Recommender):

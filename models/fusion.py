@@ -20,12 +20,32 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from itertools import pairwise
+from typing import Literal
 
 import torch
+from pydantic import BaseModel, Field
 from torch import nn
 
 FUSION_MODES = ("cp", "full")
 FUSION_KINDS = ("metammf", "early", "late", "hybrid")
+
+
+class StaticFusionConfig(BaseModel):
+    """The fusion tower's hyperparameters (N layers, the first hidden width), shared by every
+    fused model; the registry passes them to :func:`build_fusion`."""
+
+    fusion_layers: int = Field(1, ge=1)
+    first_hidden: int = Field(256, ge=1)
+
+
+class MetaFusionConfig(StaticFusionConfig):
+    """MetaMMF's fusion on top (section 5.2's TikTok setting: d_s = 5, R = 16)."""
+
+    meta_dim: int = Field(5, ge=1)
+    meta_hidden: int = Field(64, ge=1)
+    rank: int = Field(16, ge=1)
+    fusion_mode: Literal[FUSION_MODES] = "cp"
+    static_weight: bool = True
 
 
 def tower_widths(in_dim: int, out_dim: int, num_layers: int, first_hidden: int) -> list[int]:

@@ -79,6 +79,7 @@ from models.base import (
     item_mask,
 )
 from models.conditioning import FeatureConditioner
+from models.fusion_lightgcn_config import COMBINES
 from models.fusion_lightgcn_graph import FusionContentGraph
 from models.fusion_lightgcn_losses import FusionLosses
 from models.fusion_lightgcn_towers import FusionServing
@@ -92,7 +93,6 @@ from models.history import HistoryMean
 from models.item_graph import ContentNeighbourGraph
 from models.metammf import _check_features, _xavier_parameter, drop_item_edges
 
-COMBINES = ("beside", "propagate")
 FusionFactory = Callable[[Sequence[int], int], nn.Module]
 
 

@@ -27,9 +27,10 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
-from models.base import BipartiteGraph, Recommender, TrainingBatch, item_mask
+from models.base import BipartiteGraph, ModelConfig, Recommender, TrainingBatch, item_mask
 from models.graph import SparseOperator
 from models.item_graph import modality_blocks, top_k_neighbours
 from models.losses import bpr_loss
@@ -59,6 +60,18 @@ def _spmm(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor,
           x: torch.Tensor) -> torch.Tensor:
     """``A x`` for the entries (rows, cols, values), differentiable in ``values`` and ``x``."""
     return torch.zeros_like(x).index_add(0, rows, values.unsqueeze(1) * x[cols])
+
+
+class LATTICEConfig(ModelConfig):
+    """MMRec's settings (src/configs/model/LATTICE.yaml)."""
+
+    embed_dim: int = Field(64, ge=1)
+    feat_embed_dim: int = Field(64, ge=1)
+    num_layers: int = Field(2, ge=0)
+    item_layers: int = Field(1, ge=1)
+    knn_k: int = Field(10, ge=1)
+    lambda_coeff: float = Field(0.9, ge=0.0, le=1.0)
+    reg_weight: float = Field(1e-4, ge=0.0)
 
 
 class LATTICE(Recommender):

@@ -5,15 +5,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from pydantic import Field
 from torch import nn
 
-from models.base import BipartiteGraph, Recommender
+from models.base import BipartiteGraph, ModelConfig, Recommender
 from models.graph import (
     SymmetricAdjacency,
     lightgcn_layers,
     lightgcn_propagate,
     lightgcn_users_after,
 )
+
+
+class LightGCNConfig(ModelConfig):
+    embed_dim: int = Field(64, ge=1)
+    num_layers: int = Field(2, ge=0)
 
 
 class LightGCN(Recommender):

@@ -24,12 +24,14 @@ only learned parameters (rebuild the model over the same data, then load it).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
+from pydantic import Field
 from torch import nn
 
-from models.base import BipartiteGraph, Recommender, ServingTowers, item_mask
-from models.fusion import MetaMMFFusion
+from models.base import BipartiteGraph, ModelConfig, Recommender, ServingTowers, item_mask
+from models.fusion import MetaFusionConfig, MetaMMFFusion, StaticFusionConfig
 from models.graph import BipartiteMeanAdjacency, BipartiteSAGE
 
 
@@ -57,6 +59,18 @@ def _check_features(
     if not torch.isfinite(item_features).all():
         raise ValueError("item_features contain NaN or inf")
     return item_features.detach().float()
+
+
+class FusedItemConfig(ModelConfig):
+    """What :class:`FusedItemRecommender` takes (its fusion comes from the fusion config)."""
+
+    embed_dim: int = Field(64, ge=2)
+    id_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    standardize: bool = False
+
+
+class MetaMMFMFConfig(FusedItemConfig, MetaFusionConfig):
+    """``metammf_mf`` (eq. 16)."""
 
 
 class FusedItemRecommender(Recommender):
@@ -163,6 +177,18 @@ def drop_item_edges(graph: BipartiteGraph, items: torch.Tensor) -> BipartiteGrap
 
 
 READOUTS = ("last", "mean")
+
+
+class FusionGCNConfig(FusedItemConfig, StaticFusionConfig):
+    """``early_/late_/hybrid_gcn``: :class:`FusionGCN` with a static fusion."""
+
+    num_layers: int = Field(2, ge=1)
+    user_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    readout: Literal[READOUTS] = "last"
+
+
+class MetaMMFGCNConfig(FusionGCNConfig, MetaFusionConfig):
+    """``metammf_gcn`` (eqs. 17-18)."""
 
 
 class FusionGCN(FusedItemRecommender):

@@ -5,13 +5,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from pydantic import Field
 from torch import nn
 
-from models.base import BipartiteGraph, Recommender, item_mask
+from models.base import BipartiteGraph, ModelConfig, Recommender, item_mask
 
 
 def _xavier(*shape: int) -> nn.Parameter:
     return nn.Parameter(nn.init.xavier_uniform_(torch.empty(*shape)))
+
+
+class BPRConfig(ModelConfig):
+    embed_dim: int = Field(64, ge=1)
+
+
+class VBPRConfig(BPRConfig):
+    feature_dim: int | None = Field(None, ge=1)
 
 
 class BPRMF(Recommender):

@@ -11,7 +11,11 @@ from collections.abc import Sequence
 
 import torch
 
-from models.base import BipartiteGraph, Recommender, item_mask
+from models.base import BipartiteGraph, ModelConfig, Recommender, item_mask
+
+
+class MostPopConfig(ModelConfig):
+    """No hyperparameters but the common ``cold_items``."""
 
 
 class MostPop(Recommender):

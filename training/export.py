@@ -93,7 +93,7 @@ def text_tower_files(model: nn.Module, config: dict) -> tuple[dict, dict] | None
     if config.get("feature_set") != "title_fields" or not hasattr(model, "states"):
         return None
     from bundle.text_fields import FIELDS, tokenize_fields
-    from models.crossan import SequentialItemTower
+    from models.crossan_towers import SequentialItemTower
     from models.text_tower import TextItemTower
     from training.encoders import get_encoder_spec, load_encoder
 

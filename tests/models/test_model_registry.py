@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 import torch
 
-from models.base import BipartiteGraph, Recommender, TrainingBatch
+from models.base import BipartiteGraph, ModelConfig, Recommender, TrainingBatch
+from models.fusion import StaticFusionConfig
 from models.registry import MODEL_NAMES, build_model, default_hparams, hparams_schema
 
 TRAINING_FREE = ("mostpop", "content_knn")
@@ -224,8 +225,20 @@ def test_a_mistyped_hyperparameter_is_named_with_what_it_got(graph: BipartiteGra
     assert model.embed_dim == 8
 
 
+def test_a_hyperparameter_out_of_its_range_or_choices_is_named(graph: BipartiteGraph) -> None:
+    with pytest.raises(ValueError, match=r"edge_dropout: .*less than 1.*1\.5"):
+        build_model("freedom", graph, torch.randn(graph.num_items, 6), [6], edge_dropout=1.5)
+    with pytest.raises(ValueError, match=r"combine: .*'beside' or 'propagate'.*'sideways'"):
+        build_model("early_lightgcn", graph, torch.randn(graph.num_items, 6), [6],
+                    combine="sideways")
+
+
 @pytest.mark.parametrize("name", MODEL_NAMES)
-def test_every_model_has_a_typed_hyperparameter_schema(name: str) -> None:
+def test_every_model_has_a_config_class_beside_it(name: str) -> None:
     schema = hparams_schema(name)
+    assert issubclass(schema, ModelConfig)
     assert set(schema.model_fields) == set(default_hparams(name))
     assert schema.model_validate({}).model_dump() == default_hparams(name)
+    # a fused model's fusion hyperparameters are its fusion config's
+    if "fusion_layers" in schema.model_fields:
+        assert issubclass(schema, StaticFusionConfig)

@@ -176,7 +176,7 @@ def test_the_text_item_tower_in_onnx_matches_torch_and_the_cached_states(
 
     monkeypatch.setenv("RECSYS_CACHE_DIR", str(tmp_path / "cache"))
     from models.base import BipartiteGraph
-    from models.crossan import SequentialItemTower
+    from models.crossan_towers import SequentialItemTower
     from models.registry import build_model
     from models.text_tower import TextItemTower
     from training.data import default_data_dir
