@@ -81,7 +81,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root, url = Path(tmp) / "bundles", f"sqlite:///{Path(tmp) / 'store.db'}"
         started = time.perf_counter()
-        _, path = train_to_bundle(args.data, root / "candidate", config, overwrite=True)
+        _, path = train_to_bundle(args.data, root / "candidates" / "bootstrap", config,
+                                  overwrite=True)
         live = versions.publish(path, root)
         bootstrap_s = time.perf_counter() - started
         log_a_day(url, args.data, args.events, live, args.seed)
@@ -110,22 +111,25 @@ def main() -> None:
         f"interactions (from the test split) and {NEW_ITEMS} new items in SQLite. Bootstrap "
         f"(not part of the nightly job): {bootstrap_s:.0f} s. *total*: from reading the store "
         "to the published `current`; *train*: training, calibration, export and gate; *rest*: "
-        "reading the data and the store, publish.",
+        "reading the data and the store, publish. *day*: the gate's traffic checks on the "
+        "logged events (distinct users, share repeating a known pair, the holdout's best "
+        "predictor in multiples of a random list; `training/gate.py`).",
         "",
         "| start | total s | train s | rest s | epochs run (best) | valid R@20 cand / live "
-        "| holdout R@20 cand / live (rows) | accepted |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| holdout R@20 cand / live (rows) | day: users / repeats / signal | accepted |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in rows:
         d = row["decision"]
-        hold = d["holdout"]
+        hold, traffic = d["holdout"], d["traffic"]
         holdout = (f"{hold['candidate']:.4f} / {hold['live']:.4f} ({hold['rows']})"
                    if hold["rows"] else "-")
         lines.append(
             f"| {row['start']} | {row['total_s']:.0f} | {d['train_seconds']:.0f} | "
             f"{row['total_s'] - d['train_seconds']:.0f} | {d['epochs']['run']} "
             f"({d['epochs']['best']}) | {d['valid']['candidate']:.4f} / {d['valid']['live']:.4f}"
-            f" | {holdout} | {d['accepted']} |"
+            f" | {holdout} | {traffic['users']} / {traffic['repeat_share']:.1%} / "
+            f"{traffic['signal']}x | {d['accepted']} |"
         )
     text = "\n".join(lines) + "\n"
     print(text)

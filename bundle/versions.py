@@ -7,7 +7,12 @@ staging folder, writes the version into its manifest, renames the folder into ``
 (atomic) and then replaces the ``current`` link with ``os.replace`` (atomic), so a ``kill -9``
 at any point leaves ``current`` naming a complete, verified version: the old one or the new one.
 Replicas follow ``current`` by resolving it (see the service's bundle poll).
+
+Every move of ``current`` is recorded in the root's publish history (:mod:`bundle.history`), and
+a rollback goes to the version that was live before the current one by that history, not by
+name: after publish A, publish B, rollback (A), publish C, a rollback returns to A, never to B.
 """
+
 
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ import shutil
 import time
 from pathlib import Path
 
+from bundle import history
 from bundle.files import MANIFEST
 from bundle.io import BundleError, read_manifest, verify
 
@@ -56,30 +62,50 @@ def current_path(root: str | Path) -> Path | None:
     return None if version is None else Path(root) / VERSIONS / version
 
 
-def publish(candidate: str | Path, root: str | Path, *, keep: int = 5) -> str:
+def publish(candidate: str | Path, root: str | Path, *, keep: int = 5,
+            reason: str = "") -> str:
     """Copy a verified bundle into ``root/versions`` and point ``current`` at it; keep the
-    newest ``keep`` versions (never removing the current one). Returns the version name."""
+    newest ``keep`` versions (never the current one nor its rollback target). Returns the
+    version name; the move is recorded in the publish history with ``reason``."""
     candidate, root = Path(candidate), Path(root)
     if keep < 2:
         raise ValueError("keep at least 2 versions, so that a rollback has a target")
     verify(candidate)
     folder = root / VERSIONS
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    for stale in folder.glob(f"{STAGING}*"):  # left by a publish that was killed
+    with history.publish_lock(root):  # one publish at a time: staging is never another's
+        clean_leftovers(root)
+        name = version_name(candidate)
+        staging = folder / f"{STAGING}{name}"
+        shutil.copytree(candidate, staging, ignore=shutil.ignore_patterns(".*"))
+        manifest = read_manifest(staging).model_copy(update={"version": name})
+        (staging / MANIFEST).write_text(manifest.model_dump_json(indent=2))
+        verify(staging)
+        _fsync_tree(staging)
+        os.rename(staging, folder / name)
+        _move_current(root, name, "publish", reason)
+        prune(root, keep)
+    return name
+
+
+def clean_leftovers(root: str | Path) -> list[Path]:
+    """Remove what killed publishes left: staging folders and temporary links (call under the
+    publish lock, so none of them belongs to a publish still running)."""
+    root = Path(root)
+    removed = []
+    for stale in (root / VERSIONS).glob(f"{STAGING}*"):
         shutil.rmtree(stale, ignore_errors=True)
+        removed.append(stale)
     for link in root.glob(f".{CURRENT}-*"):
         link.unlink(missing_ok=True)
-    name = version_name(candidate)
-    staging = folder / f"{STAGING}{name}"
-    shutil.copytree(candidate, staging, ignore=shutil.ignore_patterns(".*"))
-    manifest = read_manifest(staging).model_copy(update={"version": name})
-    (staging / MANIFEST).write_text(manifest.model_dump_json(indent=2))
-    verify(staging)
-    _fsync_tree(staging)
-    os.rename(staging, folder / name)
-    point_current(root, name)
-    prune(root, keep)
-    return name
+        removed.append(link)
+    return removed
+
+
+def _move_current(root: Path, version: str, action: str, reason: str) -> None:
+    previous = current_version(root)
+    point_current(root, version)
+    history.record(root, action, version, previous, reason)
 
 
 def point_current(root: str | Path, version: str) -> None:
@@ -93,30 +119,52 @@ def point_current(root: str | Path, version: str) -> None:
     _fsync_dir(root)
 
 
-def rollback(root: str | Path, to: str | None = None) -> str:
-    """Point ``current`` at ``to``, or at the version published before the current one."""
+def rollback_target(root: str | Path) -> str | None:
+    """Where a rollback goes: the version live before the current one, by the publish history
+    (skipping versions pruned since). A root published before the history existed falls back
+    to the newest version older than current by name."""
     root = Path(root)
-    versions = list_versions(root)
+    present = set(list_versions(root))
     live = current_version(root)
-    if to is None:
-        older = [v for v in versions if live is None or v < live]
-        if not older:
-            raise BundleError(f"{root}: no version older than {live} to roll back to")
-        to = older[-1]
-    elif to not in versions:
-        raise BundleError(f"{root}: no version {to!r}; published: {', '.join(versions) or 'none'}")
-    verify(root / VERSIONS / to)  # never point current at a damaged folder
-    point_current(root, to)
-    return to
+    if not (root / history.HISTORY).is_file():
+        older = [v for v in sorted(present) if live is None or v < live]
+        return older[-1] if older else None
+    stack = history.live_stack(history.read_history(root), live)[:-1]
+    while stack and stack[-1] not in present:
+        stack.pop()
+    return stack[-1] if stack else None
+
+
+def rollback(root: str | Path, to: str | None = None, reason: str = "") -> str:
+    """Point ``current`` at ``to`` (a manual move), or at the version that was live before
+    the current one (a rollback); recorded in the publish history."""
+    root = Path(root)
+    with history.publish_lock(root):
+        versions = list_versions(root)
+        if to is None:
+            target = rollback_target(root)
+            if target is None:
+                raise BundleError(f"{root}: no earlier live version to roll back to from "
+                                  f"{current_version(root)}; name one with --to")
+            action = "rollback"
+        elif to in versions:
+            target, action = to, "manual"
+        else:
+            raise BundleError(f"{root}: no version {to!r}; published: "
+                              f"{', '.join(versions) or 'none'}")
+        verify(root / VERSIONS / target)  # never point current at a damaged folder
+        _move_current(root, target, action, reason)
+    return target
 
 
 def prune(root: str | Path, keep: int) -> list[str]:
-    """Remove the oldest versions beyond ``keep``; the current one always stays."""
+    """Remove the oldest versions beyond ``keep``; the current one and its rollback target
+    always stay."""
     root = Path(root)
-    live = current_version(root)
+    protected = {current_version(root), rollback_target(root)}
     removed = []
     for version in list_versions(root)[:-keep]:
-        if version != live:
+        if version not in protected:
             shutil.rmtree(root / VERSIONS / version, ignore_errors=True)
             removed.append(version)
     return removed

@@ -1,7 +1,13 @@
 """Nightly retraining: base data + what the service logged -> candidate -> quality gate -> publish.
 
-``python -m training retrain`` runs :func:`retrain`:
+``python -m training retrain`` runs :func:`retrain`, one run per bundles root at a time
+(:mod:`training.retrain_lock`: a second run, by hand or scheduled, exits ``LOCKED_EXIT`` and
+does nothing):
 
+0. **Clean up.** What earlier runs left under the root is removed: their candidate folders (a
+   rejected candidate stays for inspection until the next run; a published one is removed
+   once its verified copy is live), staging folders of killed writes, the publish's staging
+   folders. Each run trains into its own ``<root>/candidates/<run>``.
 1. **Data.** The base dataset (the files) plus every item and interaction in the service's
    store (the store holds only what arrived online, never the base data). Interactions with
    an item that is neither in the base catalog nor stored are dropped and counted.
@@ -10,59 +16,45 @@
    seen them, so they score both fairly on what users did most recently.
 3. **Candidate.** Trained with the configuration, warm-started from the live bundle's weights
    when it is the same model (:mod:`training.warm_start`: ID-table rows matched by external
-   id, new rows freshly initialised; ``warm_start=False`` trains from scratch).
-4. **Gate** (:func:`gate`). Both bundles are scored by the same code, from their stored
-   embeddings, on the base catalog: Recall@20 on the fixed base validation split (training
-   items masked) and on the recent holdout (every known interaction masked; rows whose user or
-   item either bundle does not know are left out, so both are scored on the same rows). The
-   candidate must beat the popularity floor (MostPop from its training data) on the validation
-   split and be no worse than the live bundle by more than ``tolerance`` (relative) on both;
-   when the live bundle is a refit (it trained on the validation split, see
-   :class:`training.config.RefitConfig`) only the holdout compares them. The candidate itself
+   id, new rows freshly initialised; ``warm_start=False`` trains from scratch). The candidate
    is never a refit: it keeps the validation split to stop early, calibrate and be gated on.
+4. **Gate** (:mod:`training.gate`): the day must look like traffic, and the candidate must beat
+   popularity and be no worse than live on validation and the holdout.
 5. **Publish** (:func:`bundle.versions.publish`) only when accepted; the decision and its
-   numbers are written as JSON and as Prometheus text (``gate.prom``) either way, and a
-   rejection leaves the live bundle serving.
+   numbers are written as JSON and as Prometheus text (``gate.prom``) either way, a line is
+   appended to ``<root>/runs.jsonl``, and a rejection leaves the live bundle serving.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
+import shutil
 import time
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
-import torch
 
 import bundle as bundle_format
-from bundle import versions
+from bundle import history, versions
 from bundle.manifest import Modality
 from eventlog import Logged, Store, read_logged
 from training.config import TrainConfig
 from training.data import Dataset
-from training.evaluation import SELECTION_METRIC, evaluate, list_metrics
+from training.gate import RetrainData, TrafficRules, gate, write_decision
 from training.pipeline import prepare_dataset, train_dataset_to_bundle
-from training.report import ranked_lists
+from training.retrain_lock import exclusive_run
 from training.warm_start import from_bundle
 
 log = logging.getLogger(__name__)
 
-GATE_METRIC = SELECTION_METRIC
-
-
-class GateRejected(RuntimeError):
-    """The candidate failed the quality gate; the live bundle keeps serving."""
-
-
-@dataclass
-class RetrainData:
-    dataset: Dataset  # base + logged, without the holdout
-    holdout: list[tuple[str, str]]  # (user, item) external ids, logged after the live cutoff
-    stats: dict[str, int] = field(default_factory=dict)
+CANDIDATES = "candidates"
+RUNS = "runs.jsonl"
 
 
 def extend(base: Dataset, logged: Logged, live_cutoff: float, holdout_share: float) -> RetrainData:
@@ -80,6 +72,7 @@ def extend(base: Dataset, logged: Logged, live_cutoff: float, holdout_share: flo
     held = max(0, int(round(holdout_share * len(after_cutoff))))
     holdout = after_cutoff[len(after_cutoff) - held :] if held else []
     held_keys = {id(x) for x in holdout}
+    recent_keys = {id(x) for x in after_cutoff}
     trained = [x for x in known if id(x) not in held_keys]
     for user_id, *_ in trained:
         if user_id not in user_row:
@@ -117,135 +110,31 @@ def extend(base: Dataset, logged: Logged, live_cutoff: float, holdout_share: flo
         "holdout_interactions": len(holdout),
         "new_users": len(user_ids) - base.num_users,
         "new_items": len(new_items),
+        "recent_interactions": len(after_cutoff),
+        "recent_users": len({x[0] for x in after_cutoff}),
+        "recent_repeat_share": _repeat_share(base, known, recent_keys),
     }
-    return RetrainData(dataset, [(u, i) for u, i, *_ in holdout], stats)
+    recent_trained = [(x[0], x[1]) for x in trained if id(x) in recent_keys]
+    return RetrainData(dataset, [(u, i) for u, i, *_ in holdout], stats, recent_trained)
 
 
-# --------------------------------------------------------------------------------------------
-# Gate
-# --------------------------------------------------------------------------------------------
-
-
-def _rows(ids: list[str], of: dict[str, int]) -> np.ndarray:
-    return np.array([of[i] for i in ids], dtype=np.int64)
-
-
-def _score(
-    bundle: bundle_format.Bundle, users: list[str], items: list[str],
-    relevant: sp.csr_matrix, seen: sp.csr_matrix,
-) -> float:
-    """Recall@20 of a bundle's stored embeddings, rows ``users`` x columns ``items``, on lists
-    as the service builds them: the bundle's reserved share goes to its new items."""
-    user_of = {u: r for r, u in enumerate(bundle.user_ids)}
-    item_of = {i: r for r, i in enumerate(bundle.item_ids)}
-    user_emb = torch.as_tensor(bundle.user_embeddings[_rows(users, user_of)])
-    item_emb = torch.as_tensor(bundle.item_embeddings[_rows(items, item_of)])
-    new = set(bundle.new_items)
-    cold = np.array([i in new for i in items], dtype=bool)
-    relevant = relevant.tocsr()
-    evaluated = np.flatnonzero(np.diff(relevant.indptr))
-    top = ranked_lists(user_emb, item_emb, seen.tocsr(), evaluated, cold,
-                       bundle.manifest.serving.new_item_slots)
-    return float(list_metrics(top, relevant[evaluated], ks=(20,))[GATE_METRIC])
-
-
-def _popularity(train: sp.csr_matrix, relevant: sp.csr_matrix, seen: sp.csr_matrix) -> float:
-    counts = np.asarray(train.sum(axis=0)).ravel().astype(np.float32)
-    order = np.argsort(-counts, kind="stable")
-    scores = np.zeros_like(counts)
-    scores[order] = np.linspace(1.0, 0.0, len(order), dtype=np.float32)  # strict, by count
-    users = torch.ones(relevant.shape[0], 1)
-    items = torch.as_tensor(scores).reshape(-1, 1)
-    return float(evaluate(users, items, relevant, seen, ks=(20,))[GATE_METRIC])
-
-
-def gate(
-    candidate: bundle_format.Bundle,
-    live: bundle_format.Bundle,
-    base: Dataset,
-    data: RetrainData,
-    tolerance: float,
-) -> dict[str, Any]:
-    """The decision and every number behind it (see the module docstring)."""
+def _repeat_share(base: Dataset, known: list[tuple], recent: set[int]) -> float:
+    """The share of the recent events (``id`` in ``recent``) whose (user, item) pair was known
+    before them: in the base data the bundles train on (training and validation splits) or in
+    an earlier logged event (``known`` is in log order). The base test split is not "known":
+    it stands for what users did after the data was cut, as a day of traffic may repeat."""
+    if not recent:
+        return 0.0
     users, items = base.external_user_ids(), base.external_item_ids()
-    base_seen = base.matrix("train")
-    valid = {
-        "candidate": _score(candidate, users, items, base.matrix("valid"), base_seen),
-        "live": _score(live, users, items, base.matrix("valid"), base_seen),
-        "popularity": _popularity(data.dataset.matrix("train")[:, : base.num_items],
-                                  base.matrix("valid"), base_seen),
-    }
-    both_know = set(live.user_ids) & set(candidate.user_ids)
-    base_items = set(items)
-    known = [(u, i) for u, i in data.holdout if u in both_know and i in base_items]
-    holdout: dict[str, Any] = {"rows": len(known)}
-    if known:
-        # rows: the holdout's users, in a fixed order; every known interaction masked
-        hold_users = sorted({u for u, _ in known})
-        row_of = {u: r for r, u in enumerate(hold_users)}
-        col_of = {i: c for c, i in enumerate(items)}
-        relevant = _pairs_matrix([(row_of[u], col_of[i]) for u, i in known],
-                                 (len(hold_users), len(items)))
-        seen_all = data.dataset.matrix("train", "valid", "test")
-        cand_rows = {u: r for r, u in enumerate(data.dataset.external_user_ids())}
-        seen = seen_all[[cand_rows[u] for u in hold_users]][:, : base.num_items]
-        seen = seen - seen.multiply(relevant)  # never mask the target itself
-        holdout["candidate"] = _score(candidate, hold_users, items, relevant, seen.tocsr())
-        holdout["live"] = _score(live, hold_users, items, relevant, seen.tocsr())
-    # a refit live bundle trained on the validation split: its validation number is in-sample,
-    # so only the holdout compares the two (the candidate still has to beat popularity)
-    live_refit = bool(live.manifest.config.get("refit"))
-    valid["compared"] = not live_refit
-    reasons = []
-    if valid["candidate"] <= valid["popularity"]:
-        reasons.append(f"valid {GATE_METRIC} {valid['candidate']:.4f} is not above the "
-                       f"popularity floor {valid['popularity']:.4f}")
-    for name, part in (("valid", valid), ("holdout", holdout)):
-        if name == "valid" and live_refit:
-            continue
-        if "candidate" in part and part["candidate"] < part["live"] * (1.0 - tolerance):
-            reasons.append(f"{name} {GATE_METRIC} {part['candidate']:.4f} is worse than live "
-                           f"{part['live']:.4f} by more than {tolerance:.1%}")
-    return {
-        "accepted": not reasons,
-        "reasons": reasons,
-        "metric": GATE_METRIC,
-        "tolerance": tolerance,
-        "valid": valid,
-        "holdout": holdout,
-        "live_version": live.version,
-        "data": data.stats,
-    }
-
-
-def _pairs_matrix(pairs: list[tuple[int, int]], shape: tuple[int, int]) -> sp.csr_matrix:
-    array = np.array(pairs, dtype=np.int64).reshape(-1, 2)
-    data = np.ones(len(array), dtype=np.float32)
-    matrix = sp.csr_matrix((data, (array[:, 0], array[:, 1])), shape=shape)
-    matrix.data[:] = 1.0
-    return matrix
-
-
-def write_decision(decision: dict[str, Any], folder: Path) -> Path:
-    """``gate.json`` (the decision) and ``gate.prom`` (the same numbers for Prometheus)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "gate.json"
-    path.write_text(json.dumps(decision, indent=2))
-    lines = [
-        "# HELP recsys_gate_accepted 1 when the last candidate passed the quality gate.",
-        "# TYPE recsys_gate_accepted gauge",
-        f"recsys_gate_accepted {int(decision['accepted'])}",
-        "# HELP recsys_gate_recall Recall@20 of the last gate, by split and bundle.",
-        "# TYPE recsys_gate_recall gauge",
-    ]
-    for split in ("valid", "holdout"):
-        for who in ("candidate", "live", "popularity"):
-            if who in decision[split]:
-                lines.append(f'recsys_gate_recall{{split="{split}",bundle="{who}"}} '
-                             f"{decision[split][who]:.6f}")
-    lines.append(f"recsys_gate_finished_seconds {time.time():.3f}")
-    (folder / "gate.prom").write_text("\n".join(lines) + "\n")
-    return path
+    pairs = np.concatenate([base.split(s) for s in ("train", "valid")])
+    earlier = {(users[u], items[i]) for u, i in pairs.tolist()}
+    repeats = 0
+    for event in known:
+        pair = (event[0], event[1])
+        if id(event) in recent and pair in earlier:
+            repeats += 1
+        earlier.add(pair)
+    return round(repeats / len(recent), 4)
 
 
 def retrain(
@@ -260,8 +149,43 @@ def retrain(
     keep: int = 5,
     warm_start: bool = True,
     progress: bool = True,
+    rules: TrafficRules | None = None,
 ) -> dict[str, Any]:
-    """Train, gate and (if accepted) publish; returns the decision (``published`` added)."""
+    """Train, gate and (if accepted) publish under the retrain lock (``RetrainLocked`` if
+    another run holds it); returns the decision (``published`` added)."""
+    with exclusive_run(database_url, root), _run_record(root, "retrain") as record:
+        clean_candidates(root)
+        decision = _retrain(root, data, config, database_url, table_prefix, holdout_share,
+                            tolerance, keep, warm_start, progress, rules, record["run"])
+        record.update(result="published" if decision["accepted"] else "rejected",
+                      published=decision["published"], candidate=decision["candidate"])
+        return decision
+
+
+def bootstrap(root: Path, data: str | Path, config: TrainConfig, database_url: str,
+              progress: bool = True) -> str | None:
+    """Train and publish a first version when nothing is published yet, under the retrain
+    lock; returns the version, or None when one was already published. The candidate folder
+    is removed once published (the version is a verified copy of it)."""
+    from training.pipeline import train_to_bundle
+
+    with exclusive_run(database_url, root), _run_record(root, "bootstrap") as record:
+        if versions.current_version(root) is not None:
+            record["result"] = "nothing to do"
+            return None
+        clean_candidates(root)
+        _, path = train_to_bundle(data, root / CANDIDATES / record["run"], config,
+                                  overwrite=True, progress=progress)
+        name = versions.publish(path, root, reason="bootstrap")
+        shutil.rmtree(path, ignore_errors=True)
+        record.update(result="published", published=name)
+        return name
+
+
+def _retrain(root: Path, data: str | Path, config: TrainConfig, database_url: str,
+             table_prefix: str, holdout_share: float, tolerance: float, keep: int,
+             warm_start: bool, progress: bool, rules: TrafficRules | None,
+             run: str) -> dict[str, Any]:
     live_path = versions.current_path(root)
     if live_path is None:
         raise bundle_format.BundleError(f"{root}: nothing published yet (run bootstrap first)")
@@ -279,20 +203,68 @@ def retrain(
         store.close()
     prepared = extend(base, logged, live.manifest.cutoff, holdout_share)
     log.info("retraining on %s", prepared.stats)
-    out = root / "candidate"  # the last candidate stays for inspection until the next run
     started = time.time()
     init_model = (from_bundle(live, config.model, prepared.dataset.external_user_ids(),
                               prepared.dataset.external_item_ids()) if warm_start else None)
-    result, path = train_dataset_to_bundle(prepared.dataset, out, config,
+    result, path = train_dataset_to_bundle(prepared.dataset, root / CANDIDATES / run, config,
                                            data_cutoff=logged.read_at, overwrite=True,
                                            progress=progress, init_model=init_model)
     candidate = bundle_format.load_bundle(path)
-    decision = gate(candidate, live, base, prepared, tolerance)
+    decision = gate(candidate, live, base, prepared, tolerance, rules)
+    decision["run"] = run
     decision["train_seconds"] = round(time.time() - started, 1)
     decision["warm_start"] = init_model is not None
     decision["epochs"] = {"run": result.epochs_run, "best": result.best_epoch}
     decision["candidate"] = str(path)
-    accepted = decision["accepted"]
-    decision["published"] = versions.publish(path, root, keep=keep) if accepted else None
+    decision["published"] = None
+    if decision["accepted"]:
+        decision["published"] = versions.publish(path, root, keep=keep, reason=f"retrain {run}")
+        # the version is a verified copy: point at it and drop the candidate's disk
+        decision["candidate"] = str(root / versions.VERSIONS / decision["published"])
+        shutil.rmtree(path, ignore_errors=True)
     write_decision(decision, root / "gate")
     return decision
+
+
+def clean_candidates(root: Path) -> list[Path]:
+    """Remove what earlier runs left (call under the retrain lock): their candidate folders (a
+    rejected one stays for inspection until the next run), staging folders of killed writes,
+    and the publish's leftovers. Returns what was removed."""
+    removed = []
+    folder = root / CANDIDATES
+    stale = list(folder.iterdir()) if folder.is_dir() else []
+    stale += [root / "candidate", *root.glob(".candidate.staging-*")]  # the layout before runs
+    for path in stale:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    if (root / versions.VERSIONS).is_dir():
+        with history.publish_lock(root):
+            removed += versions.clean_leftovers(root)
+    if removed:
+        log.info("removed %d leftovers of earlier runs: %s", len(removed),
+                 ", ".join(p.name for p in removed))
+    return removed
+
+
+@contextlib.contextmanager
+def _run_record(root: Path, command: str) -> Iterator[dict[str, Any]]:
+    """Appends one line per run to ``<root>/runs.jsonl``: what ran, when, and how it ended
+    (``failed`` with the error, ``stopped`` on SIGTERM or Ctrl-C)."""
+    now = time.time()
+    stamp = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime(now))}.{int(now % 1 * 1e6):06d}Z"
+    record: dict[str, Any] = {"run": f"{stamp}-{os.getpid()}", "command": command,
+                              "pid": os.getpid(), "started": time.time()}
+    try:
+        yield record
+    except (KeyboardInterrupt, SystemExit):
+        record["result"] = "stopped"
+        raise
+    except Exception as error:
+        record.update(result="failed", error=f"{type(error).__name__}: {error}")
+        raise
+    finally:
+        record["finished"] = time.time()
+        root.mkdir(parents=True, exist_ok=True)
+        with (root / RUNS).open("a") as handle:
+            handle.write(json.dumps(record) + "\n")

@@ -3,24 +3,26 @@
 APScheduler's cron trigger in a configured time zone runs ``python -m training retrain`` as a
 child process (a crash or an out-of-memory kill of a run never takes the scheduler down, and
 the memory of a run is returned when it ends). Overlaps are refused twice: inside the process
-(``max_instances=1``, missed runs coalesced into one) and across processes and machines by a
-lock held for the whole run: a PostgreSQL advisory lock when the store is PostgreSQL (the
-compose and Kubernetes set-ups), a file lock beside the bundles otherwise. A run that could not
+(``max_instances=1``, missed runs coalesced into one) and across processes and machines by the
+retrain lock (:mod:`training.retrain_lock`), which the child ``retrain`` takes for its whole
+run like a hand run does: the scheduler only looks first, to skip without starting a child, and
+a child that finds the lock taken exits ``LOCKED_EXIT`` (skipped). On SIGTERM the scheduler
+stops its running child (SIGTERM, then SIGKILL after ``stop_timeout_s``) and exits 0; what the
+child left is cleaned by the next run. A run that could not
 start on time (the scheduler was down or busy) still starts if it is less than
 ``grace_s`` late, and is skipped (and logged) otherwise. Prometheus metrics on ``metrics_port``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import logging
+import signal
 import subprocess
 import sys
+import threading
 import time
-import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -32,14 +34,13 @@ from apscheduler.triggers.cron import CronTrigger
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from sqlalchemy import create_engine, text
-from sqlalchemy.pool import NullPool
+
+from training.errors import LOCKED_EXIT, STOPPED_EXIT
+from training.retrain_lock import run_lock
 
 log = logging.getLogger(__name__)
 
 JOB_ID = "retrain"
-# pg advisory locks take a bigint key: a fixed one derived from the name, same in every process
-LOCK_KEY = zlib.crc32(b"mmrec-service retrain")
 
 
 class SchedulerSettings(BaseSettings):
@@ -57,13 +58,14 @@ class SchedulerSettings(BaseSettings):
     table_prefix: str = Field("", description="prefix of the store's tables (as the service's)")
     retrain_args: str = Field("", description="extra flags of `training retrain`")
     metrics_port: int = Field(9102, ge=0, description="Prometheus port; 0 disables")
+    stop_timeout_s: float = Field(3.0, gt=0, description="wait for a child after SIGTERM")
 
 
 class RetrainMetrics:
     def __init__(self, registry: CollectorRegistry | None = None):
         self.registry = registry or CollectorRegistry()
         self.runs = Counter("recsys_retrain_runs", "Retrain runs by result (published, "
-                            "rejected, failed, skipped_locked, missed).", ["result"],
+                            "rejected, failed, stopped, skipped_locked, missed).", ["result"],
                             registry=self.registry)
         self.running = Gauge("recsys_retrain_running", "1 while a retrain runs.",
                              registry=self.registry)
@@ -84,37 +86,6 @@ class RetrainMetrics:
                     self.gate_recall.labels(split=split, bundle=who).set(value)
 
 
-@contextlib.contextmanager
-def run_lock(database_url: str, root: Path) -> Iterator[bool]:
-    """Yields whether this process holds the retrain lock (held until the block ends)."""
-    if database_url.startswith(("postgresql", "postgres")):
-        url = "postgresql+psycopg://" + database_url.split("://", 1)[1]
-        engine = create_engine(url, poolclass=NullPool)
-        try:
-            with engine.connect() as conn:
-                held = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"),
-                                         {"k": LOCK_KEY}).scalar())
-                try:
-                    yield held
-                finally:
-                    if held:
-                        conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_KEY})
-        finally:
-            engine.dispose()
-        return
-    root.mkdir(parents=True, exist_ok=True)
-    with (root / ".retrain.lock").open("w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def retrain_command(settings: SchedulerSettings) -> list[str]:
     command = [sys.executable, "-m", "training", "retrain", "--quiet",
                "--root", str(settings.bundles_root), "--data", settings.data,
@@ -124,30 +95,63 @@ def retrain_command(settings: SchedulerSettings) -> list[str]:
     return command + settings.retrain_args.split()
 
 
+_children: set[subprocess.Popen] = set()  # the running retrain, for the SIGTERM handler
+_children_lock = threading.Lock()
+
+
 def run_retrain(settings: SchedulerSettings, metrics: RetrainMetrics,
                 command: Sequence[str] | None = None) -> str:
-    """One run under the lock; returns its result label."""
-    with run_lock(settings.database_url, settings.bundles_root) as held:
-        if not held:
-            log.warning("another retrain holds the lock: this run is skipped")
-            metrics.runs.labels(result="skipped_locked").inc()
-            return "skipped_locked"
+    """One run (the child takes the lock); returns its result label."""
+    with run_lock(settings.database_url, settings.bundles_root) as free:
+        pass  # only a look: the child holds the lock for its run
+    code = LOCKED_EXIT
+    if free:
         metrics.running.set(1)
         started = time.monotonic()
         try:
-            argv = list(command or retrain_command(settings))
-            code = subprocess.run(argv, check=False).returncode
+            code = _run_child(list(command or retrain_command(settings)))
         finally:
             metrics.running.set(0)
             metrics.last_seconds.set(time.monotonic() - started)
             metrics.last_finished.set(time.time())
-    result = {0: "published", 1: "rejected"}.get(code, "failed")
+    if code == LOCKED_EXIT:
+        log.warning("another retrain holds the lock: this run is skipped")
+        metrics.runs.labels(result="skipped_locked").inc()
+        return "skipped_locked"
+    result = {0: "published", 1: "rejected", STOPPED_EXIT: "stopped",
+              -signal.SIGTERM: "stopped"}.get(code, "failed")
     gate = settings.bundles_root / "gate" / "gate.json"
     if result != "failed" and gate.exists():
         metrics.record_gate(json.loads(gate.read_text()))
     metrics.runs.labels(result=result).inc()
     log.info("retrain finished: %s (exit %d)", result, code)
     return result
+
+
+def _run_child(argv: list[str]) -> int:
+    child = subprocess.Popen(argv)
+    with _children_lock:
+        _children.add(child)
+    try:
+        return child.wait()
+    finally:
+        with _children_lock:
+            _children.discard(child)
+
+
+def stop_children(timeout_s: float) -> None:
+    """SIGTERM every running child, SIGKILL what is left after ``timeout_s``."""
+    with _children_lock:
+        children = list(_children)
+    for child in children:
+        child.terminate()
+    deadline = time.monotonic() + timeout_s
+    for child in children:
+        try:
+            child.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
 
 
 def build_scheduler(
@@ -178,8 +182,20 @@ def serve(settings: SchedulerSettings | None = None) -> None:
     if settings.metrics_port:
         start_http_server(settings.metrics_port, registry=metrics.registry)
     scheduler = build_scheduler(settings, metrics)
+
+    def stop(signum: int, _frame: object) -> None:
+        log.info("%s: stopping the scheduler and any running retrain",
+                 signal.Signals(signum).name)
+        stop_children(settings.stop_timeout_s)
+        if not scheduler.running:  # a signal before start(): nothing to shut down
+            raise SystemExit(0)
+        scheduler.shutdown(wait=False)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     job = scheduler.get_job(JOB_ID)
     now = datetime.now(ZoneInfo(settings.retrain_timezone))
     log.info("retrain scheduled '%s' (%s), next run %s", settings.retrain_cron,
              settings.retrain_timezone, job.trigger.get_next_fire_time(None, now))
+
     scheduler.start()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import pytest
 import scipy.sparse as sp
 
 import bundle as bf
-from bundle import versions
+from bundle import history, versions
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -50,7 +51,7 @@ def test_rollback_goes_to_the_previous_version_or_a_named_one(tmp_path) -> None:
     names = [versions.publish(_candidate(tmp_path / f"c{n}", n), root) for n in range(3)]
     assert versions.rollback(root) == names[1]
     assert versions.rollback(root) == names[0]
-    with pytest.raises(bf.BundleError, match="no version older"):
+    with pytest.raises(bf.BundleError, match="no earlier live version"):
         versions.rollback(root)
     assert versions.rollback(root, to=names[2]) == names[2]
     with pytest.raises(bf.BundleError, match="no version 'nope'"):
@@ -65,8 +66,53 @@ def test_prune_keeps_the_newest_and_the_current(tmp_path) -> None:
     versions.rollback(root, to=names[2])
     versions.prune(root, keep=2)
     assert versions.list_versions(root) == names[2:]  # the oldest is current: kept
-    versions.publish(_candidate(tmp_path / "c9", 9), root, keep=2)
-    assert len(versions.list_versions(root)) == 2
+    latest = versions.publish(_candidate(tmp_path / "c9", 9), root, keep=2)
+    # beyond the newest two, the version live before the latest stays: it is the rollback target
+    assert versions.list_versions(root) == [names[2], names[4], latest]
+    assert versions.rollback_target(root) == names[2]
+
+
+def test_rollback_returns_to_the_version_live_before_not_the_newest_older_by_name(
+    tmp_path,
+) -> None:
+    """publish A, publish B, rollback (A), publish C, rollback: A, never B (rolled away from)."""
+    root = tmp_path / "bundles"
+    a = versions.publish(_candidate(tmp_path / "a", 1), root)
+    b = versions.publish(_candidate(tmp_path / "b", 2), root)
+    assert versions.rollback(root, reason="bad day") == a
+    c = versions.publish(_candidate(tmp_path / "c", 3), root)
+    assert versions.rollback(root) == a
+    assert versions.current_version(root) == a and b < c
+    moves = [(m.action, m.previous, m.version) for m in history.read_history(root)]
+    assert moves == [("publish", None, a), ("publish", a, b), ("rollback", b, a),
+                     ("publish", a, c), ("rollback", c, a)]
+    assert history.read_history(root)[2].reason == "bad day"
+
+
+def test_a_version_that_never_went_live_is_never_a_rollback_target(tmp_path) -> None:
+    """A publish killed between the copy into versions/ and the link switch leaves a complete
+    version that nobody served: rollback skips it; naming it still works."""
+    root = tmp_path / "bundles"
+    a = versions.publish(_candidate(tmp_path / "a", 1), root)
+    b = versions.publish(_candidate(tmp_path / "b", 2), root)
+    orphan = "29991231T000000.000000Z-deadbeef"  # sorts after every real version
+    shutil.copytree(root / "versions" / b, root / "versions" / orphan)
+    assert versions.rollback_target(root) == a
+    assert versions.rollback(root) == a
+    assert orphan not in history.ever_live(history.read_history(root))
+    assert versions.rollback(root, to=orphan) == orphan  # an operator may still name it
+    assert history.read_history(root)[-1].action == "manual"
+
+
+def test_a_move_whose_history_line_was_cut_by_a_kill_is_taken_from_the_link(tmp_path) -> None:
+    root = tmp_path / "bundles"
+    a = versions.publish(_candidate(tmp_path / "a", 1), root)
+    b = versions.publish(_candidate(tmp_path / "b", 2), root)
+    c = versions.publish(_candidate(tmp_path / "c", 3), root)
+    lines = (root / history.HISTORY).read_text().splitlines()
+    (root / history.HISTORY).write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:20])  # cut
+    assert versions.current_version(root) == c
+    assert versions.rollback(root) == b and versions.rollback(root) == a
 
 
 def test_a_broken_candidate_is_refused_and_current_stays(tmp_path) -> None:
@@ -82,7 +128,7 @@ def test_a_broken_candidate_is_refused_and_current_stays(tmp_path) -> None:
 PUBLISH_FOREVER = """
 import sys
 from pathlib import Path
-from bundle import versions
+from bundle import history, versions
 candidates, root = [Path(p) for p in sys.argv[1:3]], Path(sys.argv[3])
 n = 0
 while True:

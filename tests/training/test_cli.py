@@ -152,9 +152,14 @@ def test_publish_versions_and_rollback_commands(toy_dataset_dir: Path, tmp_path:
         assert result.exit_code == 0, result.output
         published.append(result.output.split()[1].rstrip(";"))
     listing = runner.invoke(app, ["versions", *root]).output.splitlines()
-    assert listing == [f"  {published[0]}", f"* {published[1]}"]
-    result = runner.invoke(app, ["rollback", *root])
+    assert listing[:3] == [f"< {published[0]}", f"* {published[1]}", "history (newest last):"]
+    assert listing[3].endswith(f"publish  - -> {published[0]}  (by hand)")
+    assert listing[4].endswith(f"publish  {published[0]} -> {published[1]}  (by hand)")
+    result = runner.invoke(app, ["rollback", *root, "--reason", "bad recommendations"])
     assert result.exit_code == 0 and result.output.strip().endswith(published[0])
+    listing = runner.invoke(app, ["versions", *root]).output.splitlines()
+    assert listing[-1].endswith(f"rollback {published[1]} -> {published[0]}  "
+                                "(bad recommendations)")
     assert bf.load_bundle(tmp_path / "bundles" / "current").version == published[0]
     result = runner.invoke(app, ["rollback", *root, "--to", "no-such-version"])
     assert result.exit_code == 2 and "no version" in result.output

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,11 +16,12 @@ import scipy.sparse as sp
 from typer.testing import CliRunner
 
 import bundle as bf
+from bundle import history as bf_history
 from bundle import versions
 from bundle.testing import make_bundle
 from eventlog.store import Store, StoredItem
 from training.cli import app
-from training.retrain import _score
+from training.gate import _score
 
 runner = CliRunner()
 pytestmark = pytest.mark.slow  # over 5 s a test: left out of the quick loop (-m "not slow")
@@ -45,12 +49,17 @@ def _log_online_events(url: str, sample: Path, version: str) -> None:
     store.add_interaction("new-user", "new-1", 0.0)  # early: trained on, not held out
     store.add_interaction("new-user", "3", 1.0)
     store.add_interaction("0", "ghost", 2.0)
+    _log_trend(store)
+    store.close()
+
+
+def _log_trend(store: Store) -> None:
+    """The trend of :func:`_log_online_events` alone, the very same events (same seed)."""
     rng = np.random.default_rng(0)
     users, trend = rng.choice(1500, 150, replace=False), rng.choice(2000, 30, replace=False)
     for round_ in range(10):
         for user in users:
             store.add_interaction(str(user), str(rng.choice(trend)), 3.0 + round_)
-    store.close()
 
 
 @dataclass
@@ -58,6 +67,7 @@ class Day:
     """One bootstrap, a day of logged traffic, then retrains; what each left behind."""
 
     root: Path
+    store: Path  # the store's SQLite file: the day's events
     live: str  # the bootstrap's version
     bootstrap_again: str  # the output of a second bootstrap
     published: dict[str, Any]  # gate.json of the retrain that passed
@@ -79,6 +89,8 @@ def day(tiktok_sample: Path, tmp_path_factory: pytest.TempPathFactory) -> Day:
     live = versions.current_version(root)
     again = runner.invoke(app, ["bootstrap", *common]).output
     _log_online_events(url, tiktok_sample, live)
+    (root / "candidates" / "left-by-a-kill").mkdir(parents=True)  # what a killed run leaves
+    (root / "versions" / ".staging-killed").mkdir()
 
     retrain = ["retrain", *common, "--database-url", url, "--holdout-share", "0.3"]
     result = runner.invoke(app, [*retrain, "--config", _config(tmp_path, "g", GOOD),
@@ -89,7 +101,7 @@ def day(tiktok_sample: Path, tmp_path_factory: pytest.TempPathFactory) -> Day:
     # from scratch: a warm start from live would leave the barely-trained candidate near live
     result = runner.invoke(app, [*retrain, "--config", _config(tmp_path, "w", WORSE),
                                  "--no-warm-start"])
-    return Day(root, live, again, published, published_prom,
+    return Day(root, tmp_path / "store.db", live, again, published, published_prom,
                json.loads((root / "gate" / "gate.json").read_text()),
                (root / "gate" / "gate.prom").read_text(), result.output, result.exit_code,
                versions.current_version(root))
@@ -97,6 +109,37 @@ def day(tiktok_sample: Path, tmp_path_factory: pytest.TempPathFactory) -> Day:
 
 def test_bootstrap_does_nothing_when_a_bundle_is_published(day: Day) -> None:
     assert day.bootstrap_again.endswith("nothing to do\n")
+
+
+def test_runs_leave_one_candidate_a_run_record_each_and_no_leftovers(day: Day) -> None:
+    """Each run trains into its own folder; a published candidate is removed once live, and
+    the next run removes a rejected one and what killed runs and publishes left."""
+    assert [p.name for p in (day.root / "candidates").iterdir()] == [
+        Path(day.rejected["candidate"]).name]
+    assert not list((day.root / "versions").glob(".staging-*"))
+    assert Path(day.published["candidate"]).parent.name == "versions"  # the live copy
+    runs = [json.loads(line) for line in (day.root / "runs.jsonl").read_text().splitlines()]
+    assert [(r["command"], r["result"]) for r in runs] == [
+        ("bootstrap", "published"), ("retrain", "published"), ("retrain", "rejected")]
+    assert all(r["finished"] >= r["started"] for r in runs)
+    moves = bf_history.read_history(day.root)
+    assert [m.action for m in moves] == ["publish", "publish"]
+    assert moves[0].reason == "bootstrap" and moves[1].reason.startswith("retrain ")
+
+
+def test_a_second_retrain_while_one_holds_the_lock_does_nothing_and_exits_3(
+    day: Day, tmp_path: Path
+) -> None:
+    from training.retrain_lock import run_lock
+
+    before = (day.root / "runs.jsonl").read_text()
+    with run_lock("sqlite:///unused.db", day.root) as held:
+        assert held
+        result = runner.invoke(app, ["retrain", "--root", str(day.root), "--data", "unused",
+                                     "--database-url", f"sqlite:///{tmp_path / 's.db'}"])
+    assert result.exit_code == 3 and "another retrain or bootstrap" in result.output
+    assert f"pid {os.getpid()}" in result.output  # who holds it
+    assert (day.root / "runs.jsonl").read_text() == before
 
 
 def test_a_candidate_that_passes_is_published_as_the_new_current(day: Day) -> None:
@@ -172,3 +215,68 @@ def test_the_gate_scores_lists_as_served_with_the_reserved_share(tmp_path: Path)
     seen = sp.csr_matrix((len(users), len(items)))
     assert _score(plain, users, items, relevant, seen) == 0.0
     assert _score(slots, users, items, relevant, seen) == 1.0  # 10 slots hold all 10 new items
+
+
+def _bad_day(day: Day, sample: Path, tmp_path: Path, log: Callable[[Store], None],
+             keep_the_day: bool = False) -> dict:
+    """A copy of the day's root (live: the published candidate) and a store holding ``log``'s
+    events (after the day's, with ``keep_the_day``); one retrain that would pass on numbers
+    alone (tolerance 0.5)."""
+    root, url = tmp_path / "bundles", f"sqlite:///{tmp_path / 'store.db'}"
+    shutil.copytree(day.root, root, symlinks=True)
+    if keep_the_day:
+        shutil.copy(day.store, tmp_path / "store.db")
+    store = Store(url)
+    store.create()
+    log(store)
+    store.close()
+    result = runner.invoke(app, ["retrain", "--root", str(root), "--data", str(sample),
+                                 "--quiet", "--database-url", url, "--holdout-share", "0.3",
+                                 "--config", _config(tmp_path, "g", {**GOOD, "max_epochs": 3}),
+                                 "--tolerance", "0.5"])
+    decision = json.loads((root / "gate" / "gate.json").read_text())
+    assert result.exit_code == 1 and not decision["accepted"], result.output
+    assert versions.current_version(root) == day.published["published"]  # live keeps serving
+    return decision
+
+
+def test_the_real_day_looks_like_traffic(day: Day) -> None:
+    traffic = day.published["traffic"]
+    assert traffic["users"] >= 150 and traffic["repeat_share"] < 0.5
+    assert traffic["signal"] >= 3.0  # the day's own popularity predicts its newest events
+
+
+def test_a_day_of_random_events_is_refused_as_noise(
+    day: Day, tiktok_sample: Path, tmp_path: Path
+) -> None:
+    rng = np.random.default_rng(7)
+
+    def noise(store: Store) -> None:
+        for user, item in zip(rng.integers(0, 1500, 1500), rng.integers(0, 2000, 1500),
+                              strict=True):
+            store.add_interaction(str(user), str(item))
+
+    decision = _bad_day(day, tiktok_sample, tmp_path, noise)
+    assert any("looks like noise" in reason for reason in decision["reasons"]), decision
+    assert decision["traffic"]["signal"] < 3.0
+
+
+def test_a_day_of_one_repeated_event_is_refused(
+    day: Day, tiktok_sample: Path, tmp_path: Path
+) -> None:
+    def repeated(store: Store) -> None:
+        for _ in range(300):
+            store.add_interaction("17", "42")
+
+    decision = _bad_day(day, tiktok_sample, tmp_path, repeated)
+    reasons = " ".join(decision["reasons"])
+    assert "1 distinct user(s)" in reasons and "repeat a known (user, item) pair" in reasons
+
+
+def test_a_replayed_day_is_refused_as_duplicates(
+    day: Day, tiktok_sample: Path, tmp_path: Path
+) -> None:
+    """The published candidate trained on the trend day; the same events logged again."""
+    decision = _bad_day(day, tiktok_sample, tmp_path, _log_trend, keep_the_day=True)
+    assert decision["traffic"]["repeat_share"] > 0.9
+    assert any("replayed or duplicated day" in reason for reason in decision["reasons"])

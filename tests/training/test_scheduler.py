@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import sys
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -13,12 +17,12 @@ import pytest
 from apscheduler.executors.debug import DebugExecutor
 from apscheduler.schedulers.base import BaseScheduler
 
+from training.retrain_lock import run_lock
 from training.scheduler import (
     JOB_ID,
     RetrainMetrics,
     SchedulerSettings,
     build_scheduler,
-    run_lock,
     run_retrain,
 )
 
@@ -101,13 +105,19 @@ def test_the_cron_line_follows_daylight_saving_time(clock, tmp_path):
 def test_one_run_at_a_time_and_exit_codes_become_results(tmp_path):
     settings = SchedulerSettings(bundles_root=tmp_path, database_url="sqlite:///x.db")
     metrics = RetrainMetrics()
-    exits = {code: [sys.executable, "-c", f"raise SystemExit({code})"] for code in (0, 1, 3)}
+    exits = {code: [sys.executable, "-c", f"raise SystemExit({code})"]
+             for code in (0, 1, 2, 3, 143)}
     assert run_retrain(settings, metrics, exits[0]) == "published"
     assert run_retrain(settings, metrics, exits[1]) == "rejected"
-    assert run_retrain(settings, metrics, exits[3]) == "failed"
+    assert run_retrain(settings, metrics, exits[2]) == "failed"
+    assert run_retrain(settings, metrics, exits[143]) == "stopped"
+    # the child found the lock taken (it started between the scheduler's look and its own)
+    assert run_retrain(settings, metrics, exits[3]) == "skipped_locked"
     with run_lock(settings.database_url, tmp_path) as held:
-        assert held
+        assert held  # a hand run holds it: the scheduler does not even start a child
         assert run_retrain(settings, metrics, exits[0]) == "skipped_locked"
+    assert metrics.registry.get_sample_value("recsys_retrain_runs_total",
+                                             {"result": "skipped_locked"}) == 2
     assert metrics.registry.get_sample_value("recsys_retrain_running") == 0
 
 
@@ -137,3 +147,39 @@ def test_schedule_once_runs_one_retrain_and_reports_it_in_the_exit_code(tmp_path
     result = CliRunner().invoke(app, ["schedule", "--once"])
     assert result.exit_code == 2  # the retrain failed (run bootstrap first), nothing published
     assert not (tmp_path / "empty" / "current").exists()
+
+
+def test_stop_children_terminates_a_running_retrain(tmp_path):
+    import threading
+
+    from training import scheduler
+
+    codes = []
+    thread = threading.Thread(target=lambda: codes.append(scheduler._run_child(
+        [sys.executable, "-c", "import time; time.sleep(60)"])))
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not scheduler._children and time.monotonic() < deadline:
+        time.sleep(0.05)
+    started = time.monotonic()
+    scheduler.stop_children(timeout_s=3.0)
+    thread.join(5)
+    assert codes == [-signal.SIGTERM] and time.monotonic() - started < 3.0
+    assert not scheduler._children
+
+
+def test_the_scheduler_exits_0_on_sigterm_within_5_s(tmp_path):
+    env = {**os.environ, "RECSYS_METRICS_PORT": "0", "RECSYS_BUNDLES_ROOT": str(tmp_path),
+           "RECSYS_DATABASE_URL": f"sqlite:///{tmp_path / 'store.db'}"}
+    process = subprocess.Popen([sys.executable, "-m", "training", "schedule"], env=env,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        for line in process.stderr:  # wait until it is scheduling
+            if "retrain scheduled" in line:
+                break
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=5) == 0
+        assert time.monotonic() - started < 5
+    finally:
+        process.kill()

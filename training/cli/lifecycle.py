@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,12 +27,13 @@ def publish_command(
     bundle: Annotated[Path, typer.Option(help="candidate bundle folder")],
     root: Annotated[Path, ROOT_OPTION] = Path("bundles"),
     keep: Annotated[int, typer.Option(help="versions kept (the current one always)")] = 5,
+    reason: Annotated[str, typer.Option(help="why, for the publish history")] = "by hand",
 ) -> None:
     """Publish a bundle as a new version and point current at it (atomic)."""
     from bundle import BundleError, versions
 
     with _exit_on(BundleError, ValueError, OSError):
-        name = versions.publish(bundle, root, keep=keep)
+        name = versions.publish(bundle, root, keep=keep, reason=reason)
     typer.echo(f"published {name}; {root / versions.CURRENT} -> {name}")
 
 
@@ -38,26 +41,49 @@ def publish_command(
 def rollback_command(
     root: Annotated[Path, ROOT_OPTION] = Path("bundles"),
     to: Annotated[
-        str | None, typer.Option(help="version to serve (default: the one before current)")
+        str | None, typer.Option(help="version to serve (default: the one live before current)")
     ] = None,
+    reason: Annotated[str, typer.Option(help="why, for the publish history")] = "by hand",
 ) -> None:
-    """Point current at an earlier published version (replicas follow within their poll)."""
+    """Point current at the version that was live before it, by the publish history, or at a
+    named one (replicas follow within their poll)."""
     from bundle import BundleError, versions
 
     with _exit_on(BundleError):
         before = versions.current_version(root)
-        name = versions.rollback(root, to)
+        name = versions.rollback(root, to, reason=reason)
     typer.echo(f"rolled back {before} -> {name}")
 
 
 @app.command("versions")
-def versions_command(root: Annotated[Path, ROOT_OPTION] = Path("bundles")) -> None:
-    """List the published versions, oldest first; * marks the current one."""
-    from bundle import versions
+def versions_command(
+    root: Annotated[Path, ROOT_OPTION] = Path("bundles"),
+    last: Annotated[int, typer.Option(help="moves of the publish history shown")] = 10,
+) -> None:
+    """List the published versions, oldest first (* current, < the rollback target, and
+    versions that never went live), then the newest moves of the publish history."""
+    import time
 
-    live = versions.current_version(root)
+    from bundle import history, versions
+
+    live, target = versions.current_version(root), versions.rollback_target(root)
+    moves = history.read_history(root)
+    was_live = history.ever_live(moves) | {live}
     for name in versions.list_versions(root):
-        typer.echo(f"{'*' if name == live else ' '} {name}")
+        mark = "*" if name == live else "<" if name == target else " "
+        note = "" if name in was_live or not moves else "  (never live)"
+        typer.echo(f"{mark} {name}{note}")
+    if moves:
+        typer.echo("history (newest last):")
+    for move in moves[-last:] if last > 0 else []:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(move.at))
+        typer.echo(f"  {stamp}Z {move.action:8} {move.previous or '-'} -> {move.version}"
+                   + (f"  ({move.reason})" if move.reason else ""))
+
+
+DATABASE_OPTION = typer.Option(envvar="RECSYS_DATABASE_URL",
+                               help="the service's store (PostgreSQL: its advisory lock "
+                                    "keeps one retrain at a time)")
 
 
 @app.command("bootstrap")
@@ -65,23 +91,24 @@ def bootstrap_command(
     root: Annotated[Path, ROOT_OPTION] = Path("bundles"),
     data: Annotated[str, DATA_OPTION] = "tiktok",
     config: Annotated[Path | None, CONFIG_OPTION] = None,
+    database_url: Annotated[str, DATABASE_OPTION] = "sqlite:///recsys.db",
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
 ) -> None:
-    """Train and publish a first version when nothing is published yet (else do nothing)."""
+    """Train and publish a first version when nothing is published yet (else do nothing);
+    exit 3 when another bootstrap or retrain of the root is running."""
     from bundle import BundleError, versions
     from training.data import DataError
-    from training.pipeline import train_to_bundle
+    from training.retrain import bootstrap
 
     live = versions.current_version(root)
     if live is not None:
         typer.echo(f"{root / versions.CURRENT} -> {live}: nothing to do")
         return
-    with _exit_on(DataError, BundleError, ValueError, FileNotFoundError):
+    with _locked_exit(), _exit_on(DataError, BundleError, ValueError, FileNotFoundError):
         cfg = TrainConfig(**(load_config_file(config) if config else {}))
-        _, path = train_to_bundle(data, root / "candidate", cfg, overwrite=True,
-                                  progress=not quiet)
-        name = versions.publish(path, root)
-    typer.echo(f"published {name}")
+        name = bootstrap(root, data, cfg, database_url, progress=not quiet)
+    typer.echo(f"published {name}" if name else
+               f"{root / versions.CURRENT} -> {versions.current_version(root)}: nothing to do")
 
 
 @app.command("retrain")
@@ -89,9 +116,7 @@ def retrain_command(
     root: Annotated[Path, ROOT_OPTION] = Path("bundles"),
     data: Annotated[str, DATA_OPTION] = "tiktok",
     config: Annotated[Path | None, CONFIG_OPTION] = None,
-    database_url: Annotated[
-        str, typer.Option(envvar="RECSYS_DATABASE_URL", help="the service's store")
-    ] = "sqlite:///recsys.db",
+    database_url: Annotated[str, DATABASE_OPTION] = "sqlite:///recsys.db",
     table_prefix: Annotated[str, typer.Option(envvar="RECSYS_TABLE_PREFIX")] = "",
     holdout_share: Annotated[
         float, typer.Option(help="newest share of events since the live cutoff held out")
@@ -99,6 +124,14 @@ def retrain_command(
     tolerance: Annotated[
         float, typer.Option(help="largest relative loss against live that still passes")
     ] = 0.02,
+    min_users: Annotated[
+        int, typer.Option(help="fewest distinct users behind the new events")] = 5,
+    max_repeat_share: Annotated[
+        float, typer.Option(help="largest share of new events that repeat a known pair")
+    ] = 0.5,
+    min_signal: Annotated[
+        float, typer.Option(help="the holdout's best predictor, in multiples of a random list")
+    ] = 3.0,
     keep: Annotated[int, typer.Option(help="versions kept")] = 5,
     max_epochs: Annotated[int | None, typer.Option(help="override the config")] = None,
     warm_start: Annotated[
@@ -107,19 +140,23 @@ def retrain_command(
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
 ) -> None:
     """Retrain on base data + the store, gate against live, publish if not worse (exit 1 if
-    rejected: the live bundle keeps serving). The decision: ROOT/gate/gate.json and gate.prom."""
+    rejected: the live bundle keeps serving; exit 3 if another run holds the lock). The
+    decision: ROOT/gate/gate.json and gate.prom; one line per run in ROOT/runs.jsonl."""
     from bundle import BundleError
     from training.data import DataError
+    from training.gate import TrafficRules
     from training.retrain import retrain
 
     fields: dict[str, Any] = load_config_file(config) if config else {}
     if max_epochs is not None:
         fields["max_epochs"] = max_epochs
-    with _exit_on(DataError, BundleError, ValueError, FileNotFoundError):
+    rules = TrafficRules(min_users=min_users, max_repeat_share=max_repeat_share,
+                         min_signal=min_signal)
+    with _locked_exit(), _exit_on(DataError, BundleError, ValueError, FileNotFoundError):
         decision = retrain(root, data, TrainConfig(**fields), database_url,
                            table_prefix=table_prefix, holdout_share=holdout_share,
                            tolerance=tolerance, keep=keep, warm_start=warm_start,
-                           progress=not quiet)
+                           progress=not quiet, rules=rules)
     valid, holdout = decision["valid"], decision["holdout"]
     typer.echo(f"valid recall@20: candidate {valid['candidate']:.4f}, live {valid['live']:.4f}, "
                f"popularity {valid['popularity']:.4f}; holdout rows {holdout['rows']}"
@@ -129,6 +166,19 @@ def retrain_command(
         typer.secho("rejected: " + "; ".join(decision["reasons"]), fg=typer.colors.RED, err=True)
         raise typer.Exit(1)
     typer.echo(f"published {decision['published']}")
+
+
+@contextmanager
+def _locked_exit() -> Iterator[None]:
+    """Another run holds the retrain lock: say who, exit LOCKED_EXIT (nothing was done)."""
+    from training.errors import LOCKED_EXIT
+    from training.retrain_lock import RetrainLocked
+
+    try:
+        yield
+    except RetrainLocked as error:
+        typer.secho(str(error), fg=typer.colors.YELLOW, err=True)
+        raise typer.Exit(LOCKED_EXIT) from None
 
 
 @app.command("schedule")

@@ -216,13 +216,13 @@ def select_command(
         if out is None and root is None:
             return
         served = TrainConfig(**record["served_config"])
-        target = out if out is not None else root / "candidate"
+        target = out if out is not None else root / "candidates" / "select"
         result, path = train_to_bundle(data, target, served, overwrite=overwrite or out is None,
                                        progress=not quiet)
         typer.echo(f"refit bundle written to {path} (test recall@20 "
                    f"{result.test_metrics['recall@20']:.4f})")
         if root is not None:
-            typer.echo(f"published {versions.publish(path, root)}")
+            typer.echo(f"published {versions.publish(path, root, reason='select')}")
 
 
 @app.command("export")
