@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.errors import Forbidden, Invalid, NotFound, NotReady
 from service.metrics import Metrics
-from service.middleware import BodyLimitMiddleware, LatencyMiddleware
+from service.middleware import BodyLimitMiddleware, HeadMiddleware, LatencyMiddleware
 from service.openapi import openapi_for_bundle
 from service.operations import LoadError, RecommendationService
 from service.routes import admin, health, interactions, items, recommend
@@ -59,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     app.openapi = lambda: openapi_for_bundle(app)
+    app.add_middleware(HeadMiddleware)  # innermost: the metric labels HEAD as HEAD
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(LatencyMiddleware, metrics=metrics)
     # The recommendation routes join the app's own router: FastAPI (0.16x) dispatches an included
@@ -113,10 +114,15 @@ def _path_methods(app: FastAPI) -> list[tuple[re.Pattern[str], set[str]]]:
     if not hasattr(app.state, "path_methods"):
         app.state.path_methods = [
             (re.compile(re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(path))),
-             {m.upper() for m in operations if m != "parameters"})
+             _with_head({m.upper() for m in operations if m != "parameters"}))
             for path, operations in app.openapi()["paths"].items()
         ]
     return app.state.path_methods
+
+
+def _with_head(methods: set[str]) -> set[str]:
+    """HEAD is answered wherever GET is (``HeadMiddleware``), though the schema lists GET only."""
+    return methods | {"HEAD"} if "GET" in methods else methods
 
 
 async def unprocessable(_request: Request, exc: Exception) -> JSONResponse:

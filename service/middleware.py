@@ -80,3 +80,32 @@ class LatencyMiddleware:
             route = getattr(scope.get("route"), "path", "unmatched")
             self.metrics.observe_request(scope["method"], route, status,
                                          time.perf_counter() - start)
+
+
+class HeadMiddleware:
+    """HEAD wherever GET is allowed (load balancers and uptime checks send it): answered by the
+    GET route, with GET's status and headers (Content-Length included) and no body. FastAPI's
+    routes declare GET only (Starlette's own add HEAD, FastAPI's do not), and routing it here
+    keeps HEAD out of the OpenAPI schema. A HEAD where no GET is gets GET's 405."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+        # a copy: the server reads the outer scope's "HEAD" when it sends the response
+        inner = {**scope, "method": "GET"}
+
+        async def without_body(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        try:
+            await self.app(inner, receive, without_body)
+        finally:  # what routing found, for the latency metric's route label
+            for key in ("route", "endpoint", "path_params"):
+                if key in inner:
+                    scope[key] = inner[key]

@@ -24,6 +24,9 @@ from service.towers import ItemTower, TextTower, UserTower
 POPULAR_KEPT = 10_000
 
 log = logging.getLogger(__name__)
+# bound on a posted item's embedding and state values: the inner product of two such vectors
+# stays finite in float32 up to 340 dimensions (see ``embed_posted``)
+MAX_EMBEDDING_VALUE = 1e18
 
 
 class ServingModel:
@@ -231,6 +234,19 @@ class ServingModel:
         for rows, arrays in parts:
             for target, array in zip(out, arrays, strict=True):
                 target[rows] = array
+        # Features inside the float32 range can still overflow the tower, or give an embedding
+        # whose inner products overflow (3e37 * a user vector): the item would rank with an
+        # infinite score, for every user, and JSON cannot carry one. Refused (422), like any
+        # input the bundle cannot take (the schema cannot say it: it depends on the weights).
+        usable = np.ones(len(features), bool)
+        for array in out[1:]:
+            with np.errstate(invalid="ignore"):
+                usable &= (np.abs(array.reshape(len(array), -1)) <= MAX_EMBEDDING_VALUE).all(1)
+        if not usable.all():
+            raise Invalid([_error(("body", "items", int(row)), "the item tower gives an "
+                                  f"embedding beyond +-{MAX_EMBEDDING_VALUE:g} for these "
+                                  f"features (values too large for bundle {self.version})")
+                           for row in np.flatnonzero(~usable)])
         return out[0], out[1], out[2]
 
     def apply_items(self, ids: Sequence[str], embeddings: np.ndarray, states: np.ndarray) -> None:

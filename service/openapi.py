@@ -5,6 +5,8 @@ from __future__ import annotations
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from service.schemas import FLOAT32_MAX
+
 
 def openapi_for_bundle(app: FastAPI) -> dict:
     """The OpenAPI schema made true for the served bundle, rebuilt when the bundle changes
@@ -22,9 +24,10 @@ def openapi_for_bundle(app: FastAPI) -> dict:
         users, items = model.bundle.user_ids[:1], model.bundle.item_ids[:2]
         _bundle_examples(schema, {"item_42": items[:1], "user_7": users[:1]})
         features = {m.name: [0.0] * m.dim for m in model.modalities}
+        number = {"type": "number", "minimum": -FLOAT32_MAX, "maximum": FLOAT32_MAX}
         exact_features = {
             "type": "object", "additionalProperties": False, "required": list(features),
-            "properties": {m.name: {"type": "array", "items": {"type": "number"},
+            "properties": {m.name: {"type": "array", "items": number,
                                     "minItems": m.dim, "maxItems": m.dim}
                            for m in model.modalities},
         }

@@ -14,6 +14,7 @@ from __future__ import annotations
 import gc
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -72,6 +73,10 @@ class RecommendationService:
         self.model: ServingModel | None = None
         self.served_path: Path | None = None  # the resolved folder of the served bundle
         self._followed: Path | None = None  # what RECSYS_BUNDLE resolved to at the last poll
+        # (folder, since when (monotonic), why): what RECSYS_BUNDLE named and failed to load,
+        # until a bundle loads; GET /readyz turns 503 once it is older than the grace period
+        self.refused: tuple[Path, float, str] | None = None
+        self.clock = time.monotonic
         self.catalog_generation = 0  # bumped by every delete; part of every cache key
         self._write_lock = threading.Lock()
         self.feed = ChangeFeed()  # the other replicas' writes (see ``follow_changes``)
@@ -95,6 +100,7 @@ class RecommendationService:
         try:
             self.reload()
         except LoadError as error:  # stay up (not ready); POST /admin/reload can fix it
+            self.refused = (self._followed, self.clock(), str(error))
             log.error("%s", error)
 
     def follow(self) -> bool:
@@ -108,6 +114,7 @@ class RecommendationService:
         try:
             self.reload(target)
         except LoadError as error:
+            self.refused = (target, self.clock(), str(error))
             log.error("%s", error)
             return False
         return True
@@ -145,6 +152,8 @@ class RecommendationService:
                 self.catalog_generation = self.store.catalog_generation()
                 self.model = model  # requests in flight keep their reference to the old one
                 self.served_path = path
+                # a manual reload of another folder overrides the link until it moves again
+                self.refused = None
             del previous  # no reference of ours may keep the old bundle alive through the freeze
             freeze_heap()
             self.metrics.reloads.labels(result="ok").inc()
@@ -326,8 +335,24 @@ class RecommendationService:
     async def readiness(self) -> schemas.Ready:
         model = self.model
         store_ok = await run_in_threadpool(self.store.ping)
+        reasons, stale = [], False
+        refused = self.refused
+        if model is None:
+            reasons.append("no bundle loaded" + (f": {refused[2]}" if refused else ""))
+        elif refused is not None:  # still serving the previous bundle: ready for a while
+            target, since, why = refused
+            age, grace = self.clock() - since, self.settings.bundle_failure_grace_s
+            stale = age > grace
+            reasons.append(
+                f"{self.settings.bundle} names {target.name}, which failed to load {age:.0f} s "
+                f"ago ({why}); serving {model.version} instead, "
+                + ("past" if stale else "within") + f" the {grace:g} s grace "
+                "(RECSYS_BUNDLE_FAILURE_GRACE_S)")
+        if not store_ok:
+            reasons.append("the SQL store does not answer")
         return schemas.Ready(
-            ready=model is not None and store_ok,
+            ready=model is not None and store_ok and not stale,
+            reason="; ".join(reasons) or None,
             model_version=model.version if model else None,
             modalities=[schemas.Modality(name=m.name, dim=m.dim)
                         for m in (model.modalities if model else [])],

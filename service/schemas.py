@@ -4,13 +4,26 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 MAX_K = 1000
 MAX_BATCH_HARD = 10_000  # schema cap; RECSYS_MAX_BATCH sets the (lower) configured limit
 MAX_HISTORY = 1000
 
-ID_PATTERN = r"^[^\s/\x00-\x1f\x7f]+$"
+# One pattern, one meaning in every engine that reads it: the schema's (ECMA-262), pydantic's
+# (Rust regex) and Python's ``re``. So no ``\s``/``\S``/``.``: their sets differ between engines
+# (U+0085 is whitespace to Rust and Python, not to ECMA; U+FEFF only to ECMA; U+001C-U+001F only to
+# Python). Explicit ranges instead: C0 controls and space, DEL, C1 controls and NBSP, '/', and
+# every character any of the three calls whitespace.
+ID_PATTERN = (r"^[^\x00-\x20\x7f-\xa0/\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+              r"\ufeff]+$")
 ItemId = Annotated[
     str,
     StringConstraints(min_length=1, max_length=256, pattern=ID_PATTERN),
@@ -25,6 +38,27 @@ UserId = Annotated[
 ]
 # strict: JSON true/false are no numbers (lax mode would take them as 1.0/0.0)
 Finite = Annotated[float, Field(allow_inf_nan=False, strict=True)]
+# Feature values are float32 in the towers: a finite JSON number beyond its range would become
+# inf. Decision: refused (422), and the schema says so (each value's minimum/maximum), rather
+# than clipped, which would change what the client sent without telling it. The same bound,
+# inclusive, on both sides: numpy.finfo(numpy.float32).max, exactly. Checked once a vector (C
+# speed: a 1024-item batch has ~10^5 values) rather than by a Python call per value.
+FLOAT32_MAX = 3.4028234663852886e38
+_FLOAT32 = {"minimum": -FLOAT32_MAX, "maximum": FLOAT32_MAX}
+
+
+def _within_float32(values: list[float]) -> list[float]:
+    if values and max(map(abs, values)) > FLOAT32_MAX:
+        at = next(i for i, value in enumerate(values) if abs(value) > FLOAT32_MAX)
+        raise ValueError(f"value {values[at]!r} at position {at} is outside the float32 range "
+                         f"(|x| <= {FLOAT32_MAX!r})")
+    return values
+
+
+FeatureVector = Annotated[
+    list[Annotated[float, Field(allow_inf_nan=False, strict=True, json_schema_extra=_FLOAT32)]],
+    AfterValidator(_within_float32),
+]
 
 
 class Strict(BaseModel):
@@ -36,13 +70,18 @@ MAX_TEXT = 4096
 
 class ItemIn(Strict):
     # features, or (for a text bundle) the raw text: exactly one of them
+    # (exactly ``_one_input``: a null counts as absent, as it does there)
     model_config = ConfigDict(extra="forbid", json_schema_extra={"oneOf": [
-        {"required": ["features"]}, {"required": ["text"]}]})
+        {"required": ["features"], "properties": {"features": {"type": "object"},
+                                                  "text": {"type": "null"}}},
+        {"required": ["text"], "properties": {"text": {"type": "string"},
+                                              "features": {"type": "null"}}}]})
     item_id: ItemId
-    features: dict[str, list[Finite]] | None = Field(
+    features: dict[str, FeatureVector] | None = Field(
         None,
         description="Modality name -> feature vector. Every modality of the bundle's manifest "
-        "(see GET /readyz, `modalities`) with exactly its dimension; finite numbers only.",
+        "(see GET /readyz, `modalities`) with exactly its dimension; finite numbers within the "
+        "float32 range only.",
         examples=[{"image": [0.1, 0.2], "audio": [0.3, 0.4]}],
     )
     text: str | None = Field(
@@ -161,7 +200,12 @@ class Modality(BaseModel):
 
 
 class Ready(BaseModel):
-    ready: bool = Field(description="Bundle loaded, index built and store reachable.")
+    ready: bool = Field(description="Bundle loaded, index built and store reachable, and "
+                        "RECSYS_BUNDLE not naming a bundle that failed to load for longer than "
+                        "RECSYS_BUNDLE_FAILURE_GRACE_S.")
+    reason: str | None = Field(
+        None, description="Why not ready, or (while ready) what will make it so; null when all "
+        "is well.")
     model_version: str | None = Field(description="Bundle being served.")
     modalities: list[Modality] = Field(description="Expected item features, in order.")
     index_items: int = Field(description="Live items in the index.")

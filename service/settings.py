@@ -29,6 +29,11 @@ class Settings(BaseSettings):
         description="How often to check whether RECSYS_BUNDLE resolves to another folder (a "
         "publish or rollback moved a `current` link) and load it; 0 never checks.",
     )
+    bundle_failure_grace_s: float = Field(
+        60.0, ge=0,
+        description="How long RECSYS_BUNDLE may resolve to a folder the service refused to load "
+        "(it keeps serving the previous bundle meanwhile) before GET /readyz answers 503.",
+    )
     database_url: str = Field(
         "sqlite:///recsys.db", description="SQLAlchemy URL of the durable store."
     )
@@ -75,6 +80,19 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     access_log: bool = Field(True, description="uvicorn access log (costly under load).")
+    # Connection limits of ``python -m service`` (service/server.py): it runs with no proxy in
+    # front, so it must not let idle or half-sent requests hold connections for ever.
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="A connection must send a complete request head within this "
+        "many seconds of opening or of its previous response, or it is closed.")
+    body_timeout_s: float = Field(
+        60.0, gt=0, description="A request's body must arrive within this many seconds of its "
+        "head, or the connection is closed.")
+    keep_alive_s: float = Field(
+        5.0, gt=0, description="An idle keep-alive connection is closed after this long.")
+    limit_concurrency: int = Field(
+        0, ge=0, description="Open connections plus requests in progress beyond which new "
+        "requests get 503 at once (uvicorn's limit_concurrency); 0: no limit.")
 
     @field_validator("redis_url", "api_key", mode="before")
     @classmethod

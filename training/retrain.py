@@ -16,7 +16,8 @@ does nothing):
    seen them, so they score both fairly on what users did most recently.
 3. **Candidate.** Trained with the configuration, warm-started from the live bundle's weights
    when it is the same model (:mod:`training.warm_start`: ID-table rows matched by external
-   id, new rows freshly initialised; ``warm_start=False`` trains from scratch). The candidate
+   id, new rows freshly initialised; ``warm_start=False`` trains from scratch, and so does a
+   run whose live bundle is a refit, whose weights saw the validation split). The candidate
    is never a refit: it keeps the validation split to stop early, calibrate and be gated on.
 4. **Gate** (:mod:`training.gate`): the day must look like traffic, and the candidate must beat
    popularity and be no worse than live on validation and the holdout.
@@ -204,8 +205,14 @@ def _retrain(root: Path, data: str | Path, config: TrainConfig, database_url: st
     prepared = extend(base, logged, live.manifest.cutoff, holdout_share)
     log.info("retraining on %s", prepared.stats)
     started = time.time()
+    # a refit live bundle trained on the validation split: started from its weights, the
+    # candidate would stop early and be gated on a split its weights have seen
+    live_refit = bool(live.manifest.config.get("refit"))
+    if warm_start and live_refit:
+        log.info("live is a refit (its weights saw the validation split): training from scratch")
     init_model = (from_bundle(live, config.model, prepared.dataset.external_user_ids(),
-                              prepared.dataset.external_item_ids()) if warm_start else None)
+                              prepared.dataset.external_item_ids())
+                  if warm_start and not live_refit else None)
     result, path = train_dataset_to_bundle(prepared.dataset, root / CANDIDATES / run, config,
                                            data_cutoff=logged.read_at, overwrite=True,
                                            progress=progress, init_model=init_model)

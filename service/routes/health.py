@@ -19,7 +19,10 @@ async def healthz() -> schemas.Health:
 @router.get("/readyz", response_model=schemas.Ready,
             responses={503: {"model": schemas.Ready, "description": "Not ready."}})
 async def readyz(service: ServiceDep) -> JSONResponse:
-    """Bundle loaded, index built, store reachable (503 otherwise); Redis state reported."""
+    """Bundle loaded, index built, store reachable, and RECSYS_BUNDLE not naming a bundle that
+    failed to load for longer than RECSYS_BUNDLE_FAILURE_GRACE_S (503 otherwise, `reason` says
+    why); the served version and the Redis state reported. HEAD works like GET here and on
+    every GET route."""
     ready = await service.readiness()
     return JSONResponse(ready.model_dump(), status_code=200 if ready.ready else 503)
 

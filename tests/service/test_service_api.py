@@ -355,7 +355,7 @@ def test_oversized_bodies_get_413_before_parsing(make_settings):
 
 def test_method_json_and_empty_body_errors_say_what_is_wrong(client):
     response = client.put("/items/i1")
-    assert response.status_code == 405 and response.headers["allow"] == "DELETE, GET"
+    assert response.status_code == 405 and response.headers["allow"] == "DELETE, GET, HEAD"
     for path, raw in (("/recommend", b"{not json"), ("/items", b'{"items": [')):
         bad = client.post(path, content=raw, headers={**AUTH, "content-type": "application/json"})
         assert bad.status_code == 400, path  # as the OpenAPI documents

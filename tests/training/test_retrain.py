@@ -187,9 +187,12 @@ def test_a_refit_live_bundle_is_judged_on_the_holdout_and_the_candidate_never_re
     live = versions.current_version(root)
     assert bf.load_bundle(root / versions.CURRENT).manifest.config["refit"]["epochs"] == 5
     _log_online_events(url, tiktok_sample, live)
+    # asked to warm-start (the default), it trains from scratch: the refit's weights saw the
+    # validation split the candidate stops early and is gated on
     result = runner.invoke(app, ["retrain", *common, "--database-url", url, "--config", refit,
-                                 "--holdout-share", "0.3", "--no-warm-start"])
+                                 "--holdout-share", "0.3"])
     decision = json.loads((root / "gate" / "gate.json").read_text())
+    assert decision["warm_start"] is False
     assert decision["valid"]["compared"] is False
     assert not any(reason.startswith("valid recall@20") and "worse than live" in reason
                    for reason in decision["reasons"])
