@@ -14,7 +14,9 @@ neither torch nor anything of ``training`` or ``service``, so the serving image 
 """
 
 from bundle.files import (
+    CURVE,
     FORMAT_VERSION,
+    HISTORY,
     INTERACTIONS,
     ITEM_EMBEDDINGS,
     ITEM_IDS,
@@ -45,7 +47,9 @@ from bundle.io import (
 from bundle.manifest import Manifest, Modality, Serving, Towers
 
 __all__ = [
+    "CURVE",
     "FORMAT_VERSION",
+    "HISTORY",
     "INTERACTIONS",
     "ITEM_EMBEDDINGS",
     "ITEM_IDS",

@@ -20,5 +20,7 @@ USER_STATES = "user_states.npy"
 TEXT_TOWER = "text_tower.onnx"  # token ids -> item embedding (a text bundle)
 TEXT_TOWER_INT8 = "text_tower_int8.onnx"  # the same, the frozen encoder's weights in int8
 TOKENIZER = "tokenizer.json"  # the text tower's tokenizer (the `tokenizers` format)
+HISTORY = "training_history.json"  # per-epoch history, timings, final report (training side)
+CURVE = "training_curve.png"  # the training curve drawn from HISTORY
 
 REQUIRED = (USER_EMBEDDINGS, ITEM_EMBEDDINGS, USER_IDS, ITEM_IDS, INTERACTIONS)

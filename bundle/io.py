@@ -19,6 +19,10 @@ A bundle is one immutable folder (file names in :mod:`bundle.files`)::
     user_tower.onnx        history states (+ stored user state) -> user embedding
     item_history_states.npy float32 [I, S]: what the user tower aggregates for each item
     user_states.npy        float32 [U, d]: each known user's input to the user tower
+    training_history.json  the run: per-epoch loss, validation metrics and times, the phases'
+                           times, the final warm/cold report (training side; the service
+                           never reads it)
+    training_curve.png     the training curve drawn from it
 
 Writes are atomic: everything is staged in a hidden sibling folder and renamed into place, so a
 reader sees either the old bundle or the complete new one, never a half-written folder.
@@ -154,9 +158,11 @@ def write_bundle(
         for name, writer in (extra_files or {}).items():
             writer(tmp / name)
 
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     header = {
         "format_version": FORMAT_VERSION,
-        "version": time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()),
+        "version": stamp,
+        "run_id": stamp,  # stays when publishing renames the version
         "created_at": time.time(),
         "embedding_dim": int(item_embeddings.shape[1]),
         "num_users": len(user_ids),

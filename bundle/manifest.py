@@ -63,6 +63,9 @@ class Manifest(BaseModel):
 
     format_version: Literal[1] = FORMAT_VERSION
     version: str = Field(min_length=1, description="unique name of this bundle's model")
+    run_id: str | None = Field(
+        None, description="the version the bundle had when it was trained: publishing renames "
+        "it (version), this stays, so a published version traces back to its training run")
     created_at: float
     data_cutoff: float | None = Field(
         None, description="UNIX time of the training data; online events after it are replayed"

@@ -35,10 +35,15 @@ STAGING = ".staging-"
 def version_name(bundle_dir: Path, now: float | None = None) -> str:
     """``<UTC time>.<microseconds>Z-<8 hex of the files' checksums>``."""
     now = time.time() if now is None else now
-    files = read_manifest(bundle_dir).files
-    content = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:8]
+    content = content_hash(read_manifest(bundle_dir).files)
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now))
     return f"{stamp}.{int(round(now % 1 * 1e6)) % 1_000_000:06d}Z-{content}"
+
+
+def content_hash(files: dict[str, str]) -> str:
+    """8 hex of a bundle's file checksums (the manifest's ``files``): the suffix of the version
+    it is published as, known from the moment it is written."""
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:8]
 
 
 def list_versions(root: str | Path) -> list[str]:

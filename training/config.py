@@ -129,15 +129,81 @@ class TrainConfig(BaseModel):
         "then the chosen share")
 
 
+class ConfigError(ValueError):
+    """A configuration the run cannot start from, in one line: the file (and line and column
+    where the file is not valid JSON/TOML) or the flag, the field, and the fix."""
+
+
+# the flags' names where they differ from the fields', accepted as keys of a config file too
+ALIASES = {"cold_start": "cold_start_fraction", "hparam": "hparams"}
+
+
+def closest(name: str, known: list[str] | set[str]) -> str:
+    """``"; did you mean a, b?"`` naming the known names closest to ``name`` (or nothing)."""
+    close = difflib.get_close_matches(name, sorted(known), n=3)
+    return f"; did you mean {', '.join(close)}?" if close else ""
+
+
+def canonical_keys(fields: dict[str, Any], source: str) -> dict[str, Any]:
+    """``fields`` with flag spellings (``cold-start``, ``cold_start``) turned into field names
+    (``cold_start_fraction``); a field given under two names raises :class:`ConfigError`."""
+    out: dict[str, Any] = {}
+    for key, value in fields.items():
+        name = str(key).replace("-", "_")
+        name = ALIASES.get(name, name)
+        if name in out:
+            raise ConfigError(f"{source}: {name} is given twice (as {key!r} too)")
+        out[name] = value
+    return out
+
+
 def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a JSON or TOML file of :class:`TrainConfig` fields."""
+    """Read a JSON or TOML file of :class:`TrainConfig` fields (flag names accepted as keys);
+    a missing file or invalid JSON/TOML raises :class:`ConfigError` naming the position."""
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"config file {path} does not exist")
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist"
+                          + (" (it is a folder)" if path.exists() else ""))
     text = path.read_text()
-    if path.suffix == ".toml":
-        return tomllib.loads(text)
-    return json.loads(text)
+    try:
+        fields = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"{path}:{error.lineno}:{error.colno}: invalid JSON: {error.msg}") \
+            from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: invalid TOML: {error}") from None
+    if not isinstance(fields, dict):
+        raise ConfigError(f"{path}: a config is an object of training fields, got "
+                          f"{type(fields).__name__}")
+    return canonical_keys(fields, str(path))
+
+
+def build_config(fields: dict[str, Any], sources: dict[str, str] | None = None) -> TrainConfig:
+    """:class:`TrainConfig` of ``fields``; a bad one raises :class:`ConfigError` in one line
+    naming where each wrong field came from (``sources``: field -> file or flag) and, for an
+    unknown name, the closest known ones."""
+    from pydantic import ValidationError
+
+    try:
+        return TrainConfig(**fields)
+    except ValidationError as error:
+        problems = [_problem(e, sources or {}) for e in error.errors()]
+        raise ConfigError("; ".join(problems)) from None
+
+
+def _problem(error: Any, sources: dict[str, str]) -> str:
+    loc = [str(p) for p in error["loc"]]
+    where = sources.get(loc[0], "config") if loc else "config"
+    field = ".".join(loc)
+    if error["type"] == "extra_forbidden":
+        section: type[BaseModel] = TrainConfig
+        for part in loc[:-1]:
+            section = {"ckd": CKDConfig, "refit": RefitConfig}.get(part, section)
+        return (f"{where}: unknown field {field!r}"
+                + closest(loc[-1], set(section.model_fields)))
+    value = error.get("input")
+    shown = "" if isinstance(value, dict) else f" (got {value!r})"
+    return f"{where}: {field}: {error['msg']}{shown}"
 
 
 def parse_hparams(pairs: list[str]) -> dict[str, Any]:
@@ -162,11 +228,10 @@ def apply_settings(fields: dict[str, Any], pairs: list[str]) -> dict[str, Any]:
     knob needs one field and nothing in the CLI."""
     out = dict(fields)
     known = set(TrainConfig.model_fields)
-    for name, value in parse_hparams(pairs).items():
+    for given, value in parse_hparams(pairs).items():
+        name = ALIASES.get(given.replace("-", "_"), given.replace("-", "_"))
         if name not in known:
-            close = difflib.get_close_matches(name, sorted(known), n=3)
-            hint = f"; did you mean {', '.join(close)}?" if close else ""
-            raise ValueError(f"--set {name}: not a training field{hint} "
+            raise ValueError(f"--set {given}: not a training field{closest(name, known)} "
                              "(model hyperparameters go in --hparam)")
         out[name] = value
     return out

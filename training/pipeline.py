@@ -19,7 +19,9 @@ from training.config import TrainConfig
 from training.data import Dataset, load_dataset
 from training.export import ExportError, export_bundle
 from training.feature_sets import with_feature_set
+from training.progress import Phases
 from training.report import new_items
+from training.run_record import write_curve, write_history
 from training.trainer import TrainResult, embeddings, model_inputs, train, users_after
 
 log = logging.getLogger(__name__)
@@ -94,9 +96,28 @@ def write_result_bundle(
         interactions=dataset.matrix("train", "valid", "test"),
         new_items=[dataset.external_item_ids()[i] for i in np.flatnonzero(new_items(dataset))],
         train_history=dataset.train_histories(),
-        extra_files={bundle_format.WEIGHTS: write_weights},
+        extra_files={bundle_format.WEIGHTS: write_weights,
+                     bundle_format.HISTORY: lambda path: write_history(result, path),
+                     bundle_format.CURVE: lambda path: write_curve(result, path)},
         overwrite=overwrite,
     )
+
+
+def check_target(out: str | Path, overwrite: bool) -> None:
+    """Refuse to write over anything but a bundle: an existing folder needs ``overwrite``, and
+    even then only a bundle (a ``manifest.json``) or an empty folder is replaced, never a
+    folder of someone's files (nothing is deleted)."""
+    out = Path(out)
+    if not out.exists():
+        return
+    if not overwrite:
+        raise bundle_format.BundleError(f"{out} already exists (pass --overwrite to replace it)")
+    if out.is_dir() and (out / bundle_format.MANIFEST).is_file() or (
+            out.is_dir() and not any(out.iterdir())):
+        return
+    raise bundle_format.BundleError(
+        f"{out} is not a bundle (no {bundle_format.MANIFEST}): --overwrite replaces only a "
+        "bundle, so nothing was deleted; choose another --out or empty it yourself")
 
 
 def train_to_bundle(
@@ -106,14 +127,22 @@ def train_to_bundle(
     *,
     overwrite: bool = False,
     progress: bool = True,
+    track: bool | Path = False,
+    tags: dict[str, str] | None = None,
+    phases: Phases | None = None,
 ) -> tuple[TrainResult, Path]:
+    """Load ``data``, train and write the bundle ``out``; ``track``: log the run to MLflow
+    (:mod:`training.tracking`, with ``tags``; a folder: the file store to use when no
+    tracking URI is set); ``phases`` times each phase."""
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise bundle_format.BundleError(f"{out} already exists (pass --overwrite to replace it)")
+    check_target(out, overwrite)
+    phases = phases or Phases(show=progress, after=3 + bool(track))
     data_cutoff = time.time()  # the service replays online events logged after this moment
-    dataset = prepare_dataset(data, config)
+    with phases.phase("load_data"):
+        dataset = prepare_dataset(data, config)
     return train_dataset_to_bundle(dataset, out, config, data_cutoff=data_cutoff,
-                                   overwrite=overwrite, progress=progress)
+                                   overwrite=overwrite, progress=progress, track=track,
+                                   tags=tags, phases=phases)
 
 
 def train_dataset_to_bundle(
@@ -125,17 +154,34 @@ def train_dataset_to_bundle(
     overwrite: bool = False,
     progress: bool = True,
     init_model: Callable[[Recommender], Any] | None = None,
+    track: bool | Path = False,
+    tags: dict[str, str] | None = None,
+    phases: Phases | None = None,
 ) -> tuple[TrainResult, Path]:
     """Train on a prepared dataset and write the exported bundle (``data_cutoff``: the time
-    of the newest data in it, after which the service replays what it logged)."""
+    of the newest data in it, after which the service replays what it logged); with
+    ``track`` the run goes to MLflow too (``result.tracking_run``)."""
+    check_target(out, overwrite)
     log.info("%s", dataset.summary())
+    writes = distributed.context().writes
+    phases = phases or Phases(show=progress and writes, after=3 + bool(track))
     init_model = with_ckd(dataset, config, init_model, progress=progress)
-    result = train(dataset, config, progress=progress, init_model=init_model)
-    if not distributed.context().writes:  # under torchrun, rank 0 writes the bundle
+    result = train(dataset, config, progress=progress, init_model=init_model, phases=phases)
+    if not writes:  # under torchrun, rank 0 writes the bundle
         return result, Path(out)
-    path = write_result_bundle(result, dataset, out, overwrite=overwrite, data_cutoff=data_cutoff)
-    try:
-        export_bundle(path)
-    except ExportError as error:
-        log.info("%s", error)
+    with phases.phase("write", "writing the bundle (weights, embeddings, history, curve)"):
+        path = write_result_bundle(result, dataset, out, overwrite=overwrite,
+                                   data_cutoff=data_cutoff)
+    with phases.phase("export", "exporting the ONNX serving towers"):
+        try:
+            export_bundle(path)
+        except ExportError as error:
+            log.info("%s", error)
+    if track:
+        from training import tracking
+
+        store = track if isinstance(track, Path) else None
+        with phases.phase("track", f"logging the run to MLflow ({tracking.tracking_uri(store)})"):
+            result.tracking_run = tracking.log_training(result, path, tags=tags, store=store)
+    result.timings = phases.seconds
     return result, path

@@ -44,7 +44,7 @@ import numpy as np
 import bundle as bundle_format
 from bundle import history, versions
 from bundle.manifest import Modality
-from eventlog import Logged, Store, read_logged
+from eventlog import Logged, Store, online_hit_rates, read_logged
 from training.config import TrainConfig
 from training.data import Dataset
 from training.gate import RetrainData, TrafficRules, gate, write_decision
@@ -151,20 +151,24 @@ def retrain(
     warm_start: bool = True,
     progress: bool = True,
     rules: TrafficRules | None = None,
+    track: bool = False,
 ) -> dict[str, Any]:
     """Train, gate and (if accepted) publish under the retrain lock (``RetrainLocked`` if
-    another run holds it); returns the decision (``published`` added)."""
+    another run holds it); returns the decision (``published`` added). ``track``: the
+    candidate's run and the gate's decision go to MLflow (:mod:`training.tracking`; without
+    MLFLOW_TRACKING_URI, the file store ``<root>/mlruns``)."""
     with exclusive_run(database_url, root), _run_record(root, "retrain") as record:
         clean_candidates(root)
         decision = _retrain(root, data, config, database_url, table_prefix, holdout_share,
-                            tolerance, keep, warm_start, progress, rules, record["run"])
+                            tolerance, keep, warm_start, progress, rules, record["run"],
+                            track=track)
         record.update(result="published" if decision["accepted"] else "rejected",
                       published=decision["published"], candidate=decision["candidate"])
         return decision
 
 
 def bootstrap(root: Path, data: str | Path, config: TrainConfig, database_url: str,
-              progress: bool = True) -> str | None:
+              progress: bool = True, track: bool = False) -> str | None:
     """Train and publish a first version when nothing is published yet, under the retrain
     lock; returns the version, or None when one was already published. The candidate folder
     is removed once published (the version is a verified copy of it)."""
@@ -176,7 +180,8 @@ def bootstrap(root: Path, data: str | Path, config: TrainConfig, database_url: s
             return None
         clean_candidates(root)
         _, path = train_to_bundle(data, root / CANDIDATES / record["run"], config,
-                                  overwrite=True, progress=progress)
+                                  overwrite=True, progress=progress,
+                                  track=track and root / "mlruns", tags={"command": "bootstrap"})
         name = versions.publish(path, root, reason="bootstrap")
         shutil.rmtree(path, ignore_errors=True)
         record.update(result="published", published=name)
@@ -186,7 +191,7 @@ def bootstrap(root: Path, data: str | Path, config: TrainConfig, database_url: s
 def _retrain(root: Path, data: str | Path, config: TrainConfig, database_url: str,
              table_prefix: str, holdout_share: float, tolerance: float, keep: int,
              warm_start: bool, progress: bool, rules: TrafficRules | None,
-             run: str) -> dict[str, Any]:
+             run: str, *, track: bool = False) -> dict[str, Any]:
     live_path = versions.current_path(root)
     if live_path is None:
         raise bundle_format.BundleError(f"{root}: nothing published yet (run bootstrap first)")
@@ -200,6 +205,8 @@ def _retrain(root: Path, data: str | Path, config: TrainConfig, database_url: st
     store = Store(database_url, table_prefix)
     try:
         logged = read_logged(store, modalities)
+        # the live version's online evaluation since its data cut-off: reported, not gated
+        online = online_hit_rates(store, live.manifest.cutoff, version=live.version)
     finally:
         store.close()
     prepared = extend(base, logged, live.manifest.cutoff, holdout_share)
@@ -215,10 +222,13 @@ def _retrain(root: Path, data: str | Path, config: TrainConfig, database_url: st
                   if warm_start and not live_refit else None)
     result, path = train_dataset_to_bundle(prepared.dataset, root / CANDIDATES / run, config,
                                            data_cutoff=logged.read_at, overwrite=True,
-                                           progress=progress, init_model=init_model)
+                                           progress=progress, init_model=init_model,
+                                           track=track and root / "mlruns",
+                                           tags={"command": "retrain", "retrain_run": run})
     candidate = bundle_format.load_bundle(path)
     decision = gate(candidate, live, base, prepared, tolerance, rules)
     decision["run"] = run
+    decision["online"] = online
     decision["train_seconds"] = round(time.time() - started, 1)
     decision["warm_start"] = init_model is not None
     decision["epochs"] = {"run": result.epochs_run, "best": result.best_epoch}
@@ -229,7 +239,11 @@ def _retrain(root: Path, data: str | Path, config: TrainConfig, database_url: st
         # the version is a verified copy: point at it and drop the candidate's disk
         decision["candidate"] = str(root / versions.VERSIONS / decision["published"])
         shutil.rmtree(path, ignore_errors=True)
-    write_decision(decision, root / "gate")
+    decision_file = write_decision(decision, root / "gate")
+    if track:  # the decision joins the candidate's MLflow run
+        from training.tracking import log_decision
+
+        log_decision(result.tracking_run, decision, decision_file, root / "mlruns")
     return decision
 
 

@@ -19,7 +19,6 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from tqdm.auto import tqdm
 
 from models.base import BipartiteGraph, Recommender, TrainingBatch
 from models.registry import build_model
@@ -34,6 +33,7 @@ from training.config import TrainConfig
 from training.data import Dataset
 from training.device import choose_device
 from training.evaluation import SELECTION_METRIC
+from training.progress import EpochProgress, Phases, interactive, likely_last_epoch  # noqa: F401
 from training.report import all_rows_and_share, evaluate_embeddings, warm_cold_report
 from training.sampling import BPRSampler
 
@@ -64,6 +64,10 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
     validation_seconds: float = 0.0  # every epoch's validation (and new-item scale) together
     final_seconds: float = 0.0  # after the last epoch: serving rules chosen, reports scored
+    # wall seconds of each phase (training.progress.Phases: build, epochs, final, then the
+    # pipeline's load_data, write, export, track); the summary adds them up to the wall time
+    timings: dict[str, float] = field(default_factory=dict)
+    tracking_run: str | None = None  # the MLflow run that logged it (training.tracking)
 
     @property
     def cold_metrics(self) -> dict[str, float] | None:
@@ -211,11 +215,6 @@ def run_epoch(
     return losses, terms
 
 
-def likely_last_epoch(best_epoch: int, patience: int, max_epochs: int) -> int:
-    """The epoch at which early stopping ends training unless validation improves again."""
-    return min(max_epochs, best_epoch + patience)
-
-
 def validate_epoch(model: Recommender, data: Dataset, config: TrainConfig) -> dict[str, float]:
     """Validation metrics of one epoch, as served: a model with a new-item scale at its best
     scale of :data:`training.calibration.EPOCH_GRID` (all of them scored in one pass)."""
@@ -258,6 +257,7 @@ def train(
     *,
     progress: bool = True,
     init_model: Callable[[Recommender], Any] | None = None,
+    phases: Phases | None = None,
 ) -> TrainResult:
     """Fit ``config.model`` on ``dataset.train``; keep the best epoch on validation.
 
@@ -267,8 +267,11 @@ def train(
     ``init_model(model)`` runs once on the built model before training (a warm start,
     :mod:`training.warm_start`). With ``config.refit`` (validation already in ``dataset.train``)
     it trains the refit's epochs, keeps the last, and sets the refit's serving rules.
+    ``phases`` times the phases and announces the post-training one (:mod:`training.progress`).
     """
     ctx = distributed.context()
+    phases = phases or Phases(show=progress and ctx.writes)
+    build_started = time.perf_counter()
     device = distributed.device_for(ctx, choose_device(config.device))
     np.random.seed(config.seed)
     model = build_for(dataset, config, device)
@@ -289,51 +292,62 @@ def train(
     # what every epoch is validated on (a fixed sample of users on large data sets)
     epoch_data = (dataset if config.epoch_valid_users is None
                   else dataset.with_valid_sample(config.epoch_valid_users, config.seed))
-    # The bar's end is where early stopping stops unless validation improves again, so its time
-    # estimate is what patience makes likely, not all max epochs; an improvement moves it.
-    bar = tqdm(total=epochs if refit else likely_last_epoch(0, config.patience, epochs),
-               desc=config.model + (" (refit)" if refit else ""), unit="epoch",
-               disable=not progress or not ctx.writes)
+    bar = EpochProgress(config.model + (" (refit)" if refit else ""), max_epochs=epochs,
+                        patience=config.patience, refit=refit is not None,
+                        enabled=progress and ctx.writes)
+    phases.seconds["build"] = time.perf_counter() - build_started
+    loop_started = time.perf_counter()
     for epoch in range(1, epochs + 1):
         started = time.perf_counter()
         model.begin_epoch()
         losses, terms = run_epoch(model, sampler, optimiser, config, device, step, ctx)
-        train_seconds += time.perf_counter() - started
+        seconds = time.perf_counter() - started
+        train_seconds += seconds
+        record = {"epoch": epoch, "loss": float(np.mean(losses)),
+                  **{f"loss_{name}": float(np.mean(v)) for name, v in terms.items()},
+                  "train_seconds": round(seconds, 4)}
+        history.append(record)
         if refit:  # nothing to validate on: every epoch is the newest, the last is kept
-            history.append({"epoch": epoch, "loss": float(np.mean(losses)),
-                            **{f"loss_{name}": float(np.mean(v)) for name, v in terms.items()}})
             best_epoch = epoch
-            bar.update(1)
-            bar.set_postfix(loss=f"{np.mean(losses):.4f}")
+            bar.update(epoch, record["loss"], seconds)
             continue
         started = time.perf_counter()
         valid = validate_epoch(model, epoch_data, config)
-        validation_seconds += time.perf_counter() - started
+        valid_seconds = time.perf_counter() - started
+        validation_seconds += valid_seconds
         score = valid[EARLY_STOP_METRIC]
-        history.append({
-            "epoch": epoch,
-            "loss": float(np.mean(losses)),
-            **{f"loss_{name}": float(np.mean(v)) for name, v in terms.items()},
-            **valid,
-        })
+        record.update(valid, valid_seconds=round(valid_seconds, 4))
         if score > best_score:
             best_score, best_epoch = score, epoch
             best_state = copy.deepcopy(model.state_dict())
-        bar.total = likely_last_epoch(best_epoch, config.patience, epochs)
-        bar.update(1)
-        bar.set_postfix(loss=f"{np.mean(losses):.4f}", r20=f"{score:.4f}",
-                        best=f"{best_score:.4f}@{best_epoch}", max=epochs)
+        bar.update(epoch, record["loss"], seconds, valid=score, valid_seconds=valid_seconds,
+                   best=best_score, best_epoch=best_epoch)
         if epoch - best_epoch >= config.patience:
             break
     bar.close()
-    final_started = time.perf_counter()
-    if refit is None:
-        model.load_state_dict(best_state)
+    phases.seconds["epochs"] = time.perf_counter() - loop_started
     show = progress and ctx.writes
-    if refit is not None:
-        result = _refit_result(model, dataset, config, history, best_epoch, train_seconds)
-        result.final_seconds = time.perf_counter() - final_started
-        return result
+    label = ("setting the refit's serving rules, scoring the test report" if refit else
+             "choosing the serving rules on validation, scoring the warm/cold reports")
+    with phases.phase("final", label):
+        if refit is not None:
+            result = _refit_result(model, dataset, config, history, best_epoch, train_seconds)
+        else:
+            model.load_state_dict(best_state)
+            result = _final_result(model, dataset, config, show and interactive())
+            result.best_epoch, result.epochs_run, result.history = (best_epoch, len(history),
+                                                                   history)
+            result.seconds_per_epoch = train_seconds / max(len(history), 1)
+            result.train_seconds, result.validation_seconds = train_seconds, validation_seconds
+    result.final_seconds = phases.seconds["final"]
+    result.timings = phases.seconds
+    return result
+
+
+def _final_result(model: Recommender, dataset: Dataset, config: TrainConfig,
+                  show: bool) -> TrainResult:
+    """The early-stopped run's end, its best epoch loaded: serving rules chosen on validation
+    (models that have them), the validation and test reports under both protocols."""
     # today's protocol: a test user is its training vector (a sequence model has always read
     # the validation item); as served: every model's user after its validation item too
     knn_calibration = calibration = None
@@ -363,24 +377,11 @@ def train(
         test_report if model.sequential_user
         else warm_cold_report(served_users, items, dataset, "test", config.eval_batch_size,
                               slot_share))
-    epochs_run = len(history)
     return TrainResult(
-        model=model,
-        config=config,
-        best_epoch=best_epoch,
-        epochs_run=epochs_run,
-        seconds_per_epoch=train_seconds / max(epochs_run, 1),
-        train_seconds=train_seconds,
-        valid_metrics=valid_report["all"],
-        test_metrics=test_report["all"],
-        valid_report=valid_report,
-        test_report=test_report,
-        served_test_report=served_test_report,
-        slot_share=slot_share,
-        diagnostics=model.diagnostics(),
-        calibration=calibration,
+        model=model, config=config, best_epoch=0, epochs_run=0, seconds_per_epoch=0.0,
+        train_seconds=0.0, valid_metrics=valid_report["all"], test_metrics=test_report["all"],
+        valid_report=valid_report, test_report=test_report,
+        served_test_report=served_test_report, slot_share=slot_share,
+        diagnostics=model.diagnostics(), calibration=calibration,
         knn_calibration=knn_calibration,
-        history=history,
-        validation_seconds=validation_seconds,
-        final_seconds=time.perf_counter() - final_started,
     )

@@ -114,8 +114,9 @@ def test_existing_bundle_needs_overwrite(toy_dataset_dir: Path, tmp_path: Path) 
 
 
 def test_cold_start_training_reports_cold_metrics(toy_dataset_dir: Path, tmp_path: Path) -> None:
-    result = _train(
-        toy_dataset_dir, tmp_path / "b", "--cold-start", "0.2", "--hparam", "id_dropout=0.2"
+    result = _train(  # id_dropout is metammf_gcn's (the default model is the served one)
+        toy_dataset_dir, tmp_path / "b", "--model", "metammf_gcn", "--cold-start", "0.2",
+        "--hparam", "id_dropout=0.2"
     )
     assert result.exit_code == 0, result.output
     manifest = bf.load_bundle(tmp_path / "b").manifest

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ import bundle as bf
 from bundle import history as bf_history
 from bundle import versions
 from bundle.testing import make_bundle
+from eventlog.served import ServedList, add_served
 from eventlog.store import Store, StoredItem
 from training.cli import app
 from training.gate import _score
@@ -46,6 +48,9 @@ def _log_online_events(url: str, sample: Path, version: str) -> None:
     features = np.concatenate([np.load(sample / f"{m}_feat.npy")[7] for m in ("audio", "image")])
     store.upsert_items([StoredItem("new-1", features.astype(np.float32), "audio:128,image:128",
                                    None, None, version)])
+    # a list the live version served to new-user: both of its next events hit it
+    add_served(store, [ServedList("new-user", version, time.time(), ("3", "new-1", "9"), "wnw")])
+    time.sleep(0.01)
     store.add_interaction("new-user", "new-1", 0.0)  # early: trained on, not held out
     store.add_interaction("new-user", "3", 1.0)
     store.add_interaction("0", "ghost", 2.0)
@@ -154,6 +159,13 @@ def test_the_candidate_learns_the_logged_day(day: Day) -> None:
     assert decision["data"]["holdout_interactions"] == round(0.3 * 1502)
     assert decision["holdout"]["candidate"] > 2 * decision["holdout"]["live"]
     assert decision["valid"]["candidate"] > decision["valid"]["popularity"]
+
+
+def test_the_decision_reports_the_live_versions_online_hit_rate(day: Day) -> None:
+    [row] = day.published["online"]  # one day, the live version only
+    assert row["model_version"] == day.live
+    assert (row["lists"], row["interactions"], row["hits"], row["new_hits"],
+            row["warm_hits"]) == (1, 2, 2, 1, 1)
 
 
 def test_the_published_bundle_holds_the_logged_items_and_users(day: Day) -> None:

@@ -1,13 +1,17 @@
 """Command line: ``python -m training <command>`` (``--help`` lists them)."""
 
-import logging
-import signal
-import sys
+import time
+
+STARTED = time.perf_counter()  # the summary's wall time counts from here (imports included)
+
+import logging  # noqa: E402
+import signal  # noqa: E402
+import sys  # noqa: E402
 
 # importing the command modules registers their commands on the app
-from training.cli import lifecycle, models  # noqa: F401
-from training.cli.app import app
-from training.errors import STOPPED_EXIT
+from training.cli import compare, lifecycle, models  # noqa: E402, F401
+from training.cli.app import _started, app  # noqa: E402
+from training.errors import STOPPED_EXIT  # noqa: E402
 
 __all__ = ["app", "main"]
 
@@ -21,6 +25,7 @@ def _stop(signum: int, _frame: object) -> None:
 
 
 def main() -> None:
+    _started["process"] = STARTED
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     signal.signal(signal.SIGTERM, _stop)  # `schedule` installs its own (it exits 0)
     app()

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -14,6 +15,15 @@ from training.config import parse_hparams
 HELP = """Command line: ``python -m training train|select|evaluate|export|features|train-teachers``,
 and the operator's ``bootstrap|retrain|schedule|publish|rollback|versions``."""
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=HELP)
+
+
+_started: dict[str, float] = {}  # "process": when `python -m training` began (training.cli)
+
+
+def command_started() -> float:
+    """When the running command began, for its wall time: the process's start under
+    ``python -m training`` (imports included), else now (a command called in-process)."""
+    return _started.pop("process", None) or time.perf_counter()
 
 
 @contextmanager

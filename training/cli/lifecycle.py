@@ -6,20 +6,22 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from training.cli import models  # noqa: F401  (the training commands come first in --help)
 from training.cli.app import _exit_on, app
-from training.config import TrainConfig, load_config_file
+from training.cli.train_options import train_config
 
 ROOT_OPTION = typer.Option(envvar="RECSYS_BUNDLES_ROOT",
                            help="bundles root: versions/ and the current link")
 
 
 DATA_OPTION = typer.Option(envvar="RECSYS_DATA", help="base dataset name or folder")
-CONFIG_OPTION = typer.Option(envvar="RECSYS_TRAIN_CONFIG", help="JSON/TOML TrainConfig file")
+CONFIG_OPTION = typer.Option(envvar="RECSYS_TRAIN_CONFIG", show_default="none: the served "
+                             "model's defaults", help="JSON/TOML TrainConfig file")
+MLFLOW_HELP = "log the candidate's run to MLflow: MLFLOW_TRACKING_URI, else ./mlruns"
 
 
 @app.command("publish")
@@ -41,7 +43,8 @@ def publish_command(
 def rollback_command(
     root: Annotated[Path, ROOT_OPTION] = Path("bundles"),
     to: Annotated[
-        str | None, typer.Option(help="version to serve (default: the one live before current)")
+        str | None, typer.Option(help="version to serve",
+                                 show_default="the one live before current")
     ] = None,
     reason: Annotated[str, typer.Option(help="why, for the publish history")] = "by hand",
 ) -> None:
@@ -93,6 +96,7 @@ def bootstrap_command(
     config: Annotated[Path | None, CONFIG_OPTION] = None,
     database_url: Annotated[str, DATABASE_OPTION] = "sqlite:///recsys.db",
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+    mlflow: Annotated[bool, typer.Option(help=MLFLOW_HELP)] = True,
 ) -> None:
     """Train and publish a first version when nothing is published yet (else do nothing);
     exit 3 when another bootstrap or retrain of the root is running."""
@@ -104,9 +108,10 @@ def bootstrap_command(
     if live is not None:
         typer.echo(f"{root / versions.CURRENT} -> {live}: nothing to do")
         return
-    with _locked_exit(), _exit_on(DataError, BundleError, ValueError, FileNotFoundError):
-        cfg = TrainConfig(**(load_config_file(config) if config else {}))
-        name = bootstrap(root, data, cfg, database_url, progress=not quiet)
+    with _locked_exit(), _exit_on(DataError, BundleError, ValueError, TypeError,
+                                  FileNotFoundError):
+        cfg = train_config(config, {})
+        name = bootstrap(root, data, cfg, database_url, progress=not quiet, track=mlflow)
     typer.echo(f"published {name}" if name else
                f"{root / versions.CURRENT} -> {versions.current_version(root)}: nothing to do")
 
@@ -117,7 +122,8 @@ def retrain_command(
     data: Annotated[str, DATA_OPTION] = "tiktok",
     config: Annotated[Path | None, CONFIG_OPTION] = None,
     database_url: Annotated[str, DATABASE_OPTION] = "sqlite:///recsys.db",
-    table_prefix: Annotated[str, typer.Option(envvar="RECSYS_TABLE_PREFIX")] = "",
+    table_prefix: Annotated[str, typer.Option(
+        envvar="RECSYS_TABLE_PREFIX", help="prefix of the store's table names")] = "",
     holdout_share: Annotated[
         float, typer.Option(help="newest share of events since the live cutoff held out")
     ] = 0.2,
@@ -133,11 +139,13 @@ def retrain_command(
         float, typer.Option(help="the holdout's best predictor, in multiples of a random list")
     ] = 3.0,
     keep: Annotated[int, typer.Option(help="versions kept")] = 5,
-    max_epochs: Annotated[int | None, typer.Option(help="override the config")] = None,
+    max_epochs: Annotated[int | None, typer.Option(
+        help="override the config", show_default="the config's")] = None,
     warm_start: Annotated[
         bool, typer.Option(help="start from the live bundle's weights when the model matches")
     ] = True,
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+    mlflow: Annotated[bool, typer.Option(help=MLFLOW_HELP)] = True,
 ) -> None:
     """Retrain on base data + the store, gate against live, publish if not worse (exit 1 if
     rejected: the live bundle keeps serving; exit 3 if another run holds the lock). The
@@ -147,16 +155,15 @@ def retrain_command(
     from training.gate import TrafficRules
     from training.retrain import retrain
 
-    fields: dict[str, Any] = load_config_file(config) if config else {}
-    if max_epochs is not None:
-        fields["max_epochs"] = max_epochs
     rules = TrafficRules(min_users=min_users, max_repeat_share=max_repeat_share,
                          min_signal=min_signal)
-    with _locked_exit(), _exit_on(DataError, BundleError, ValueError, FileNotFoundError):
-        decision = retrain(root, data, TrainConfig(**fields), database_url,
+    with _locked_exit(), _exit_on(DataError, BundleError, ValueError, TypeError,
+                                  FileNotFoundError):
+        cfg = train_config(config, {"max_epochs": ("--max-epochs", max_epochs)})
+        decision = retrain(root, data, cfg, database_url,
                            table_prefix=table_prefix, holdout_share=holdout_share,
                            tolerance=tolerance, keep=keep, warm_start=warm_start,
-                           progress=not quiet, rules=rules)
+                           progress=not quiet, rules=rules, track=mlflow)
     valid, holdout = decision["valid"], decision["holdout"]
     typer.echo(f"valid recall@20: candidate {valid['candidate']:.4f}, live {valid['live']:.4f}, "
                f"popularity {valid['popularity']:.4f}; holdout rows {holdout['rows']}"

@@ -8,8 +8,15 @@ from typing import Annotated, Any
 
 import typer
 
-from training.cli.app import _exit_on, _metrics_table, _parse_hparams, app
-from training.config import TrainConfig, apply_settings, load_config_file
+from training.cli.app import _exit_on, _metrics_table, _parse_hparams, app, command_started
+from training.cli.train_options import (
+    default_of,
+    echo_summary,
+    model_option,
+    summary,
+    train_config,
+)
+from training.config import CKDConfig, ConfigError, TrainConfig, apply_settings
 
 
 @app.command("train")
@@ -18,86 +25,103 @@ def train_command(
         "tiktok"
     ),
     out: Annotated[Path, typer.Option(help="bundle folder to write")] = Path("bundles/tiktok"),
-    model: Annotated[str | None, typer.Option(help="model name (see models.registry)")] = None,
-    config: Annotated[Path | None, typer.Option(help="JSON/TOML of TrainConfig fields")] = None,
-    max_epochs: Annotated[int | None, typer.Option()] = None,
-    batch_size: Annotated[int | None, typer.Option()] = None,
-    lr: Annotated[float | None, typer.Option()] = None,
-    l2: Annotated[float | None, typer.Option()] = None,
-    l2_scope: Annotated[
-        str | None, typer.Option(help="batch (rows a batch touches) or all (eq. 19 as written)")
-    ] = None,
-    patience: Annotated[int | None, typer.Option()] = None,
-    seed: Annotated[int | None, typer.Option()] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda")] = None,
-    cold_start: Annotated[
-        float | None, typer.Option(help="share of items held out of training (0 = none)")
-    ] = None,
-    cold_start_fold: Annotated[
-        int | None, typer.Option(help="hold out this disjoint fold of items (with --cold-start)")
-    ] = None,
-    new_item_share: Annotated[
-        float | None,
-        typer.Option(help="least share of validation top-20 slots for items without interactions"),
-    ] = None,
-    new_item_slots: Annotated[
-        float | None,
-        typer.Option(help="reserved share of every list for items without interactions"),
-    ] = None,
-    epoch_valid_users: Annotated[
-        int | None, typer.Option(help="validate each epoch on a fixed sample of this many users")
-    ] = None,
-    hparam: Annotated[
-        list[str] | None, typer.Option(help="model hyperparameter key=value (repeatable)")
-    ] = None,
+    model: Annotated[str | None, model_option()] = None,
+    config: Annotated[Path | None, typer.Option(
+        help="JSON/TOML of training fields (training/config.py; flag names such as cold_start "
+        "are accepted as keys); the flags override it", show_default="none")] = None,
+    max_epochs: Annotated[int | None, typer.Option(
+        help="most epochs (early stopping usually ends sooner)",
+        show_default=default_of("max_epochs"))] = None,
+    batch_size: Annotated[int | None, typer.Option(
+        help="BPR triples per batch", show_default=default_of("batch_size"))] = None,
+    lr: Annotated[float | None, typer.Option(
+        help="Adam learning rate", show_default=default_of("lr"))] = None,
+    l2: Annotated[float | None, typer.Option(
+        help="L2 weight (lambda of eq. 19)", show_default=default_of("l2"))] = None,
+    l2_scope: Annotated[str | None, typer.Option(
+        help="batch (rows a batch touches) or all (eq. 19 as written)",
+        show_default=default_of("l2_scope"))] = None,
+    patience: Annotated[int | None, typer.Option(
+        help="epochs without a better valid recall@20 before stopping",
+        show_default=default_of("patience"))] = None,
+    seed: Annotated[int | None, typer.Option(
+        help="seed of the split, sampling and initialisation",
+        show_default=default_of("seed"))] = None,
+    device: Annotated[str | None, typer.Option(
+        help="auto, cpu or cuda", show_default=default_of("device"))] = None,
+    cold_start: Annotated[float | None, typer.Option(
+        help="share of items held out of training (0 = none; the field cold_start_fraction)",
+        show_default=default_of("cold_start_fraction"))] = None,
+    cold_start_fold: Annotated[int | None, typer.Option(
+        help="hold out this disjoint fold of items (with --cold-start)",
+        show_default=default_of("cold_start_fold"))] = None,
+    new_item_share: Annotated[float | None, typer.Option(
+        help="least share of validation top-20 slots for items without interactions",
+        show_default=default_of("new_item_share"))] = None,
+    new_item_slots: Annotated[float | None, typer.Option(
+        help="reserved share of every list for items without interactions",
+        show_default=default_of("new_item_slots"))] = None,
+    epoch_valid_users: Annotated[int | None, typer.Option(
+        help="validate each epoch on a fixed sample of this many users",
+        show_default=default_of("epoch_valid_users"))] = None,
+    hparam: Annotated[list[str] | None, typer.Option(
+        help="model hyperparameter key=value (repeatable)", show_default="the model's")] = None,
     set_: Annotated[list[str] | None, typer.Option(
         "--set", help="any training field field=value, JSON values (repeatable; every field of "
-        "training/config.py, e.g. --set feature_set=title_fields)")] = None,
-    overwrite: Annotated[bool, typer.Option(help="replace an existing bundle")] = False,
-    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+        "training/config.py, e.g. --set feature_set=title_fields)", show_default="none")] = None,
+    overwrite: Annotated[bool, typer.Option(
+        help="replace an existing bundle (never a folder that is not a bundle)")] = False,
+    quiet: Annotated[bool, typer.Option(help="no progress (bar or per-epoch lines)")] = False,
+    mlflow: Annotated[bool, typer.Option(
+        help="log the run to MLflow: MLFLOW_TRACKING_URI, else ./mlruns")] = True,
     ckd: Annotated[bool, typer.Option(
         help="CKD modality-balanced distillation (teachers trained and cached first)")] = False,
-    ckd_weight: Annotated[float | None, typer.Option(help="CKD lambda (0.01)")] = None,
-    ckd_beta: Annotated[float | None, typer.Option(help="CKD generic-term weight (5)")] = None,
-    ckd_temperature: Annotated[float | None, typer.Option(help="CKD temperature (0.1)")] = None,
+    ckd_weight: Annotated[float | None, typer.Option(
+        help="CKD lambda", show_default="the config's, else 0.01")] = None,
+    ckd_beta: Annotated[float | None, typer.Option(
+        help="CKD generic-term weight", show_default="the config's, else 5")] = None,
+    ckd_temperature: Annotated[float | None, typer.Option(
+        help="CKD temperature", show_default="the config's, else 0.1")] = None,
     ckd_without: Annotated[list[str] | None, typer.Option(
-        help="CKD ablation: teachers, specific, generic or reweight (repeatable)")] = None,
+        help="CKD ablation: teachers, specific, generic or reweight (repeatable)",
+        show_default="none")] = None,
 ) -> None:
-    """Train a model and write a bundle (flags override the config file)."""
+    """Train a model and write a bundle (flags override the config file); the run's history
+    and curve go into the bundle and, with --mlflow, to MLflow."""
+    import time
+
     from bundle import BundleError
     from training.data import DataError
-    from training.pipeline import train_to_bundle
+    from training.pipeline import check_target, train_to_bundle
 
-    fields: dict[str, Any] = load_config_file(config) if config else {}
-    overrides = {
-        "model": model,
-        "max_epochs": max_epochs,
-        "batch_size": batch_size,
-        "lr": lr,
-        "l2": l2,
-        "l2_scope": l2_scope,
-        "patience": patience,
-        "seed": seed,
-        "device": device,
-        "cold_start_fraction": cold_start,
-        "cold_start_fold": cold_start_fold,
-        "new_item_share": new_item_share,
-        "new_item_slots": new_item_slots,
-        "epoch_valid_users": epoch_valid_users,
+    started = command_started()
+    flags = {
+        "model": ("--model", model), "max_epochs": ("--max-epochs", max_epochs),
+        "batch_size": ("--batch-size", batch_size), "lr": ("--lr", lr), "l2": ("--l2", l2),
+        "l2_scope": ("--l2-scope", l2_scope), "patience": ("--patience", patience),
+        "seed": ("--seed", seed), "device": ("--device", device),
+        "cold_start_fraction": ("--cold-start", cold_start),
+        "cold_start_fold": ("--cold-start-fold", cold_start_fold),
+        "new_item_share": ("--new-item-share", new_item_share),
+        "new_item_slots": ("--new-item-slots", new_item_slots),
+        "epoch_valid_users": ("--epoch-valid-users", epoch_valid_users),
     }
-    fields.update({k: v for k, v in overrides.items() if v is not None})
-    if set_:
-        try:
-            fields = apply_settings(fields, set_)
-        except ValueError as error:
-            raise typer.BadParameter(str(error)) from None
-    if hparam:
-        fields["hparams"] = {**fields.get("hparams", {}), **_parse_hparams(hparam)}
     with _exit_on(DataError, BundleError, ValueError, TypeError, FileNotFoundError):
+        cfg = train_config(config, flags)  # the file, the flags, the model: before any data
+        fields = cfg.model_dump(exclude_unset=True)
+        if set_:
+            try:
+                fields = apply_settings(fields, set_)
+            except ValueError as error:
+                raise typer.BadParameter(str(error)) from None
+        if hparam:
+            fields["hparams"] = {**fields.get("hparams", {}), **_parse_hparams(hparam)}
         fields["ckd"] = _ckd_fields(fields.get("ckd"), ckd, ckd_weight, ckd_beta,
                                     ckd_temperature, ckd_without or [])
-        cfg = TrainConfig(**fields)
-        result, path = train_to_bundle(data, out, cfg, overwrite=overwrite, progress=not quiet)
+        cfg = train_config(None, {}, fields)
+        check_target(out, overwrite)
+        result, path = train_to_bundle(data, out, cfg, overwrite=overwrite, progress=not quiet,
+                                       track=mlflow, tags={"command": "train"})
     typer.echo(f"bundle written to {path}")
     typer.echo(
         _metrics_table(
@@ -113,12 +137,7 @@ def train_command(
             }
         )
     )
-    typer.echo(
-        f"best epoch {result.best_epoch} of {result.epochs_run}, "
-        f"{result.seconds_per_epoch:.2f} s/epoch, {result.train_seconds:.0f} s training, "
-        f"{result.validation_seconds:.0f} s validating epochs, {result.final_seconds:.0f} s "
-        "choosing the serving rules and scoring the reports"
-    )
+    echo_summary(summary(result, path, time.perf_counter() - started))
 
 
 CKD_PARTS = ("teachers", "specific", "generic", "reweight")
@@ -144,8 +163,9 @@ def train_teachers_command(
     data: Annotated[str, typer.Option(help="dataset folder, or a name under RECSYS_DATA_DIR")] = (
         "tiktok"
     ),
-    config: Annotated[Path | None, typer.Option(help="JSON/TOML of TrainConfig fields")] = None,
-    model: Annotated[str | None, typer.Option(help="model name (see models.registry)")] = None,
+    config: Annotated[Path | None, typer.Option(
+        help="JSON/TOML of TrainConfig fields", show_default="none")] = None,
+    model: Annotated[str | None, model_option()] = None,
     retrain: Annotated[bool, typer.Option(help="train again even when cached")] = False,
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
 ) -> None:
@@ -154,12 +174,9 @@ def train_teachers_command(
     from training.data import DataError
     from training.pipeline import prepare_dataset
 
-    fields: dict[str, Any] = load_config_file(config) if config else {}
-    if model:
-        fields["model"] = model
-    fields["ckd"] = fields.get("ckd") or {}
     with _exit_on(DataError, ValueError, TypeError, FileNotFoundError):
-        cfg = TrainConfig(**fields)
+        cfg = train_config(config, {"model": ("--model", model)})
+        cfg = cfg if cfg.ckd is not None else cfg.model_copy(update={"ckd": CKDConfig()})
         dataset = prepare_dataset(data, cfg)
         paths = train_teachers(dataset, cfg, progress=not quiet, retrain=retrain)
     for path in paths:
@@ -177,18 +194,26 @@ def select_command(
         "tiktok"
     ),
     out: Annotated[Path | None, typer.Option(
-        help="write the winner's refit bundle here (else only the table and the config)")] = None,
+        help="write the winner's refit bundle here (else only the table and the config)",
+        show_default="none")] = None,
     root: Annotated[Path | None, typer.Option(
-        help="publish the winner's refit bundle as a new version under this bundles root")] = None,
+        help="publish the winner's refit bundle as a new version under this bundles root",
+        show_default="none")] = None,
     config_out: Annotated[Path | None, typer.Option(
-        help="write the winner's served config (its setting + refit) to this file")] = None,
+        help="write the winner's served config (its setting + refit) to this file",
+        show_default="none")] = None,
     table: Annotated[Path | None, typer.Option(
-        help="comparison table (default benchmarks/results/select_<data>.md; JSON beside)")] = None,
-    trials: Annotated[int | None, typer.Option(help="Optuna trials per candidate")] = None,
-    seeds: Annotated[int | None, typer.Option(help="seeds of each candidate's best trial")] = None,
+        help="comparison table (JSON beside)",
+        show_default="benchmarks/results/select_<data>.md")] = None,
+    trials: Annotated[int | None, typer.Option(
+        help="Optuna trials per candidate", show_default="the candidates file's")] = None,
+    seeds: Annotated[int | None, typer.Option(
+        help="seeds of each candidate's best trial", show_default="the candidates file's")] = None,
     seed: Annotated[int, typer.Option(help="first seed")] = 2024,
     overwrite: Annotated[bool, typer.Option(help="replace an existing --out bundle")] = False,
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+    mlflow: Annotated[bool, typer.Option(
+        help="log the refit run to MLflow: MLFLOW_TRACKING_URI, else ./mlruns")] = True,
 ) -> None:
     """Train every candidate configuration with a fixed Optuna budget, choose the best on
     validation, write the comparison, and train (and optionally publish) the winner refit on
@@ -203,10 +228,14 @@ def select_command(
     from training.select import select, write_selection
 
     with _exit_on(DataError, BundleError, ValueError, TypeError, FileNotFoundError):
-        if not candidates.exists():
+        if not candidates.is_file():
             raise FileNotFoundError(f"candidates file {candidates} does not exist")
-        record = select(data, json.loads(candidates.read_text()), trials=trials, seeds=seeds,
-                        seed=seed)
+        try:
+            spec = json.loads(candidates.read_text())
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"{candidates}:{error.lineno}:{error.colno}: invalid JSON: "
+                              f"{error.msg}") from None
+        record = select(data, spec, trials=trials, seeds=seeds, seed=seed)
         table = table or Path("benchmarks/results") / f"select_{Path(data).name}.md"
         write_selection(record, table, config_out,
                         shlex.join(["python", "-m", "training", *sys.argv[1:]]))
@@ -218,7 +247,8 @@ def select_command(
         served = TrainConfig(**record["served_config"])
         target = out if out is not None else root / "candidates" / "select"
         result, path = train_to_bundle(data, target, served, overwrite=overwrite or out is None,
-                                       progress=not quiet)
+                                       progress=not quiet, track=mlflow,
+                                       tags={"command": "select"})
         typer.echo(f"refit bundle written to {path} (test recall@20 "
                    f"{result.test_metrics['recall@20']:.4f})")
         if root is not None:
@@ -240,7 +270,7 @@ def export_command(bundle: Annotated[Path, typer.Option(help="bundle folder")]) 
 def evaluate_command(
     bundle: Annotated[Path, typer.Option(help="bundle folder")],
     data: Annotated[
-        str | None, typer.Option(help="dataset (default: the one it was trained on)")
+        str | None, typer.Option(help="dataset", show_default="the one it was trained on")
     ] = None,
 ) -> None:
     """Re-score a bundle's stored embeddings on its dataset's validation and test splits, with
