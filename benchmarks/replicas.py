@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bundle.testing import features_for, make_bundle  # noqa: E402
+from client import RecsysClient  # noqa: E402
 from eventlog.store import Store  # noqa: E402
 
 POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -163,33 +164,32 @@ def main() -> None:
            "RECSYS_CACHE_PREFIX": prefix, "RECSYS_API_KEY": KEY, "RECSYS_ACCESS_LOG": "false",
            "RECSYS_FEED_POLL_S": str(args.feed_poll), "RECSYS_HOST": "127.0.0.1"}
     servers = [_start(env, tmp / f"replica{n}.log") for n in range(2)]
-    a = httpx.Client(base_url=servers[0][1], headers={"X-API-Key": KEY}, timeout=10)
-    b = httpx.Client(base_url=servers[1][1], timeout=10)
+    a = RecsysClient(servers[0][1], api_key=KEY)
+    b = RecsysClient(servers[1][1])
     rng = np.random.default_rng(0)
     mean = factory.user_embeddings.mean(axis=0)
     top = 10 * np.linalg.norm(factory.item_embeddings, axis=1).max() * mean / np.linalg.norm(mean)
     polls = iter(range(10**9))
 
-    def first_of_b(user: str) -> str:
-        body = {"user_id": user, "k": 1, "exclude": [f"nothing{next(polls)}"]}
-        return b.post("/recommend", json=body).json()["items"][0]["item_id"]
+    def first_of_b(user: str) -> str:  # a new exclusion each time: never a cached list
+        return b.recommend(user, k=1, exclude=[f"nothing{next(polls)}"]).items[0].item_id
 
     if args.races:
         try:
-            _races(args, factory, prefix, a, httpx.Client(base_url=servers[1][1],
-                                                          headers={"X-API-Key": KEY}, timeout=10))
+            _races(args, factory, prefix,
+                   *(httpx.Client(base_url=url, headers={"X-API-Key": KEY}, timeout=10)
+                     for _, url in servers))
         finally:
             _stop(servers, prefix)
         return
     upserts, deletes = [], []
     try:
         for n in range(args.writes):  # one live bench item at a time: it ranks first on B
-            body = {"items": [{"item_id": f"bench{n}",
-                               "features": factory.payload(features_for(factory, top))}]}
-            assert a.post("/items", json=body).status_code == 200
+            a.upsert_items([{"item_id": f"bench{n}",  # a RecsysError unless acknowledged
+                             "features": factory.payload(features_for(factory, top))}])
             upserts.append(_wait(lambda n=n: first_of_b("u0") == f"bench{n}"))
             time.sleep(rng.uniform(0, args.feed_poll))  # writes land at any phase of the poll
-            assert a.delete(f"/items/bench{n}").status_code == 204
+            a.delete_item(f"bench{n}")
             deletes.append(_wait(lambda n=n: first_of_b("u0") != f"bench{n}"))
             time.sleep(rng.uniform(0, args.feed_poll))
     finally:

@@ -217,7 +217,8 @@ def crossan_section(bundle_path: Path, workdir: Path, duration: float) -> list[C
 
 
 def service_env(bundle_path: Path, port: int, workdir: Path) -> dict[str, str]:
-    """The benchmarked service's settings: fresh store and cache keys, no auth, no access log."""
+    """The benchmarked service's settings: fresh store and cache keys, no auth (writes opened
+    explicitly), no access log."""
     return {
         "RECSYS_BUNDLE": str(bundle_path),
         "RECSYS_PORT": str(port),
@@ -226,6 +227,7 @@ def service_env(bundle_path: Path, port: int, workdir: Path) -> dict[str, str]:
         "RECSYS_CACHE_TTL_S": "3600",
         "RECSYS_ACCESS_LOG": "false",
         "RECSYS_API_KEY": "",
+        "RECSYS_OPEN_WRITES": "true",
         "RECSYS_VERIFY_BUNDLE": "false",
     }
 

@@ -19,11 +19,13 @@ from sqlalchemy import (
     Boolean,
     Column,
     Float,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
     String,
     Table,
+    Text,
     create_engine,
     event,
     func,
@@ -47,6 +49,7 @@ class StoredItem:
     model_version: str  # bundle whose item tower computed embedding and history_state
     deleted: bool = False
     updated_at: float = 0.0
+    text: str | None = None  # the raw text of an item posted as text (its title); written only
 
 
 @dataclass
@@ -130,6 +133,23 @@ class Store:
             Column("ref", BigInteger, nullable=True),
             Column("created_at", Float, nullable=False),
         )
+        self.texts = Table(  # the raw text of items posted as text: their titles
+            f"{table_prefix}item_texts",
+            self.metadata,
+            Column("item_id", String(256), primary_key=True),
+            Column("text", Text, nullable=False),
+        )
+        self.served = Table(  # lists served to users, sampled (eventlog.served)
+            f"{table_prefix}served",
+            self.metadata,
+            Column("id", big_id, primary_key=True, autoincrement=True),
+            Column("user_id", String(256), nullable=False),
+            Column("model_version", String(128), nullable=False),
+            Column("served_at", Float, nullable=False, index=True),
+            Column("items", Text, nullable=False),  # JSON array of item ids, in list order
+            Column("flags", Text, nullable=False),  # one of w/n/r (eventlog.served) per item
+            Index(f"{table_prefix}served_user_time", "user_id", "served_at"),
+        )
         self.meta = Table(
             f"{table_prefix}meta",
             self.metadata,
@@ -176,8 +196,13 @@ class Store:
             }
             for item in items
         ]
+        texts = [{"item_id": i.item_id, "text": i.text} for i in items if i.text is not None]
         with self.engine.begin() as conn:
             self._upsert(conn, rows)
+            conn.execute(self.texts.delete().where(  # an upsert replaces the text too
+                self.texts.c.item_id.in_([r["item_id"] for r in rows])))
+            if texts:
+                conn.execute(self.texts.insert(), texts)
             self._feed(conn, [{"kind": "item", "item_id": r["item_id"]} for r in rows], origin)
 
     def delete_item(self, item_id: str, origin: str = "") -> int:
@@ -195,6 +220,7 @@ class Store:
         }
         with self.engine.begin() as conn:
             self._upsert(conn, [row])
+            conn.execute(self.texts.delete().where(self.texts.c.item_id == item_id))
             self._feed(conn, [{"kind": "delete", "item_id": item_id}], origin)
             conn.execute(
                 update(self.meta)
@@ -225,6 +251,16 @@ class Store:
             query = select(self.items).order_by(self.items.c.updated_at)
             for row in conn.execution_options(yield_per=1000).execute(query):
                 yield _item(row)
+
+    def item_texts(self, ids: list[str] | None = None) -> dict[str, str]:
+        """The stored texts (titles) of the given items, or of every item posted as text."""
+        query = select(self.texts.c.item_id, self.texts.c.text)
+        if ids is not None:
+            if not ids:
+                return {}
+            query = query.where(self.texts.c.item_id.in_(ids))
+        with self.engine.connect() as conn:
+            return {row.item_id: row.text for row in conn.execute(query)}
 
     def add_interaction(
         self, user_id: str, item_id: str, ts: float | None = None, origin: str = ""
@@ -275,6 +311,16 @@ class Store:
         with self.engine.connect() as conn:
             for row in conn.execution_options(yield_per=5000).execute(query):
                 yield StoredInteraction(row.user_id, row.item_id, row.ts, row.logged_at)
+
+    def user_interactions(self, user_id: str, logged_after: float = 0.0,
+                          limit: int | None = None) -> list[StoredInteraction]:
+        """One user's interactions logged after a time, newest first."""
+        table = self.interactions
+        query = (select(table).where(table.c.user_id == user_id, table.c.logged_at > logged_after)
+                 .order_by(table.c.id.desc()).limit(limit))
+        with self.engine.connect() as conn:
+            return [StoredInteraction(r.user_id, r.item_id, r.ts, r.logged_at)
+                    for r in conn.execute(query)]
 
     def _upsert(self, conn, rows: list[dict]) -> None:
         dialect = {"sqlite": sqlite, "postgresql": postgresql}.get(self.dialect)

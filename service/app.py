@@ -15,34 +15,51 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.encoders import jsonable_encoder
-from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.utils import is_body_allowed_for_status_code
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.errors import Forbidden, Invalid, NotFound, NotReady
+from service.errors import (
+    INVALID_JSON,
+    LOAD_FAILED,
+    VALIDATION_ERROR,
+    Forbidden,
+    Invalid,
+    NotFound,
+    NotReady,
+    code_for,
+)
 from service.metrics import Metrics
-from service.middleware import BodyLimitMiddleware, HeadMiddleware, LatencyMiddleware
+from service.middleware import BodyLimitMiddleware, HeadMiddleware, RequestMiddleware
 from service.openapi import openapi_for_bundle
 from service.operations import LoadError, RecommendationService
-from service.routes import admin, health, interactions, items, recommend
-from service.settings import Settings
+from service.routes import admin, docs, health, interactions, items, recommend, ui, users
+from service.settings import Settings, unknown_variable_warnings
+from service.stages import time_store_writes
 
 log = logging.getLogger(__name__)
 
 DESCRIPTION = """Multimodal recommendations from a trained bundle (ONNX towers + FAISS).
 
-Mutating endpoints need the `X-API-Key` header when the service is configured with an API key.
-Invalid payloads get 422 with the location and reason of every problem."""
+Writes (POST /items, DELETE /items/{id}, POST /interactions, POST /admin/reload) need the
+`X-API-Key` header; a service configured without a key refuses them (403) unless
+`RECSYS_OPEN_WRITES` opens them for local development. Invalid payloads get 422 with the location
+and reason of every problem. Every error body carries a stable machine-readable `code` beside
+`detail`, and every response an `X-Request-ID` (the client's, when sane, or a new one)."""
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or Settings()
+    if settings is None:  # from the environment: name what it holds that nothing reads
+        settings = Settings()
+        for warning in unknown_variable_warnings():
+            log.warning("%s", warning)
     metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         service = RecommendationService(settings, metrics)
+        time_store_writes(service.store)  # recsys_stage_seconds{stage="store"}
         await run_in_threadpool(service.start)
         app.state.service = service
         polls = [
@@ -55,29 +72,34 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await service.close()
 
     app = FastAPI(title="Multimodal recommendation service", version="0.1.0",
-                  description=DESCRIPTION, lifespan=lifespan)
+                  description=DESCRIPTION, lifespan=lifespan,
+                  docs_url=None, redoc_url=None)  # served without a CDN: routes/docs.py
     app.state.settings = settings
     app.state.metrics = metrics
     app.openapi = lambda: openapi_for_bundle(app)
     app.add_middleware(HeadMiddleware)  # innermost: the metric labels HEAD as HEAD
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(LatencyMiddleware, metrics=metrics)
+    app.add_middleware(RequestMiddleware, metrics=metrics)  # outermost: ids on every answer
     # The recommendation routes join the app's own router: FastAPI (0.16x) dispatches an included
     # router through extra layers on every request, ~10% of a cache hit (measured with
     # benchmarks/serving.py --quick). They carry their prefix and tags already.
     app.router.routes.extend(recommend.router.routes)
-    for router in (items.router, interactions.router, health.router, admin.router):
+    for router in (items.router, users.router, interactions.router, health.router,
+                   admin.router):
         app.include_router(router)
+    docs.install(app)  # /docs and /redoc with packaged assets
+    ui.install(app)  # /ui and GET /ui/model
 
-    def error(status: int):
+    def error(status: int, code: str | None = None):
         async def handler(_request: Request, exc: Exception) -> JSONResponse:
-            return JSONResponse({"detail": str(exc)}, status_code=status)
+            body = {"detail": str(exc), "code": code or getattr(exc, "code", None)}
+            return JSONResponse(body, status_code=status)
         return handler
 
     app.add_exception_handler(NotFound, error(404))
     app.add_exception_handler(Forbidden, error(403))
     app.add_exception_handler(NotReady, error(503))
-    app.add_exception_handler(LoadError, error(422))
+    app.add_exception_handler(LoadError, error(422, LOAD_FAILED))
     app.add_exception_handler(Invalid, unprocessable)
     app.add_exception_handler(RequestValidationError, unprocessable)
     app.add_exception_handler(StarletteHTTPException, http_error)
@@ -99,13 +121,17 @@ async def every(seconds: float, work: Callable[[], object], name: str) -> None:
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
-    """Starlette's 405 names only the first route of a path: list every allowed method."""
+    """FastAPI's answer plus the status's ``code``; and Starlette's 405 names only the first
+    route of a path: list every allowed method."""
     assert isinstance(exc, StarletteHTTPException)
     if exc.status_code == 405:
         allowed = {m for pattern, methods in _path_methods(request.app)
                    if pattern.fullmatch(request.url.path) for m in methods}
         exc.headers = {**(exc.headers or {}), "Allow": ", ".join(sorted(allowed))}
-    return await http_exception_handler(request, exc)
+    if not is_body_allowed_for_status_code(exc.status_code):
+        return Response(status_code=exc.status_code, headers=exc.headers)
+    return JSONResponse({"detail": exc.detail, "code": code_for(exc.status_code)},
+                        status_code=exc.status_code, headers=exc.headers)
 
 
 def _path_methods(app: FastAPI) -> list[tuple[re.Pattern[str], set[str]]]:
@@ -134,14 +160,15 @@ async def unprocessable(_request: Request, exc: Exception) -> JSONResponse:
             reason = (error.get("ctx") or {}).get("error", "decode error")
             where = error.get("loc", ("body", "?"))[-1]
             return JSONResponse({"detail": f"the body is not valid JSON: {reason} at position "
-                                           f"{where}"}, status_code=400)
+                                           f"{where}", "code": INVALID_JSON}, status_code=400)
     detail = []
     for error in jsonable_encoder(errors, custom_encoder={float: _finite_or_text}):
         value = error.pop("input", None)
         if isinstance(value, str | int | float | bool) and len(str(value)) <= 256:
             error["input"] = value
         detail.append(error)
-    return JSONResponse({"detail": detail}, status_code=422)
+    code = exc.code if isinstance(exc, Invalid) else VALIDATION_ERROR
+    return JSONResponse({"detail": detail, "code": code}, status_code=422)
 
 
 def _finite_or_text(value: float) -> float | str:

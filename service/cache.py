@@ -30,6 +30,8 @@ from cachetools import TTLCache
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from service.stages import timed
+
 log = logging.getLogger(__name__)
 
 
@@ -92,14 +94,16 @@ class Cache:
         is down or disabled."""
         if not self.available():
             return None
-        return await self._call(lambda r: r.mget(keys))
+        with timed("redis"):
+            return await self._call(lambda r: r.mget(keys))
 
     async def set_many(self, pairs: list[tuple[str, bytes]]) -> None:
         """Store in Redis with the TTL, in one command, unless Redis is down or disabled."""
         if not pairs or not self.available():
             return
         keys, values = [key for key, _ in pairs], [value for _, value in pairs]
-        await self._call(lambda r: self._set_many(keys=keys, args=[self.ttl_s, *values]))
+        with timed("redis"):
+            await self._call(lambda r: self._set_many(keys=keys, args=[self.ttl_s, *values]))
 
     def available(self) -> bool:
         """Whether the cache can be used right now (not disabled, not backing off)."""

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, Security, status
 from fastapi.security import APIKeyHeader
 
+from service.errors import Forbidden
 from service.operations import RecommendationService
 from service.settings import Settings
 
@@ -15,7 +16,8 @@ API_KEY_HEADER = "X-API-Key"
 _api_key_header = APIKeyHeader(
     name=API_KEY_HEADER,
     auto_error=False,
-    description="Required on mutating endpoints when RECSYS_API_KEY is set.",
+    description="Required on writes (RECSYS_API_KEY); without a configured key writes are "
+    "refused unless RECSYS_OPEN_WRITES is true.",
 )
 
 
@@ -38,8 +40,15 @@ ServiceDep = Annotated[RecommendationService, Depends(get_service)]
 async def require_api_key(
     settings: SettingsDep, key: Annotated[str | None, Security(_api_key_header)]
 ) -> None:
+    """Writes need the key; with none configured they are refused, unless RECSYS_OPEN_WRITES
+    opens them (local development): a forgotten or misspelled RECSYS_API_KEY never leaves a
+    deployment writable by anyone."""
     if settings.api_key is None:
-        return
+        if settings.open_writes:
+            return
+        raise Forbidden("writes are disabled: this service has no API key. Set RECSYS_API_KEY "
+                        f"and send it in the {API_KEY_HEADER} header (or RECSYS_OPEN_WRITES=true "
+                        "for local development only)")
     expected = settings.api_key.get_secret_value().encode()
     if key is None or not secrets.compare_digest(key.encode(), expected):
         raise HTTPException(

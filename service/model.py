@@ -19,6 +19,7 @@ from bundle.layout import layout_of, parse_layout
 from bundle.serving_rules import interleave_new_items, reserved_slots
 from service.errors import Invalid, NotReady
 from service.index import Hit, IndexConfig, ItemIndex
+from service.stages import timed
 from service.towers import ItemTower, TextTower, UserTower
 
 POPULAR_KEPT = 10_000
@@ -330,10 +331,11 @@ class ServingModel:
     ) -> list[list[Hit]]:
         """Top ``k`` per user vector, with the bundle's reserved share of each list going to
         new items ranked among themselves (exactly the rule the training report scored)."""
-        hits = self.index.search(vectors, k, excluded)
-        if reserved_slots(self.new_item_slots, k) == 0 or not len(self.new_index):
-            return hits
-        new_hits = self.new_index.search(vectors, k, excluded)
+        with timed("faiss"):
+            hits = self.index.search(vectors, k, excluded)
+            if reserved_slots(self.new_item_slots, k) == 0 or not len(self.new_index):
+                return hits
+            new_hits = self.new_index.search(vectors, k, excluded)
         new_index = self.new_index
         return [
             interleave_new_items(found, new_found, self.new_item_slots, k,

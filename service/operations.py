@@ -24,12 +24,13 @@ from eventlog.store import Store, StoredItem
 from service import schemas
 from service.batching import MicroBatcher
 from service.cache import Cache
-from service.errors import NotFound, NotReady, invalid
+from service.errors import NotFound, NotReady, invalid, unreadable
 from service.index import IndexConfig, choose_device, gpu_count, set_threads
 from service.metrics import Metrics
 from service.model import ServingModel
-from service.ranking import Answer, Query, Ranked, timed_rank_batch
-from service.responses import CACHE_KIND, items_json, recommendation_json
+from service.ranking import Answer, Query, Ranked, listed_json, popular_json, timed_rank_batch
+from service.responses import CACHE_KIND, recommendation_json
+from service.served import ServedLog
 from service.settings import Settings
 from service.sync import ChangeFeed, replay
 
@@ -80,6 +81,7 @@ class RecommendationService:
         self.catalog_generation = 0  # bumped by every delete; part of every cache key
         self._write_lock = threading.Lock()
         self.feed = ChangeFeed()  # the other replicas' writes (see ``follow_changes``)
+        self.served = ServedLog(self.store, settings, metrics)  # the online evaluation's log
         self._reload_lock = threading.Lock()
         # Running average of CPU seconds per ranked request; starts in the pool.
         self._rank_s = 2 * INLINE_RANK_S
@@ -91,9 +93,11 @@ class RecommendationService:
     def start(self) -> None:
         """Create the tables, then serve the configured bundle plus what the store holds."""
         if self.settings.api_key is None:
-            log.warning("RECSYS_API_KEY is not set: every mutating endpoint is open to anyone "
-                        "who can reach this port")
+            log.warning("RECSYS_API_KEY is not set: writes are %s", "open to anyone who can "
+                        "reach this port (RECSYS_OPEN_WRITES)" if self.settings.open_writes
+                        else "refused (set RECSYS_API_KEY, or RECSYS_OPEN_WRITES for local use)")
         self.store.create()
+        self.served.start()
         self.catalog_generation = self.store.catalog_generation()
         self.feed.cursor = self.store.last_change_id()  # the replay below covers everything
         self._followed = self.settings.bundle.resolve()
@@ -120,6 +124,7 @@ class RecommendationService:
         return True
 
     async def close(self) -> None:
+        await run_in_threadpool(self.served.close)
         await self.cache.close()
         self.store.close()
 
@@ -144,6 +149,8 @@ class RecommendationService:
             except Exception as error:  # any broken bundle must leave the served one alone
                 self.metrics.reloads.labels(result="failed").inc()
                 kept = previous.version if previous else "nothing"
+                if isinstance(error, PermissionError):
+                    error = unreadable(path, error)
                 raise LoadError(f"cannot load bundle {path}: {error} (still serving {kept})") \
                     from error
             previous_version = previous.version if previous else None
@@ -197,7 +204,7 @@ class RecommendationService:
                 ids = [i.item_id for i in items]
                 self.store.upsert_items([
                     StoredItem(item_id, features[row], model.layout, embeddings[row],
-                               states[row], model.version)
+                               states[row], model.version, text=items[row].text)
                     for row, item_id in enumerate(ids)
                 ], origin=self.feed.origin)
                 model.apply_items(ids, embeddings, states)
@@ -249,9 +256,10 @@ class RecommendationService:
 
     # ---- recommendations ---------------------------------------------------------------
 
-    async def recommend_user(self, user_id: str, k: int) -> bytes:
+    async def recommend_user(self, user_id: str, k: int, exclude: list[str] | None = None,
+                             offset: int = 0) -> bytes:
         """The JSON body of a ``schemas.RecommendationOut``."""
-        return await self._recommend(self.require_model(), user_id, [], [], k)
+        return await self._recommend(self.require_model(), user_id, [], exclude or [], k, offset)
 
     async def recommend(self, body: schemas.RecommendIn) -> bytes:
         """The JSON body of a ``schemas.RecommendationOut``."""
@@ -261,34 +269,37 @@ class RecommendationService:
             where = ", ".join(f"history[{i}]" for i in unknown[:10])
             raise NotFound(f"unknown item {body.history[unknown[0]]!r} at {where}"
                            + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""))
-        return await self._recommend(model, body.user_id, body.history, body.exclude, body.k)
+        return await self._recommend(model, body.user_id, body.history, body.exclude, body.k,
+                                     body.offset)
 
     async def _recommend(
         self, model: ServingModel, user_id: str | None, history: list[str], exclude: list[str],
-        k: int,
+        k: int, offset: int = 0,
     ) -> bytes:
         if not history and (user_id is None or not model.has_user(user_id)):
             if self.settings.unknown_user == "popular":
-                items = items_json(model.popular_items(k, exclude))
-                return recommendation_json(user_id, model.version, False, b"popular", items)
+                items = popular_json(model, k, offset, exclude)
+                return self.served.note(user_id, model.version, recommendation_json(
+                    user_id, model.version, False, b"popular", items))
             raise NotFound(f"unknown user {user_id!r} without history: send POST /recommend "
                            "with a `history`, or log interactions first")
         # Read the generations before searching: a delete or interaction that lands later
         # changes the key, so what is cached under this key was computed no earlier than it.
         parts = (model.version, self.catalog_generation, user_id, model.generation(user_id), k,
-                 tuple(history), tuple(sorted(set(exclude))))
+                 offset, tuple(history), tuple(sorted(set(exclude))))
         body = self.cache.get_local(parts)  # the whole response, as served from cache
         if body is not None:
             self.metrics.cache_result("memory")
-            return body
+            return self.served.note(user_id, model.version, body)
         key = self.cache.key(CACHE_KIND, *parts)
-        answer = await self._misses(Query(model, user_id, history, exclude, k, key))
+        answer = await self._misses(Query(model, user_id, history, exclude, k, key, offset))
         if isinstance(answer, Exception):
             raise answer
         source, items, cached = answer
         self.cache.set_local(parts, recommendation_json(user_id, model.version, True, source,
                                                         items))
-        return recommendation_json(user_id, model.version, cached, source, items)
+        return self.served.note(user_id, model.version, recommendation_json(
+            user_id, model.version, cached, source, items))
 
     async def _answer_misses(self, queries: list[Query]) -> list[Answer | Exception]:
         """What the memory layer lacked, for a batch of requests: one Redis MGET, one ranking
@@ -312,7 +323,7 @@ class RecommendationService:
                 answers[position] = result
                 continue
             hits, source_name = result
-            source, items = source_name.encode(), items_json(hits)
+            source, items = source_name.encode(), listed_json(queries[position], hits)
             answers[position] = (source, items, False)
             writes.append((queries[position].key, source + b"\n" + items))
         await self.cache.set_many(writes)

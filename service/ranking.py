@@ -9,8 +9,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bundle.serving_rules import reserved_slots
 from service.index import Hit
 from service.model import ServingModel
+from service.responses import items_json
 
 
 @dataclass(frozen=True)
@@ -23,10 +25,44 @@ class Query:
     exclude: list[str]
     k: int
     key: str = ""  # its Redis key
+    offset: int = 0  # the list starts after this many of the best items
 
 
 Ranked = tuple[list[Hit], str]  # best first, and where the user vector came from
 Answer = tuple[bytes, bytes, bool]  # source, items JSON, whether it came from Redis
+Listed = tuple[str, float, bool, bool]  # item id, score, reserved slot, new item
+
+
+def flagged(model: ServingModel, hits: Sequence[Hit], offset: int = 0, *,
+            ranked: bool = True) -> list[Listed]:
+    """``hits[offset:]`` with each item's flags: ``new`` (no training interactions: the
+    bundle's new items and every item added online) and ``reserved`` (in the list because of
+    the bundle's reserved new-item share). ``hits`` is the whole list from the top: the quota
+    of ``bundle.serving_rules.interleave_new_items`` counts from the first position, and a
+    position it fills with a new item is exactly one where fewer new items came before than
+    the quota asks (a new item that ranks there on its own comes when the quota is met).
+    ``ranked=False``: a list that no quota filled (popularity), nothing reserved."""
+    share, new_index = model.new_item_slots if ranked else 0.0, model.new_index
+    out: list[Listed] = []
+    count_new = 0
+    for position, (item_id, score) in enumerate(hits):
+        new = item_id in new_index
+        reserved = new and count_new < reserved_slots(share, position + 1)
+        count_new += new
+        if position >= offset:
+            out.append((item_id, score, reserved, new))
+    return out
+
+
+def listed_json(query: Query, hits: Sequence[Hit]) -> bytes:
+    """The items JSON of a ranked query's page (``hits`` from the top, see ``flagged``)."""
+    return items_json(flagged(query.model, hits, query.offset))
+
+
+def popular_json(model: ServingModel, k: int, offset: int, exclude: Sequence[str]) -> bytes:
+    """The items JSON of the popularity fallback's page (no quota filled it)."""
+    hits = model.popular_items(offset + k, exclude)
+    return items_json(flagged(model, hits, offset, ranked=False))
 
 
 def rank_batch(requests: Sequence[Query]) -> list[Ranked | Exception]:
@@ -54,10 +90,12 @@ def rank_batch(requests: Sequence[Query]) -> list[Ranked | Exception]:
                             | set(request.exclude))
         if not ranked:
             continue
-        k = max(requests[position].k for position in ranked)
+        # the whole list from the top (its first offset + k): see ``flagged``
+        k = max(requests[position].k + requests[position].offset for position in ranked)
         hits = model.search(np.stack(vectors), k, excluded)
         for position, found, source in zip(ranked, hits, sources, strict=True):
-            results[position] = (found[: requests[position].k], source)
+            request = requests[position]
+            results[position] = (found[: request.offset + request.k], source)
     return results  # type: ignore[return-value]  # every position is a model's, so set
 
 

@@ -7,12 +7,16 @@ from collections.abc import Sequence
 
 import pydantic_core
 
-CACHE_KIND = "recjson"  # value: b"<source>\n<items JSON>" (the former "rec" held other JSON)
+# value: b"<source>\n<items JSON>" ("recjson" held items without their reserved/new flags)
+CACHE_KIND = "recjson2"
 
 
-def items_json(hits: Sequence[tuple[str, float]]) -> bytes:
-    """``RecommendationOut.items`` as pydantic serializes it."""
-    return pydantic_core.to_json([{"item_id": i, "score": s} for i, s in hits])
+def items_json(hits: Sequence[tuple[str, float] | tuple[str, float, bool, bool]]) -> bytes:
+    """``RecommendationOut.items`` as pydantic serializes it, from ``(item_id, score)`` or
+    ``(item_id, score, reserved, new)`` entries (the flags default to false)."""
+    return pydantic_core.to_json([
+        {"item_id": h[0], "score": h[1], "reserved": len(h) > 2 and h[2],
+         "new": len(h) > 3 and h[3]} for h in hits])
 
 
 def recommendation_json(

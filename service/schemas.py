@@ -16,6 +16,14 @@ from pydantic import (
 MAX_K = 1000
 MAX_BATCH_HARD = 10_000  # schema cap; RECSYS_MAX_BATCH sets the (lower) configured limit
 MAX_HISTORY = 1000
+MAX_OFFSET = 1000  # a list page starts at most this far down (it ranks offset + k items)
+MAX_EXCLUDE = 10_000
+MAX_PAGE = 1000  # items a page of GET /items or GET /users/{id}/history holds at most
+EXCLUDE_DESCRIPTION = ("Items never to return (besides everything the user has interacted "
+                       "with), e.g. what the client shows already.")
+OFFSET_DESCRIPTION = ("Skip this many of the best items: `offset=20&k=20` is the second page of "
+                      "20 (the same ranking, reserved new-item slots included, as offset 0 with "
+                      "k=40, cut).")
 
 # One pattern, one meaning in every engine that reads it: the schema's (ECMA-262), pydantic's
 # (Rust regex) and Python's ``re``. So no ``\s``/``\S``/``.``: their sets differ between engines
@@ -152,8 +160,10 @@ class RecommendIn(Strict):
     )
     k: int = Field(20, ge=1, le=MAX_K, description="Number of items to return.")
     exclude: list[ItemId] = Field(
-        default_factory=list, max_length=10_000, description="Items never to return."
+        default_factory=list, max_length=MAX_EXCLUDE, description=EXCLUDE_DESCRIPTION
     )
+    # strict: JSON false is no offset (lax mode would take it as 0)
+    offset: int = Field(0, ge=0, le=MAX_OFFSET, strict=True, description=OFFSET_DESCRIPTION)
 
     @model_validator(mode="after")
     def _someone(self) -> RecommendIn:
@@ -165,6 +175,14 @@ class RecommendIn(Strict):
 class ScoredItem(BaseModel):
     item_id: str = Field(description="External item id.")
     score: float = Field(description="Inner product of user and item vectors (or popularity).")
+    reserved: bool = Field(
+        False, description="The item fills a reserved new-item slot (the bundle's "
+        "`serving.new_item_slots` share): it is in the list because of that policy, so its "
+        "score can be below the next item's. A client that re-sorts by score keeps the policy "
+        "by keeping reserved items at their positions.")
+    new: bool = Field(
+        False, description="A new item: without training interactions (the bundle's new "
+        "items) or added online through POST /items.")
 
 
 class RecommendationOut(BaseModel):
@@ -176,6 +194,39 @@ class RecommendationOut(BaseModel):
         description="`stored`: the bundle's user vector; `tower`: the user tower over the "
         "history; `popular`: fallback for an unknown user."
     )
+
+
+class ItemSummary(BaseModel):
+    item_id: str = Field(description="External item id.")
+    title: str | None = Field(
+        description="The item's text (a text bundle's title, split into its fields by "
+        "bundle/text_fields.py) when it was posted as text; null otherwise.")
+    source: Literal["bundle", "online"] = Field(
+        description="`bundle`: part of the trained bundle; `online`: added through POST /items.")
+    new: bool = Field(description="Without training interactions, or added online.")
+
+
+class ItemsPage(BaseModel):
+    items: list[ItemSummary] = Field(description="Live items: the bundle's in its order, then "
+                                     "online ones in the order they arrived.")
+    total: int = Field(description="Items that match `q` (all live items without it).")
+    offset: int = Field(description="Position of the first item of this page.")
+    limit: int = Field(description="Largest page asked for.")
+
+
+class HistoryItem(BaseModel):
+    item_id: str = Field(description="External item id.")
+    title: str | None = Field(description="The item's text when it was posted as text.")
+    ts: float | None = Field(description="Unix time of a logged interaction (its `ts`); null "
+                             "for the bundle's training history, which keeps no times.")
+
+
+class UserHistory(BaseModel):
+    user_id: str = Field(description="The user asked for.")
+    items: list[HistoryItem] = Field(
+        description="Newest first: the interactions logged online since the bundle's data "
+        "cut-off, then the bundle's training history (newest first as the bundle orders it): "
+        "what the user tower reads for this user.")
 
 
 class ReloadIn(Strict):

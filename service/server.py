@@ -112,7 +112,8 @@ def protocol(settings: Settings, base: type = _Fastest) -> type:
 
 def serve(settings: Settings) -> None:
     uvicorn.run(
-        "service.app:app", host=settings.host, port=settings.port, log_level="info",
+        "service.app:app", host=settings.host, port=settings.port,
+        log_level=settings.log_level, log_config=None,  # logging: service.logs (JSON lines)
         access_log=settings.access_log, http=protocol(settings),
         timeout_keep_alive=settings.keep_alive_s,
         limit_concurrency=settings.limit_concurrency or None,

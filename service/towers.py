@@ -13,6 +13,7 @@ import onnxruntime as ort
 from bundle import towers as names
 from bundle.text_fields import tokenize_fields
 from bundle.tokenize import load_tokenizer
+from service.stages import timed
 
 
 def providers() -> list[str]:
@@ -50,7 +51,9 @@ class ItemTower:
 
     def __call__(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         features = np.ascontiguousarray(features, dtype=np.float32)
-        embedding, state = self._session.run(list(names.ITEM_OUTPUTS), {names.FEATURES: features})
+        with timed("item_tower"):
+            embedding, state = self._session.run(list(names.ITEM_OUTPUTS),
+                                                 {names.FEATURES: features})
         return embedding.astype(np.float32, copy=False), state.astype(np.float32, copy=False)
 
 
@@ -83,15 +86,14 @@ class UserTower:
             mask[0, position] = 1.0
         known = user_state is not None
         row = user_state if known else np.zeros(user_state_dim, dtype=np.float32)
-        (embedding,) = self._session.run(
-            list(names.USER_OUTPUTS),
-            {
-                names.HISTORY_STATE: stacked,
-                names.HISTORY_MASK: mask,
-                names.USER_STATE: np.asarray(row, dtype=np.float32).reshape(1, -1),
-                names.USER_KNOWN: np.full((1, 1), 1.0 if known else 0.0, dtype=np.float32),
-            },
-        )
+        inputs = {
+            names.HISTORY_STATE: stacked,
+            names.HISTORY_MASK: mask,
+            names.USER_STATE: np.asarray(row, dtype=np.float32).reshape(1, -1),
+            names.USER_KNOWN: np.full((1, 1), 1.0 if known else 0.0, dtype=np.float32),
+        }
+        with timed("user_tower"):
+            (embedding,) = self._session.run(list(names.USER_OUTPUTS), inputs)
         return embedding[0].astype(np.float32, copy=False)
 
     def _state_width(self, states: list[np.ndarray]) -> int:
@@ -127,12 +129,13 @@ class TextTower:
         lengths = mask.sum(-1).max(-1)  # an item's longest field
         order = np.argsort(lengths, kind="stable")
         parts = []
-        for start in range(0, len(texts), self.chunk_size):
-            rows = order[start : start + self.chunk_size]
-            width = max(int(lengths[rows].max()), 1)
-            parts.append(self._session.run(list(names.TEXT_OUTPUTS), {
-                names.INPUT_IDS: np.ascontiguousarray(ids[rows][..., :width]),
-                names.ATTENTION_MASK: np.ascontiguousarray(mask[rows][..., :width])}))
+        with timed("text_tower"):
+            for start in range(0, len(texts), self.chunk_size):
+                rows = order[start : start + self.chunk_size]
+                width = max(int(lengths[rows].max()), 1)
+                parts.append(self._session.run(list(names.TEXT_OUTPUTS), {
+                    names.INPUT_IDS: np.ascontiguousarray(ids[rows][..., :width]),
+                    names.ATTENTION_MASK: np.ascontiguousarray(mask[rows][..., :width])}))
         back = np.argsort(order, kind="stable")  # the callers' order again
         return tuple(np.concatenate([p[k] for p in parts])[back].astype(np.float32, copy=False)
                      for k in range(3))  # type: ignore[return-value]

@@ -7,7 +7,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("bundle", "eventlog", "models", "service", "training")
+PACKAGES = ("bundle", "client", "eventlog", "models", "service", "training")
 
 
 def imported_packages(path: Path) -> set[str]:

@@ -17,6 +17,8 @@ FORBIDDEN = {
     "bundle": {"service", "training", "models", "eventlog", "torch"},
     "eventlog": {"service", "training", "models", "torch"},
     "models": {"service", "training", "bundle", "eventlog"},
+    # the Python client talks HTTP only: none of the project's packages (tests/imports.py)
+    "client": {"bundle", "eventlog", "models", "service", "training", "torch"},
 }
 
 
@@ -27,6 +29,14 @@ def test_a_package_imports_none_of_its_forbidden_neighbours(package: str) -> Non
         for path in sorted((ROOT / package).rglob("*.py"))
     }
     assert {file: names for file, names in breaches.items() if names} == {}
+
+
+def test_the_client_imports_no_project_package_and_nothing_imports_the_client() -> None:
+    assert set(FORBIDDEN["client"]) >= set(PACKAGES) - {"client"}
+    users = {str(path.relative_to(ROOT)) for package in PACKAGES if package != "client"
+             for path in sorted((ROOT / package).rglob("*.py"))
+             if "client" in imported_packages(path)}
+    assert users == set()
 
 
 def test_the_rule_reader_sees_imports_inside_functions(tmp_path: Path) -> None:

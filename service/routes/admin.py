@@ -14,7 +14,7 @@ router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[ApiKey],
                    responses={**BAD_BODY, **UNAUTHORIZED})
 
 
-@router.post("/reload", response_model=schemas.ReloadOut,
+@router.post("/reload", summary="Reload the bundle", response_model=schemas.ReloadOut,
              responses={403: {"description": "The folder is outside RECSYS_RELOAD_ROOT."},
                         422: {"description": "The bundle cannot be loaded; the old one stays."}})
 def reload(

@@ -10,13 +10,13 @@ from service.deps import ServiceDep
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", response_model=schemas.Health)
+@router.get("/healthz", summary="Health check", response_model=schemas.Health)
 async def healthz() -> schemas.Health:
     """The process is up."""
     return schemas.Health(status="ok")
 
 
-@router.get("/readyz", response_model=schemas.Ready,
+@router.get("/readyz", summary="Readiness check", response_model=schemas.Ready,
             responses={503: {"model": schemas.Ready, "description": "Not ready."}})
 async def readyz(service: ServiceDep) -> JSONResponse:
     """Bundle loaded, index built, store reachable, and RECSYS_BUNDLE not naming a bundle that
@@ -27,7 +27,7 @@ async def readyz(service: ServiceDep) -> JSONResponse:
     return JSONResponse(ready.model_dump(), status_code=200 if ready.ready else 503)
 
 
-@router.get("/metrics", response_class=Response,
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response,
             responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text."}})
 def metrics(request: Request) -> Response:
     """Prometheus metrics: latency per route, cache, index size, ingest, model, Redis errors."""

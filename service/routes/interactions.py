@@ -9,7 +9,8 @@ from service.routes import BAD_BODY, UNAUTHORIZED
 router = APIRouter(prefix="/interactions", tags=["interactions"])
 
 
-@router.post("", dependencies=[ApiKey], status_code=status.HTTP_201_CREATED,
+@router.post("", summary="Log an interaction",
+             dependencies=[ApiKey], status_code=status.HTTP_201_CREATED,
              response_model=schemas.InteractionOut,
              responses={**BAD_BODY, **UNAUTHORIZED,
                         404: {"description": "The item is unknown or deleted."}})

@@ -220,10 +220,25 @@ def test_mutating_endpoints_need_the_api_key(client, method, path, body):
     assert client.get("/recommend/u0").status_code == 200  # reads need no key
 
 
-def test_no_api_key_configured_means_open_endpoints(make_settings, factory):
+def test_no_api_key_configured_means_refused_writes(make_settings, factory):
     with TestClient(create_app(make_settings(api_key=None))) as client:
+        for method, path, body in (("DELETE", "/items/i1", None),
+                                   ("POST", "/interactions", {"user_id": "u0", "item_id": "i1"}),
+                                   ("POST", "/admin/reload", None)):
+            response = client.request(method, path, json=body)
+            assert response.status_code == 403, response.text
+            assert response.json()["code"] == "forbidden"
+            assert "RECSYS_API_KEY" in response.json()["detail"]
+        assert client.get("/items/i1").status_code == 200  # nothing was deleted
+        assert client.get("/recommend/u0").status_code == 200  # reads stay open
+
+
+def test_open_writes_opens_writes_only_without_a_key(make_settings, factory):
+    with TestClient(create_app(make_settings(api_key=None, open_writes=True))) as client:
         assert client.delete("/items/i1").status_code == 204
         assert client.get("/items/i1").status_code == 404
+    with TestClient(create_app(make_settings(open_writes=True))) as client:  # a key is set
+        assert client.delete("/items/i2").status_code == 401
 
 
 def test_deleted_item_never_appears_again(client, factory: FactoryBundle):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 import time
@@ -153,3 +154,15 @@ def test_reload_is_restricted_to_the_reload_root(make_settings, factory, tmp_pat
             assert "only bundles inside" in response.json()["detail"]
         assert reload(client, factory.path).status_code == 200  # inside: allowed
         assert _served_version(client) == "v1"
+
+
+def test_an_unreadable_bundle_is_explained_with_the_fix(tmp_path) -> None:
+    """A host-trained bundle (0700) mounted into a container running as another uid: root
+    reads anything, so the message is checked on the PermissionError the load would raise."""
+    from service.errors import unreadable
+
+    folder = tmp_path / "bundle"
+    folder.mkdir(mode=0o700)
+    message = unreadable(folder, PermissionError(13, "Permission denied", str(folder)))
+    assert str(folder) in message and f"uid {os.getuid()}" in message
+    assert "mode 0o700" in message and "chmod -R a+rX" in message
