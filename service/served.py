@@ -37,6 +37,7 @@ LAST_KEPT = 100_000  # users whose last logged list is remembered (then forgotte
 
 class ServedLog:
     def __init__(self, store: Store, settings: Settings, metrics: Metrics):
+        self.latest: list[dict] = []  # the last evaluation's rows, per model version
         self.store = store
         self.sample = settings.served_sample
         self.window_s = settings.online_window_s
@@ -144,6 +145,7 @@ class ServedLog:
         now = time.time()
         rows = online_hit_rates(self.store, now - self.window_s, now, window_s=self.window_s,
                                 by_day=False)
+        self.latest = rows  # what the page at /ui shows
         self.hit_rate.clear()
         for row in rows:
             if row["interactions"]:

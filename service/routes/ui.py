@@ -53,6 +53,10 @@ class UiModel(BaseModel):
     last_retrain: LastRetrain | None = Field(
         description="The last retrain's gate decision (`<bundles root>/gate/gate.json`); null "
         "when the served bundle is not in a bundles root or no retrain has run.")
+    online: list[dict[str, Any]] = Field(
+        [], description="Online evaluation over the last window, per model version: lists "
+        "served, interactions after them, the share that hit a list (all, warm, new items); "
+        "recomputed every RECSYS_ONLINE_EVAL_S.")
 
 
 @router.get("/ui/model", response_model=UiModel, summary="Served model and last retrain")
@@ -65,6 +69,7 @@ def ui_model(request: Request) -> UiModel:
         text_items=model is not None and model.text_tower is not None,
         sample_users=list(model.bundle.user_ids[:SAMPLE_USERS]) if model is not None else [],
         last_retrain=last_retrain(request.app.state.settings),
+        online=service.served.latest if service is not None else [],
     )
 
 

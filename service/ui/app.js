@@ -70,6 +70,7 @@ async function loadModel() {
     const users = $("users");
     users.replaceChildren(...info.sample_users.map((u) => { const o = el("option"); o.value = u; return o; }));
     showRetrain(info.last_retrain);
+    showOnline(info.online || []);
   }
   prepareAddForm();
   document.body.dataset.loaded = "1";
@@ -88,6 +89,16 @@ function showRetrain(decision) {
   if (decision.metric && valid.candidate !== undefined) {
     node.title = `${decision.metric}: candidate ${valid.candidate}, live ${valid.live}`;
   }
+}
+
+function showOnline(rows) {
+  const node = $("online");
+  const measured = rows.filter((r) => r.interactions > 0);
+  if (!measured.length) { node.textContent = "no interactions after a served list yet"; return; }
+  const pct = (x) => `${(100 * x).toFixed(1)}%`;
+  node.replaceChildren(...measured.map((r) => el("div",
+    `${r.model_version}: ${pct(r.hit_rate)} of ${r.interactions} interactions hit a served list ` +
+    `(warm ${pct(r.warm_hit_rate)}, new ${pct(r.new_hit_rate)})`)));
 }
 
 // ---- a user: history and recommendations ---------------------------------------------------

@@ -120,6 +120,8 @@ def test_the_service_logs_served_lists_and_scores_them(make_settings, tmp_path):
         scrape = generate_latest(client.app.state.metrics.registry).decode()
         assert 'recsys_online_hit_rate{items="all",model_version="v1"} 0.666' in scrape
         assert 'recsys_served_lists_total{result="logged"} 3.0' in scrape
+        [shown] = client.get("/ui/model").json()["online"]  # and on the page
+        assert (shown["model_version"], shown["hits"], shown["interactions"]) == ("v1", 2, 3)
 
 
 def test_sampling_logs_a_share_and_zero_logs_nothing(make_settings):
