@@ -124,8 +124,11 @@ def main() -> None:
         hold, traffic = d["holdout"], d["traffic"]
         holdout = (f"{hold['candidate']:.4f} / {hold['live']:.4f} ({hold['rows']})"
                    if hold["rows"] else "-")
+        start = row["start"]
+        if start == "warm" and not d["warm_start"]:
+            start = "warm asked: from scratch (live is a refit)"
         lines.append(
-            f"| {row['start']} | {row['total_s']:.0f} | {d['train_seconds']:.0f} | "
+            f"| {start} | {row['total_s']:.0f} | {d['train_seconds']:.0f} | "
             f"{row['total_s'] - d['train_seconds']:.0f} | {d['epochs']['run']} "
             f"({d['epochs']['best']}) | {d['valid']['candidate']:.4f} / {d['valid']['live']:.4f}"
             f" | {holdout} | {traffic['users']} / {traffic['repeat_share']:.1%} / "

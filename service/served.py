@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import collections
 import logging
-import random
 import threading
 import time
+import zlib
 
 import pydantic_core
 from prometheus_client import Counter, Gauge
@@ -45,7 +45,6 @@ class ServedLog:
         self.keep_s = settings.served_keep_days * 86_400
         self._pending: collections.deque = collections.deque()
         self._last: dict[str, tuple[bytes, float]] = {}  # user -> last logged body, when
-        self._random = random.random
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._write_lock = threading.Lock()
@@ -67,7 +66,7 @@ class ServedLog:
     def note(self, user_id: str | None, version: str, body: bytes) -> bytes:
         """Queue a served response body (a ``RecommendationOut``) for the log, sampled;
         returns the body."""
-        if user_id is None or (self.sample < 1.0 and self._random() >= self.sample):
+        if user_id is None or (self.sample < 1.0 and not self.sampled(user_id)):
             return body
         now = time.time()
         last = self._last.get(user_id)
@@ -83,6 +82,11 @@ class ServedLog:
             self.lists.labels(result="dropped").inc()
         pending.append((user_id, version, now, body))
         return body
+
+    def sampled(self, user_id: str) -> bool:
+        """Whether ``user_id`` is in the sample: by user, not by list, so a sampled user's
+        lists are all logged and a hit is never lost to an unlogged list of its user."""
+        return zlib.crc32(user_id.encode()) % 10_000 < self.sample * 10_000
 
     # ---- the threads ---------------------------------------------------------------------
 

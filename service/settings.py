@@ -105,8 +105,9 @@ class Settings(BaseSettings):
     )
     # Online evaluation (service/served.py, eventlog/served.py)
     served_sample: float = Field(
-        1.0, ge=0, le=1, description="Share of the lists served to a user id that are logged "
-        "(written in batches off the request path) for the online evaluation; 0 logs none.")
+        0.1, ge=0, le=1, description="Share of the users whose served lists are logged "
+        "(written in batches off the request path) for the online evaluation; 0 logs none, "
+        "1 every list (each logged list costs the miss path: benchmarks/serving.py).")
     online_window_s: float = Field(
         86_400.0, gt=0, description="An interaction counts against the lists served to its "
         "user at most this long before it; the hit-rate gauge covers the interactions of the "

@@ -91,7 +91,7 @@ def test_the_service_logs_served_lists_and_scores_them(make_settings, tmp_path):
     disliked = np.argsort(plain.item_embeddings @ plain.user_embeddings[1])[:40]
     factory = make_bundle(tmp_path / "slots", new_items=[plain.item_ids[i] for i in disliked],
                           new_item_slots=0.1)
-    settings = make_settings(bundle=factory.path, online_eval_s=0)
+    settings = make_settings(bundle=factory.path, served_sample=1.0, online_eval_s=0)
     with TestClient(create_app(settings)) as client:
         service = client.app.state.service
         first = client.get("/recommend/u1?k=10").json()
@@ -124,21 +124,25 @@ def test_the_service_logs_served_lists_and_scores_them(make_settings, tmp_path):
         assert (shown["model_version"], shown["hits"], shown["interactions"]) == ("v1", 2, 3)
 
 
-def test_sampling_logs_a_share_and_zero_logs_nothing(make_settings):
+def test_sampling_logs_a_share_and_zero_logs_nothing(make_settings, factory):
     with TestClient(create_app(make_settings(served_sample=0.0, online_eval_s=0))) as client:
         for _ in range(5):
             client.get("/recommend/u1?k=3")
         assert client.app.state.service.served.flush() == 0
     with TestClient(create_app(make_settings(served_sample=0.5, online_eval_s=0))) as client:
         served = client.app.state.service.served
-        served._random = iter([0.1, 0.9, 0.2, 0.7]).__next__  # kept, dropped, kept, dropped
-        for _ in range(4):
-            client.get("/recommend/u1?k=3")
-        assert served.flush() == 2
+        users = list(factory.user_ids[:40])
+        kept = [u for u in users if served.sampled(u)]
+        assert 0 < len(kept) < len(users)  # a share, by user
+        for user in users:
+            for k in (3, 4):  # two lists each: a sampled user's are both logged
+                client.get(f"/recommend/{user}?k={k}")
+        assert served.flush() == 2 * len(kept)
+        assert {s.user_id for s in iter_served(client.app.state.service.store)} == set(kept)
 
 
 def test_the_writer_thread_writes_without_being_asked(make_settings):
-    with TestClient(create_app(make_settings(online_eval_s=0))) as client:
+    with TestClient(create_app(make_settings(served_sample=1.0, online_eval_s=0))) as client:
         client.get("/recommend/u2?k=3")
         store = client.app.state.service.store
         deadline = time.monotonic() + 10
