@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import bundle as bundle_format
+from training.config import flatten_fields
 
 METRIC_COLUMNS = (  # column -> (report path in the manifest's metrics, metric)
     ("valid R@20", ("valid",), "recall@20"),
@@ -17,16 +18,6 @@ METRIC_COLUMNS = (  # column -> (report path in the manifest's metrics, metric)
     ("warm test R@20", ("test_report", "warm"), "recall@20"),
     ("cold test R@20", ("test_report", "cold"), "recall@20"),
 )
-
-
-def _flatten(fields: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in fields.items():
-        if isinstance(value, dict) and value:
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def _metric(metrics: dict[str, Any], path: tuple[str, ...], name: str) -> str:
@@ -61,7 +52,7 @@ def bundle_row(path: str | Path) -> tuple[dict[str, str], dict[str, Any]]:
         **{column: _metric(metrics, where, name) for column, where, name in METRIC_COLUMNS},
         "time s": "-" if seconds is None else f"{seconds:.1f}",
     }
-    return row, _flatten(manifest.config)
+    return row, flatten_fields(manifest.config)
 
 
 def compare_rows(paths: list[str | Path]) -> list[dict[str, str]]:

@@ -235,3 +235,15 @@ def apply_settings(fields: dict[str, Any], pairs: list[str]) -> dict[str, Any]:
                              "(model hyperparameters go in --hparam)")
         out[name] = value
     return out
+
+
+def flatten_fields(fields: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested config fields as ``{"a.b": value}`` (``refit.epochs``, ``hparams.embed_dim``):
+    what MLflow's parameters and ``compare``'s differing columns list."""
+    out: dict[str, Any] = {}
+    for key, value in fields.items():
+        if isinstance(value, dict) and value:
+            out.update(flatten_fields(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out

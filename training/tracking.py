@@ -34,6 +34,7 @@ from typing import Any
 
 import bundle as bundle_format
 from bundle.versions import content_hash
+from training.config import flatten_fields
 from training.run_record import stop_reason
 from training.trainer import TrainResult
 
@@ -61,17 +62,6 @@ def _warn_once(what: str, error: BaseException) -> None:
 def metric_name(name: str) -> str:
     """An MLflow-legal metric name (letters, digits, ``_ - . / :`` and spaces)."""
     return re.sub(r"[^\w\-. /:]", "_", name.replace("@", "_at_"))
-
-
-def flatten(fields: dict[str, Any], prefix: str = "") -> dict[str, str]:
-    """Nested config fields as ``a.b`` -> value text (MLflow parameters)."""
-    out: dict[str, str] = {}
-    for key, value in fields.items():
-        if isinstance(value, dict) and value:
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = str(value)[:500]
-    return out
 
 
 def _client(store: Path | None) -> tuple[Any, str]:
@@ -146,7 +136,7 @@ def _log(client: Any, experiment: str, result: TrainResult, path: Path,
         "model": manifest.model, "dataset": str(manifest.dataset.get("name")),
         "stopped_by": stopped, **tags})
     run_id = run.info.run_id
-    params = [Param(k, v) for k, v in flatten(result.config.model_dump()).items()]
+    params = [Param(k, str(v)[:500]) for k, v in flatten_fields(result.config.model_dump()).items()]
     metrics = _metrics(result)
     for start in range(0, len(params), 100):  # MLflow's limits per call
         client.log_batch(run_id, params=params[start:start + 100])
