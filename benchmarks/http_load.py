@@ -258,6 +258,29 @@ def cache_counts(url: str) -> dict[str, float]:
     return counts
 
 
+def stage_totals(url: str) -> dict[str, tuple[float, float]]:
+    """``recsys_stage_seconds`` by stage: (seconds, calls) so far."""
+    text = httpx.get(url + "/metrics", timeout=10).text
+    totals: dict[str, list[float]] = {}
+    for m in re.finditer(r'^recsys_stage_seconds_(sum|count)\{stage="([\w.]+)"\} ([\d.e+-]+)$',
+                         text, re.MULTILINE):
+        pair = totals.setdefault(m.group(2), [0.0, 0.0])
+        pair[0 if m.group(1) == "sum" else 1] += float(m.group(3))
+    return {stage: (pair[0], pair[1]) for stage, pair in totals.items()}
+
+
+def stage_line(before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]],
+               requests: float) -> str:
+    """Mean milliseconds of each stage a request between two :func:`stage_totals`."""
+    parts = []
+    for stage, (seconds, calls) in sorted(after.items()):
+        spent = seconds - before.get(stage, (0.0, 0.0))[0]
+        made = calls - before.get(stage, (0.0, 0.0))[1]
+        if made > 0 and requests > 0:
+            parts.append(f"{stage} {1000 * spent / requests:.3f} ms ({made / requests:.2f} calls)")
+    return "stages a request: " + (", ".join(parts) or "none timed")
+
+
 def hit_ratio(before: dict[str, float], after: dict[str, float]) -> str:
     delta = {k: after.get(k, 0) - before.get(k, 0) for k in ("hit", "miss", "bypass")}
     total = sum(delta.values())
