@@ -66,6 +66,7 @@ from models.metammf import (
     MetaMMFMFConfig,
 )
 from models.mf import BPRMF, VBPR, BPRConfig, VBPRConfig
+from models.names import MODEL_NAMES
 from models.popularity import MostPop, MostPopConfig
 
 _FUSION_KEYS = {"fusion_layers", "first_hidden", "meta_dim", "meta_hidden", "rank"}
@@ -166,8 +167,8 @@ _MODELS: dict[str, tuple[type[ModelConfig], Builder]] = {
     "sasrec_text": (SASRecTextConfig, _sequential(item_encoder="frozen")),
 }
 
-#: Every buildable model name.
-MODEL_NAMES: tuple[str, ...] = tuple(_MODELS)
+if tuple(_MODELS) != MODEL_NAMES:  # the torch-free list the command line reads
+    raise RuntimeError(f"models/names.py lists {MODEL_NAMES}, the registry {tuple(_MODELS)}")
 
 
 def build_model(

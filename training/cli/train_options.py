@@ -10,6 +10,7 @@ from typing import Any
 
 import typer
 
+from models.names import MODEL_NAMES
 from training.config import (
     ConfigError,
     TrainConfig,
@@ -20,14 +21,6 @@ from training.config import (
 
 # what run.sh serves (configs/tiktok_serving.json, chosen by `select` on validation)
 SERVED_MODEL = "early_lightgcn"
-# models.registry.MODEL_NAMES (a test keeps them equal), written out so that the command line
-# and its --help start without importing torch
-MODEL_NAMES = (
-    "metammf_gcn", "metammf_mf", "lightgcn", "vbpr", "bpr", "early_gcn", "late_gcn",
-    "hybrid_gcn", "metammf_lightgcn", "early_lightgcn", "late_lightgcn", "hybrid_lightgcn",
-    "freedom", "lattice", "mostpop", "content_knn", "crossan", "crossan_id", "indsan", "sasrec",
-    "sasrec_text",
-)
 
 
 def model_option() -> Any:
