@@ -1,9 +1,10 @@
 """FAISS: an immutable main index of the bundle's items plus a small exact delta index.
 
-FAISS indexes are not safe for an add during a search. The main index (exact, IVF or HNSW) is
-built once from the bundle and only read afterwards; items that arrive online go to an exact
-delta index that is guarded by one lock. Upserts and deletes leave tombstones: a row counts only
-while ``_where[item_id]`` still points at it, and searches fetch enough extra rows to skip them.
+FAISS indexes are not safe for an add during a search. The main index (exact, IVF-Flat, IVF-PQ
+or HNSW: :mod:`service.index_plan` chooses) is built once from the bundle and only read
+afterwards; items that arrive online go to an exact delta index that is guarded by one lock.
+Upserts and deletes leave tombstones: a row counts only while ``_where[item_id]`` still points
+at it, and searches fetch enough extra rows to skip them.
 A reload builds a fresh pair, which merges the delta into the main index.
 """
 
@@ -12,11 +13,26 @@ from __future__ import annotations
 import contextlib
 import math
 import threading
+import time
 from collections.abc import Sequence, Set
-from dataclasses import dataclass
+from dataclasses import replace
 
 import faiss
 import numpy as np
+
+from service.index_plan import (
+    IndexConfig,
+    IndexPlan,
+    calibrate,
+    calibration_queries,
+    choose_kind,
+    depth_name,
+    exact_top,
+    nlist_for,
+    pq_bytes_for,
+    recall_at,
+    set_depth,
+)
 
 MAIN, DELTA = 0, 1
 Hit = tuple[str, float]
@@ -43,43 +59,74 @@ def choose_device(requested: str, gpus: int) -> str:
     return "gpu" if gpus > 0 else "cpu"
 
 
-@dataclass(frozen=True)
-class IndexConfig:
-    kind: str = "flat"  # flat (exact inner product) | ivf | hnsw
-    device: str = "cpu"
-    nlist: int = 0  # 0: 4 * sqrt(n)
-    nprobe: int = 32
-    hnsw_m: int = 32
-    ef_construction: int = 80
-    ef_search: int = 128
-
-
 def build_faiss(vectors: np.ndarray, config: IndexConfig) -> faiss.Index:
-    """An inner-product index over ``vectors`` (row number = position)."""
+    """An inner-product index of ``config.kind`` (not auto) over ``vectors`` (row = position),
+    at FAISS's default search depth (:func:`plan_index` calibrates it)."""
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     n, dim = vectors.shape
-    if config.kind == "ivf" and n >= 2:
-        # FAISS wants about 39 training points per list; fewer lists for small catalogs.
-        nlist = min(config.nlist or int(4 * math.sqrt(n)), max(1, n // 39))
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        sample = vectors
-        if n > 256 * nlist:
-            rows = np.random.default_rng(0).choice(n, 256 * nlist, replace=False)
+    if config.kind in ("ivf", "ivfpq") and n >= 2:
+        nlist = nlist_for(n, config.nlist)
+        # a code's sub-quantisers have 256 centroids, fewer for catalogues too small to train them
+        bits = min(8, max(1, int(math.log2(max(2, n // 39)))))
+        m = pq_bytes_for(dim, config.pq_bytes)
+        codes = "Flat" if config.kind == "ivf" else f"PQ{m}x{bits}np"
+        index = faiss.index_factory(dim, f"IVF{nlist},{codes}", faiss.METRIC_INNER_PRODUCT)
+        # 64 training points a list (and 39 for each centroid of a PQ code): k-means
+        # cost grows with the sample, recall barely does
+        sample, size = vectors, max(64 * nlist, 39 * 2**bits)
+        if n > size:
+            rows = np.random.default_rng(0).choice(n, size, replace=False)
             sample = vectors[np.sort(rows)]
         index.train(sample)
-        index.nprobe = min(config.nprobe, nlist)
     elif config.kind == "hnsw":
         index = faiss.IndexHNSWFlat(dim, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = config.ef_construction
-        index.hnsw.efSearch = config.ef_search
     else:
         index = faiss.IndexFlatIP(dim)
-    if config.device == "gpu" and config.kind != "hnsw":  # FAISS has no GPU HNSW
+    if gpu_kind(config):
         resources = faiss.StandardGpuResources()
         index = faiss.index_cpu_to_gpu(resources, 0, index)
         index.resources_keepalive = resources  # the GPU index does not own them
     index.add(vectors)
     return index
+
+
+def gpu_kind(config: IndexConfig) -> bool:
+    """FAISS has no GPU HNSW, and its GPU IVF-PQ takes few code sizes: those stay on the CPU."""
+    return config.device == "gpu" and config.kind in ("flat", "ivf")
+
+
+def plan_index(vectors: np.ndarray, config: IndexConfig,
+               queries: np.ndarray | None = None) -> tuple[faiss.Index, IndexPlan]:
+    """Choose the kind (``auto``), build it, and set its search depth: the one configured, or
+    the smallest reaching the recall target on a sample of ``queries`` (see
+    :mod:`service.index_plan`); the plan records the Recall@100 measured either way."""
+    started = time.perf_counter()
+    n, dim = vectors.shape
+    kind, reason = choose_kind(n, dim, config)
+    config = replace(config, kind=kind)
+    index = build_faiss(vectors, config)
+    plan = IndexPlan(kind=kind, reason=reason)
+    depth = depth_name(kind)
+    if depth is not None and n > 0:
+        nlist = nlist_for(n, config.nlist)
+        plan.params = {"nlist": nlist} if kind == "ivf" else {
+            "nlist": nlist, "pq_bytes": pq_bytes_for(dim, config.pq_bytes)}
+        if kind == "hnsw":
+            plan.params = {"m": config.hnsw_m, "ef_construction": config.ef_construction}
+        sample = calibration_queries(vectors, queries)
+        truth = exact_top(vectors, sample)
+        fixed = config.ef_search if kind == "hnsw" else config.nprobe
+        gpu = gpu_kind(config)
+        if fixed:
+            set_depth(index, kind, fixed, gpu)
+            chosen = (fixed, recall_at(index.search(sample, truth.shape[1])[1], truth))
+        else:
+            chosen = calibrate(index, kind, nlist, truth, sample, config.recall_target, gpu)
+        plan.params[depth] = chosen[0]
+        plan.recall, plan.recall_target = round(chosen[1], 4), config.recall_target
+    plan.build_s = round(time.perf_counter() - started, 3)
+    return index, plan
 
 
 def _score(hit: Hit) -> float:
@@ -89,13 +136,16 @@ def _score(hit: Hit) -> float:
 class ItemIndex:
     """Top-K inner-product search over live items, safe under concurrent search and upsert."""
 
-    def __init__(self, ids: Sequence[str], vectors: np.ndarray, config: IndexConfig | None = None):
+    def __init__(self, ids: Sequence[str], vectors: np.ndarray, config: IndexConfig | None = None,
+                 queries: np.ndarray | None = None):
         self.config = config or IndexConfig()
         self.dim = int(vectors.shape[1])
-        self._main = build_faiss(vectors, self.config)
+        self._main, self.plan = plan_index(
+            np.ascontiguousarray(vectors, dtype=np.float32), self.config, queries)
         self._main_ids = list(ids)
         # GPU indexes are not safe even for concurrent searches.
-        self._main_lock = threading.Lock() if self.config.device == "gpu" else None
+        self._main_lock = threading.Lock() if gpu_kind(
+            replace(self.config, kind=self.plan.kind)) else None
         self._delta = faiss.IndexFlatIP(self.dim)
         self._delta_ids: list[str] = []
         self._lock = threading.Lock()  # the one writer lock: delta index, _where, _dead

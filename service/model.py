@@ -63,7 +63,9 @@ class ServingModel:
         self.user_states = np.load(bundle.file(USER_STATES)) if bundle.has(USER_STATES) else None
         self._check()
 
-        self.index = ItemIndex(bundle.item_ids, bundle.item_embeddings, config)
+        # the users' own vectors calibrate an approximate index's search depth
+        self.index = ItemIndex(bundle.item_ids, bundle.item_embeddings, config,
+                               queries=bundle.user_embeddings)
         # Reserved new-item slots (bundle.serving_rules): the items ranked through the
         # new-item path, the bundle's and every online one, also sit in a small exact index.
         self.new_item_slots = bundle.new_item_slots

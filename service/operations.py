@@ -67,9 +67,13 @@ class RecommendationService:
             device=choose_device(settings.index_device, gpu_count()),
             nlist=settings.ivf_nlist,
             nprobe=settings.ivf_nprobe,
+            pq_bytes=settings.pq_bytes,
             hnsw_m=settings.hnsw_m,
             ef_construction=settings.hnsw_ef_construction,
             ef_search=settings.hnsw_ef_search,
+            recall_target=settings.index_recall,
+            exact_max_items=settings.index_exact_max_items,
+            memory_gb=settings.index_memory_gb,
         )
         self.model: ServingModel | None = None
         self.served_path: Path | None = None  # the resolved folder of the served bundle
@@ -166,7 +170,10 @@ class RecommendationService:
             self.metrics.reloads.labels(result="ok").inc()
             self.metrics.set_model(model.version, model.model_name)
             self.metrics.index_items.set(len(model.index))
-            log.info("serving bundle %s (%s, %d items)", model.version, path, len(model.index))
+            plan = model.index.plan
+            log.info("serving bundle %s (%s, %d items; index %s %s, Recall@100 %s, %.1f s: %s)",
+                     model.version, path, len(model.index), plan.kind, plan.params,
+                     plan.recall, plan.build_s, plan.reason)
             return schemas.ReloadOut(
                 model_version=model.version,
                 previous_version=previous_version,
@@ -368,8 +375,9 @@ class RecommendationService:
             modalities=[schemas.Modality(name=m.name, dim=m.dim)
                         for m in (model.modalities if model else [])],
             index_items=len(model.index) if model else 0,
-            index_type=self.index_config.kind,
+            index_type=model.index.plan.kind if model else self.index_config.kind,
             index_device=self.index_config.device,
+            index=schemas.IndexReport(**model.index.plan.as_dict()) if model else None,
             store=store_ok,
             redis=await self.cache.state(),
         )

@@ -250,6 +250,16 @@ class Modality(BaseModel):
     dim: int = Field(description="Exact length of its feature vector.")
 
 
+class IndexReport(BaseModel):
+    kind: str = Field(description="flat, ivf, ivfpq or hnsw.")
+    params: dict[str, int] = Field(description="nlist, nprobe, pq_bytes, m, efSearch, as built.")
+    recall: float | None = Field(description="Recall@100 against exact search measured on a "
+                                 "sample of the bundle's users at load; null for exact search.")
+    recall_target: float | None = Field(description="RECSYS_INDEX_RECALL when calibrated.")
+    build_s: float = Field(description="Seconds to build and calibrate the index.")
+    reason: str = Field(description="Why this kind.")
+
+
 class Ready(BaseModel):
     ready: bool = Field(description="Bundle loaded, index built and store reachable, and "
                         "RECSYS_BUNDLE not naming a bundle that failed to load for longer than "
@@ -260,7 +270,10 @@ class Ready(BaseModel):
     model_version: str | None = Field(description="Bundle being served.")
     modalities: list[Modality] = Field(description="Expected item features, in order.")
     index_items: int = Field(description="Live items in the index.")
-    index_type: str = Field(description="flat, ivf or hnsw.")
+    index_type: str = Field(description="flat, ivf, ivfpq or hnsw: the kind serving (with "
+                            "RECSYS_INDEX_TYPE=auto, the one chosen for this catalogue).")
     index_device: str = Field(description="cpu or gpu.")
+    index: IndexReport | None = Field(None, description="How the loaded bundle's index was "
+                                      "chosen and built; null before a bundle loads.")
     store: bool = Field(description="The SQL store answered.")
     redis: Literal["up", "down", "disabled"] = Field(description="Cache state (informational).")

@@ -76,16 +76,30 @@ class Settings(BaseSettings):
         False, description="For local development only: with no RECSYS_API_KEY, accept writes "
         "from anyone who can reach the port. Ignored when RECSYS_API_KEY is set.")
 
-    index_type: Literal["flat", "ivf", "hnsw"] = Field(
-        "flat", description="FAISS index of the bundle's items: exact inner product (flat), "
-        "IVF or HNSW.")
+    index_type: Literal["auto", "flat", "ivf", "ivfpq", "hnsw"] = Field(
+        "auto", description="FAISS index of the bundle's items: exact inner product (flat), "
+        "IVF-Flat (ivf), IVF with product-quantised codes (ivfpq) or HNSW; auto picks flat up "
+        "to RECSYS_INDEX_EXACT_MAX_ITEMS items, ivf while the vectors fit "
+        "RECSYS_INDEX_MEMORY_GB, ivfpq above (service/index_plan.py).")
     index_device: Literal["auto", "cpu", "gpu"] = Field(
         "auto", description="Where FAISS searches; auto uses a GPU when FAISS sees one.")
-    ivf_nlist: int = Field(0, ge=0, description="IVF lists; 0 picks 4 * sqrt(items).")
-    ivf_nprobe: int = Field(32, ge=1, description="IVF lists searched per query.")
+    index_recall: float = Field(
+        0.95, gt=0, le=1, description="Recall@100 an approximate index is calibrated to on "
+        "load (its nprobe or efSearch, unless set), measured on a sample of the bundle's users.")
+    index_exact_max_items: int = Field(
+        50_000, ge=0, description="index_type=auto: exact search up to this many items.")
+    index_memory_gb: float = Field(
+        8.0, gt=0, description="index_type=auto: above this much float32 vector memory the "
+        "index keeps compressed codes (ivfpq) instead of the vectors (ivf).")
+    ivf_nlist: int = Field(0, ge=0, description="IVF lists; 0 picks a power of two near "
+                           "sqrt(items), at most 4,096.")
+    ivf_nprobe: int = Field(0, ge=0, description="IVF lists searched per query; 0 calibrates "
+                            "it to RECSYS_INDEX_RECALL.")
+    pq_bytes: int = Field(0, ge=0, description="Bytes of an ivfpq code; 0: half the dimension.")
     hnsw_m: int = Field(32, ge=4, description="HNSW neighbours per node.")
     hnsw_ef_construction: int = Field(80, ge=8, description="HNSW build-time search depth.")
-    hnsw_ef_search: int = Field(128, ge=8, description="HNSW query-time search depth.")
+    hnsw_ef_search: int = Field(0, ge=0, description="HNSW query-time search depth; 0 "
+                                "calibrates it to RECSYS_INDEX_RECALL.")
 
     history_len: int = Field(50, ge=1, description="Most recent items fed to the user tower.")
     max_batch: int = Field(1024, ge=1, description="Largest POST /items batch.")

@@ -7,7 +7,22 @@ import threading
 import numpy as np
 import pytest
 
-from service.index import IndexConfig, ItemIndex, choose_device
+from service.index import IndexConfig, ItemIndex, choose_device, set_threads
+from service.index_plan import (
+    choose_kind,
+    exact_top,
+    nlist_for,
+    pq_bytes_for,
+    recall_at,
+    set_depth,
+)
+
+
+@pytest.fixture(autouse=True)
+def one_faiss_thread():
+    """As served (RECSYS_FAISS_THREADS=1): OpenMP threads spin, and on shared cores a PQ
+    build with two of them took 7x longer than with one."""
+    set_threads(1)
 
 
 def brute_force(vectors: np.ndarray, ids: list[str], query: np.ndarray, k: int) -> list[str]:
@@ -74,19 +89,68 @@ def test_repeated_upserts_compact_the_delta_and_keep_results_exact():
     assert len(index) == 150
 
 
-@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def clustered(n: int, dim: int = 16, seed: int = 3) -> tuple[list[str], np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(50, dim)) * 3
+    vectors = (centers[rng.integers(0, 50, n)] + rng.normal(size=(n, dim))).astype(np.float32)
+    return [f"i{i}" for i in range(n)], vectors
+
+
+@pytest.mark.parametrize("kind", ["ivf", "ivfpq", "hnsw"])
 def test_approximate_indexes_recall_exact_top_k(kind: str):
     rng = np.random.default_rng(3)
-    centers = rng.normal(size=(50, 16)) * 3
-    vectors = (centers[rng.integers(0, 50, 5000)] + rng.normal(size=(5000, 16))).astype(np.float32)
-    ids = [f"i{i}" for i in range(5000)]
-    approximate = ItemIndex(ids, vectors, IndexConfig(kind=kind, nprobe=16, ef_search=128))
+    ids, vectors = clustered(5000)
+    # one byte a dimension: the default half a byte trains on the items, not on these queries
+    approximate = ItemIndex(ids, vectors, IndexConfig(kind=kind, nprobe=16, ef_search=128,
+                                                      pq_bytes=16))
     queries = rng.normal(size=(20, 16)).astype(np.float32)
     recalls = [
         len({i for i, _ in hits} & set(brute_force(vectors, ids, q, 10))) / 10
         for q, hits in zip(queries, approximate.search(queries, 10), strict=True)
     ]
     assert np.mean(recalls) >= 0.9
+
+
+def test_auto_picks_the_kind_by_catalogue_size_and_vector_memory():
+    config = IndexConfig(kind="auto", exact_max_items=50_000, memory_gb=8.0)
+    assert choose_kind(50_000, 352, config)[0] == "flat"
+    assert choose_kind(1_000_000, 352, config)[0] == "ivf"  # 1.3 GiB of vectors
+    kind, reason = choose_kind(10_000_000, 352, config)  # 13.1 GiB: codes instead
+    assert kind == "ivfpq" and "13.1 GiB" in reason
+    assert choose_kind(10, 352, IndexConfig(kind="hnsw"))[0] == "hnsw"
+    assert nlist_for(10_000_000) == 4096 and nlist_for(1_000_000) == 1024
+    assert nlist_for(100) == 2 and pq_bytes_for(352) == 176 and pq_bytes_for(10, 4) == 2
+
+
+def test_calibration_takes_the_shallowest_depth_reaching_the_recall_target():
+    ids, vectors = clustered(6000)
+    queries = vectors[:200] + np.random.default_rng(5).normal(size=(200, 16)).astype(np.float32)
+    index = ItemIndex(ids, vectors, IndexConfig(kind="auto", exact_max_items=1000,
+                                                recall_target=0.9), queries=queries)
+    plan = index.plan
+    assert plan.kind == "ivf" and plan.recall >= 0.9 and plan.recall_target == 0.9
+    # the next shallower depth misses the target: calibration did not over-search
+    truth = exact_top(vectors, queries)
+    shallower = plan.params["nprobe"] // 2
+    if shallower:
+        set_depth(index._main, "ivf", shallower)
+        assert recall_at(index._main.search(queries, 100)[1], truth) < 0.9
+    explicit = ItemIndex(ids, vectors, IndexConfig(kind="ivf", nprobe=1), queries=queries)
+    assert explicit.plan.params["nprobe"] == 1 and explicit.plan.recall < plan.recall
+
+
+def test_an_unreachable_target_keeps_the_deepest_search_and_reports_its_recall():
+    ids, vectors = clustered(3000)
+    index = ItemIndex(ids, vectors, IndexConfig(kind="ivfpq", pq_bytes=1, recall_target=1.0))
+    plan = index.plan
+    assert plan.params["nprobe"] == plan.params["nlist"] and plan.recall < 1.0
+    assert len(index.search(vectors[:3], 10)[0]) == 10
+
+
+def test_exact_search_reports_no_recall():
+    ids, vectors = random_catalog(500, 8)
+    plan = ItemIndex(ids, vectors, IndexConfig(kind="auto")).plan
+    assert plan.kind == "flat" and plan.recall is None and plan.params == {}
 
 
 def test_choose_device_prefers_gpu_only_when_present():

@@ -32,7 +32,7 @@ def test_defaults_serve_bundles_tiktok_on_sqlite(monkeypatch):
     settings = Settings()
     assert settings.bundle == Path("bundles/tiktok")
     assert settings.database_url.startswith("sqlite:///") and settings.api_key is None
-    assert settings.index_type == "flat" and settings.history_len == 50
+    assert settings.index_type == "auto" and settings.history_len == 50
 
 
 @pytest.mark.parametrize(("name", "value"), [("RECSYS_INDEX_TYPE", "lsh"),
