@@ -17,6 +17,7 @@ script call): the caller batches concurrent requests (``service.batching``).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -33,6 +34,7 @@ from redis.backoff import NoBackoff
 from service.stages import timed
 
 log = logging.getLogger(__name__)
+MAX_WRITES_BEHIND = 64
 
 
 # KEYS: the keys; ARGV[1]: TTL in seconds, ARGV[2..]: the values in the order of KEYS.
@@ -64,6 +66,7 @@ class Cache:
         if local_items > 0:
             self._local = TTLCache(local_items, ttl_s, timer=time.monotonic)
         self._redis = None
+        self._writes: set[asyncio.Task[None]] = set()  # write-behind tasks still running
         if url:
             self._redis = aioredis.Redis.from_url(
                 url,
@@ -105,6 +108,20 @@ class Cache:
         with timed("redis"):
             await self._call(lambda r: self._set_many(keys=keys, args=[self.ttl_s, *values]))
 
+    async def store(self, pairs: list[tuple[str, bytes]]) -> None:
+        """:meth:`set_many` without making the caller wait for Redis: a list is answered as
+        soon as it is ranked (a key carries every generation, so a write that lands late can
+        never be stale). Past ``MAX_WRITES_BEHIND`` writes in flight the caller waits, so a
+        slow Redis slows the misses instead of piling up tasks."""
+        if not pairs or not self.available():
+            return
+        if len(self._writes) >= MAX_WRITES_BEHIND:
+            await self.set_many(pairs)
+            return
+        task = asyncio.create_task(self.set_many(pairs))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
     def available(self) -> bool:
         """Whether the cache can be used right now (not disabled, not backing off)."""
         return self._redis is not None and time.monotonic() >= self._down_until
@@ -116,6 +133,8 @@ class Cache:
         return "up" if await self._call(lambda r: r.ping()) else "down"
 
     async def close(self) -> None:
+        if self._writes:  # the writes behind: finish them before the connection goes
+            await asyncio.gather(*self._writes, return_exceptions=True)
         if self._redis is not None:
             await self._redis.aclose()
 

@@ -71,6 +71,8 @@ def build_faiss(vectors: np.ndarray, config: IndexConfig) -> faiss.Index:
         m = pq_bytes_for(dim, config.pq_bytes)
         codes = "Flat" if config.kind == "ivf" else f"PQ{m}x{bits}np"
         index = faiss.index_factory(dim, f"IVF{nlist},{codes}", faiss.METRIC_INNER_PRODUCT)
+        if config.kind == "ivfpq":  # each sub-quantiser's k-means: 64 points a centroid
+            faiss.downcast_index(index).pq.cp.max_points_per_centroid = 64
         # 64 training points a list (and 39 for each centroid of a PQ code): k-means
         # cost grows with the sample, recall barely does
         sample, size = vectors, max(64 * nlist, 39 * 2**bits)
@@ -104,7 +106,21 @@ def plan_index(vectors: np.ndarray, config: IndexConfig,
     started = time.perf_counter()
     n, dim = vectors.shape
     kind, reason = choose_kind(n, dim, config)
-    config = replace(config, kind=kind)
+    index, plan = _build_and_calibrate(vectors, replace(config, kind=kind), reason, queries)
+    depth = plan.params.get("nprobe", 0)
+    if config.kind == "auto" and kind == "ivf" and 2 * depth >= plan.params["nlist"]:
+        # probing half the lists or more costs what a scan does: exact search is as fast
+        reason = (f"IVF needed nprobe={depth} of {plan.params['nlist']} lists for Recall@100 "
+                  f"{config.recall_target:g}: exact search instead")
+        index, plan = _build_and_calibrate(vectors, replace(config, kind="flat"), reason)
+    plan.build_s = round(time.perf_counter() - started, 3)
+    return index, plan
+
+
+def _build_and_calibrate(vectors: np.ndarray, config: IndexConfig, reason: str,
+                         queries: np.ndarray | None = None) -> tuple[faiss.Index, IndexPlan]:
+    n, dim = vectors.shape
+    kind = config.kind
     index = build_faiss(vectors, config)
     plan = IndexPlan(kind=kind, reason=reason)
     depth = depth_name(kind)
@@ -125,7 +141,6 @@ def plan_index(vectors: np.ndarray, config: IndexConfig,
             chosen = calibrate(index, kind, nlist, truth, sample, config.recall_target, gpu)
         plan.params[depth] = chosen[0]
         plan.recall, plan.recall_target = round(chosen[1], 4), config.recall_target
-    plan.build_s = round(time.perf_counter() - started, 3)
     return index, plan
 
 

@@ -7,8 +7,10 @@ would take (thresholds measured by ``benchmarks/catalogue_scale.py``, results in
 - up to ``exact_max_items`` (50,000) items: exact inner product. Its search is a scan, but a
   scan of 50,000 x 352 floats batched over a miss batch costs about what IVF's probing does,
   with recall 1.
-- raw float32 vectors within ``memory_gb`` (8 GiB: about 5.7 million 352-d items): IVF-Flat,
-  which keeps the vectors and loses recall only to the lists it does not probe.
+- raw float32 vectors within ``memory_gb`` (8 GiB: about 6 million 352-d items): IVF-Flat,
+  which keeps the vectors and loses recall only to the lists it does not probe; unless
+  reaching the target takes probing half its lists or more (vectors without cluster
+  structure), where a scan costs the same: exact search then.
 - above: IVF-PQ with ``dim / 2`` one-byte codes (8x smaller than float32; ``pq_bytes`` sets
   it), which also loses recall to the codes.
 

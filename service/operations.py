@@ -310,7 +310,7 @@ class RecommendationService:
 
     async def _answer_misses(self, queries: list[Query]) -> list[Answer | Exception]:
         """What the memory layer lacked, for a batch of requests: one Redis MGET, one ranking
-        of what Redis lacks too, one Redis write of the new lists."""
+        of what Redis lacks too, one Redis write of the new lists (behind the answers)."""
         found = await self.cache.get_many([query.key for query in queries])
         answers: list[Answer | Exception | None] = []  # None: to be ranked
         missing: list[int] = []
@@ -333,7 +333,7 @@ class RecommendationService:
             source, items = source_name.encode(), listed_json(queries[position], hits)
             answers[position] = (source, items, False)
             writes.append((queries[position].key, source + b"\n" + items))
-        await self.cache.set_many(writes)
+        await self.cache.store(writes)  # written behind: the answer does not wait for Redis
         return answers  # type: ignore[return-value]  # every None was ranked above
 
     async def _rank(self, queries: list[Query]) -> list[Ranked | Exception]:

@@ -105,6 +105,21 @@ def test_batches_round_trip_every_value_with_the_ttl(prefix):
     assert all(0 < redis_client().ttl(key) <= 30 for key in keys)
 
 
+def test_writes_behind_return_at_once_and_land_before_close(prefix, monkeypatch):
+    async def scenario():
+        cache = Cache(LOCAL_REDIS, ttl_s=30, prefix=prefix)
+        keys = [cache.key("rec", n) for n in range(3)]
+        await cache.store([(keys[0], b"behind")])
+        assert len(cache._writes) == 1  # not written yet: the caller did not wait
+        monkeypatch.setattr("service.cache.MAX_WRITES_BEHIND", 1)
+        await cache.store([(keys[1], b"inline")])  # past the cap: written before returning
+        assert redis_client().get(keys[1]) == b"inline"
+        await cache.close()  # waits for what is still behind
+        assert redis_client().get(keys[0]) == b"behind"
+
+    asyncio.run(scenario())
+
+
 def test_error_reply_is_counted_and_backs_off(private_redis):
     errors = []
     # No memory for anything: every write gets an OOM error reply (the connection stays up).

@@ -139,6 +139,13 @@ def test_calibration_takes_the_shallowest_depth_reaching_the_recall_target():
     assert explicit.plan.params["nprobe"] == 1 and explicit.plan.recall < plan.recall
 
 
+def test_auto_builds_exact_search_when_ivf_would_probe_half_its_lists():
+    ids, vectors = random_catalog(4000, 32)  # no clusters: IVF must probe nearly every list
+    plan = ItemIndex(ids, vectors, IndexConfig(kind="auto", exact_max_items=1000,
+                                               recall_target=0.99)).plan
+    assert plan.kind == "flat" and "exact search instead" in plan.reason
+
+
 def test_an_unreachable_target_keeps_the_deepest_search_and_reports_its_recall():
     ids, vectors = clustered(3000)
     index = ItemIndex(ids, vectors, IndexConfig(kind="ivfpq", pq_bytes=1, recall_target=1.0))
