@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 
 import numpy as np
@@ -158,6 +159,29 @@ def test_exact_search_reports_no_recall():
     ids, vectors = random_catalog(500, 8)
     plan = ItemIndex(ids, vectors, IndexConfig(kind="auto")).plan
     assert plan.kind == "flat" and plan.recall is None and plan.params == {}
+
+
+def test_searches_on_worker_threads_use_the_configured_faiss_threads():
+    """OpenMP keeps its thread count per native thread: a search on a fresh thread (the
+    service's thread pool) must not fall back to every core."""
+    import faiss
+
+    ids, vectors = random_catalog(200, 8)
+    index = ItemIndex(ids, vectors)
+    seen = {}
+
+    def search() -> None:
+        seen["before"] = faiss.omp_get_max_threads()
+        index.search(vectors[:2], 5)
+        seen["after"] = faiss.omp_get_max_threads()
+
+    set_threads(1)
+    worker = threading.Thread(target=search)
+    worker.start()
+    worker.join()
+    assert seen["after"] == 1
+    if (os.cpu_count() or 1) > 1 and "OMP_NUM_THREADS" not in os.environ:
+        assert seen["before"] > 1  # the fresh thread's own default: what the fix overrides
 
 
 def test_choose_device_prefers_gpu_only_when_present():
