@@ -5,8 +5,8 @@ python benchmarks/catalogue_scale.py                      # 10^4 .. 10^7, then t
 python benchmarks/catalogue_scale.py --sizes 10000,100000 --serve-sizes 10000 --quick
 
 Index part (one process; builds with every core, searches with one FAISS thread, as served):
-for every size and index kind, the build time, the memory the index adds to the process
-(resident anonymous memory before and after the build), the search depth the service's own
+for every size and index kind, the build time, the index's size (its serialised bytes), the
+search depth the service's own
 calibration (:func:`service.index.plan_index`) picks for Recall@100 >= the target on
 ``--queries`` held-out queries, the recall then measured on other queries, and the latency of
 single-query searches from 8 threads at once (p50/p99) with their throughput. Exact search runs
@@ -26,13 +26,13 @@ every request a new key), and the Redis memory of one cached list. Writes
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import sys
 import threading
 import time
 from pathlib import Path
 
+import faiss
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,12 +47,9 @@ DIM = 352  # the served TikTok bundle's width
 RESULTS = ROOT / "benchmarks" / "results" / "catalogue_scale.md"
 
 
-def resident_gib() -> float:
-    """Anonymous resident memory of this process (what a replica must hold), GiB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("RssAnon:"):
-            return int(line.split()[1]) / 2**20
-    return float("nan")
+def index_gib(index) -> float:
+    """The index's own size (its serialised bytes: vectors or codes, lists, graph), GiB."""
+    return faiss.serialize_index(index).nbytes / 2**30
 
 
 def concurrent_latency(index, queries: np.ndarray, k: int, seconds: float,
@@ -96,12 +93,10 @@ def index_section(sizes: list[int], dim: int, calibration: int, probes: int, sec
         fit, probe = queries[:calibration], queries[calibration:]
         truth = exact_top(data, probe)
         for kind in kinds_for(n, hnsw_max):
-            gc.collect()
-            before = resident_gib()
             set_threads(os.cpu_count() or 1)  # builds use every core, searches one
             index, plan = plan_index(data, IndexConfig(kind=kind, recall_target=target), fit)
             set_threads(1)
-            added = resident_gib() - before
+            added = index_gib(index)
             recall = 1.0 if kind == "flat" else recall_at(index.search(probe, 100)[1], truth)
             p50, p99, qps = concurrent_latency(index, probe, 100, seconds)
             row = {"items": n, "kind": kind, "build_s": plan.build_s, "memory_gib": added,
@@ -155,8 +150,8 @@ def main(argv: list[str] | None = None) -> None:
                                 args.target) if serve_sizes else []
     lines = ["# Catalogue scale", "", f"```\n{command.strip()}\n```", "",
              f"Run {started} on {os.cpu_count()} cores; {args.dim}-d synthetic clustered vectors "
-             "(benchmarks/ann.py). Memory is the resident anonymous memory the index added to "
-             "the process; latency is single-query searches from 8 threads on these cores.", ""]
+             "(benchmarks/ann.py). Memory is the index's serialised size (vectors or codes, "
+             "lists, graph); latency is single-query searches from 8 threads on these cores.", ""]
     if rows:
         lines += index_table(rows, args.target) + [""]
     lines += serve_lines

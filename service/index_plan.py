@@ -20,8 +20,9 @@ HNSW is available by name (``index_type=hnsw``) but never chosen: on our measure
 An approximate index's search depth (IVF ``nprobe``, HNSW ``efSearch``) is then calibrated at
 build time unless set: the smallest depth of a doubling ladder whose Recall@100 against the
 exact top-100 reaches ``recall_target`` (0.95) on a sample of real queries (the bundle's user
-vectors, else its item vectors). A target the index cannot reach keeps the deepest setting
-tried and says so in the plan (``/readyz`` shows it), rather than failing the load.
+vectors, else its item vectors). A target the index cannot reach (IVF-PQ's codes cap its
+recall) keeps the depth where recall stopped growing and says so in the plan (``/readyz``
+shows the recall reached), rather than failing the load or scanning every list.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import numpy as np
 
 RECALL_AT = 100
 CALIBRATION_QUERIES = 256
+PLATEAU = 0.005  # recall a doubled search depth must add to be worth its cost
 KINDS = ("auto", "flat", "ivf", "ivfpq", "hnsw")
 
 
@@ -114,13 +116,18 @@ def depth_ladder(kind: str, nlist: int) -> list[int]:
 
 def calibrate(index: faiss.Index, kind: str, nlist: int, truth: np.ndarray,
               queries: np.ndarray, target: float, gpu: bool = False) -> tuple[int, float]:
-    """The smallest search depth whose Recall@k reaches ``target`` on ``queries`` (or the
-    deepest tried, with its recall), ``truth`` being their exact top-k."""
+    """The smallest search depth whose Recall@k reaches ``target`` on ``queries``,
+    ``truth`` being their exact top-k. A target the index cannot reach (codes too coarse)
+    stops the ladder where doubling the depth gains less than ``PLATEAU`` recall: deeper
+    would cost twice as much for what the codes cannot give."""
     best = (0, 0.0)
     for depth in depth_ladder(kind, nlist):
         set_depth(index, kind, depth, gpu)
-        best = (depth, recall_at(index.search(queries, truth.shape[1])[1], truth))
-        if best[1] >= target:
+        recall = recall_at(index.search(queries, truth.shape[1])[1], truth)
+        if best[0] and recall - best[1] < PLATEAU:
+            break
+        best = (depth, recall)
+        if recall >= target:
             break
     set_depth(index, kind, best[0], gpu)
     return best

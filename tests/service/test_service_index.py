@@ -10,6 +10,8 @@ import pytest
 
 from service.index import IndexConfig, ItemIndex, choose_device, set_threads
 from service.index_plan import (
+    PLATEAU,
+    calibration_queries,
     choose_kind,
     exact_top,
     nlist_for,
@@ -147,12 +149,18 @@ def test_auto_builds_exact_search_when_ivf_would_probe_half_its_lists():
     assert plan.kind == "flat" and "exact search instead" in plan.reason
 
 
-def test_an_unreachable_target_keeps_the_deepest_search_and_reports_its_recall():
+def test_an_unreachable_target_stops_where_recall_stops_growing():
     ids, vectors = clustered(3000)
     index = ItemIndex(ids, vectors, IndexConfig(kind="ivfpq", pq_bytes=1, recall_target=1.0))
     plan = index.plan
-    assert plan.params["nprobe"] == plan.params["nlist"] and plan.recall < 1.0
-    assert len(index.search(vectors[:3], 10)[0]) == 10
+    assert plan.recall < 1.0 and len(index.search(vectors[:3], 10)[0]) == 10
+    # one step deeper adds less than PLATEAU (or there is no deeper step)
+    depth, nlist = plan.params["nprobe"], plan.params["nlist"]
+    if depth < nlist:
+        sample = calibration_queries(vectors, None)
+        set_depth(index._main, "ivfpq", 2 * depth)
+        deeper = recall_at(index._main.search(sample, 100)[1], exact_top(vectors, sample))
+        assert deeper - plan.recall < PLATEAU
 
 
 def test_exact_search_reports_no_recall():
