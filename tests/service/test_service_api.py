@@ -340,16 +340,12 @@ def test_approximate_index_types_serve_the_same_api(make_settings, factory, inde
     with TestClient(create_app(settings)) as client:
         ready = client.get("/readyz").json()
         assert ready["index_type"] == index_type and ready["index_device"] == "cpu"
-        plan = ready["index"]  # calibrated on the bundle's users: the depth and its recall
+        plan = ready["index"]  # calibrated on the bundle's users; 200 items train 2-bit codes
         assert plan["kind"] == index_type and plan["recall_target"] == 0.99
-        depth = plan["params"].get("nprobe") or plan["params"]["efSearch"]
-        # the target is reached, or (codes too coarse for 200 items) every list is searched
-        # and the shortfall reported
-        assert plan["recall"] >= 0.99 or (index_type == "ivfpq" and
-                                          depth == plan["params"]["nlist"])
+        assert plan["recall"] >= (0.99 if index_type != "ivfpq" else 0.5)
         body = client.get("/recommend/u3?k=10").json()
         exact = brute_force(factory, factory.user_embeddings[3], 10, factory.trained_items(3))
-        if index_type != "ivfpq":  # 200 items train only 2-bit codes (recall: test_service_index)
+        if index_type != "ivfpq":  # the codes' recall: test_service_index
             assert len(set(ids(body)) & set(exact)) >= 9  # small catalog: near-exact
         target = factory.user_embeddings[3] * 10
         item = item_body(factory, "fresh", features_for(factory, target))
