@@ -53,6 +53,21 @@ class HistoryMean(nn.Module):
         """[U, d]: each user's weighted mean of ``item_x`` over its history (zero if none)."""
         return self.users_from_items(item_x)
 
+    def history_rows(
+        self, users: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(row, item, share)`` [E_b] of every entry of ``users``' histories (``row``
+        indexes ``users``): the rows of :meth:`user_mean`, so that the mean of a few users
+        reads only their items' rows (``sum share * item_x[item]`` per row)."""
+        op = self.users_from_items
+        start = op.crow.index_select(0, users)
+        count = op.crow.index_select(0, users + 1) - start
+        row = torch.repeat_interleave(torch.arange(len(users), device=users.device), count)
+        # each entry's position in the CSR arrays: its row's start plus its rank in the row
+        first = torch.cumsum(count, 0) - count
+        at = torch.arange(len(row), device=users.device) + (start - first).index_select(0, row)
+        return row, op.col.index_select(0, at), op.val.index_select(0, at)
+
     def weights_of(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """The weight of each (user, item) pair in its user's mean (0 for a pair that is not
         in the history)."""

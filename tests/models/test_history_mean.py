@@ -28,6 +28,16 @@ def test_the_mean_weighs_an_item_by_decay_to_the_number_of_newer_items() -> None
         0.25, 0.0, 1.0, 0.0]
 
 
+def test_the_history_rows_of_some_users_rebuild_their_means() -> None:
+    mean = HistoryMean(BipartiteGraph(3, 5, EDGES), decay=0.5)
+    x = torch.randn(5, 3)
+    users = torch.tensor([2, 0, 0, 1])  # no history, repeated, any order
+    row, item, share = mean.history_rows(users)
+    out = torch.zeros(len(users), 3).index_add(0, row, share.unsqueeze(1) * x[item])
+    torch.testing.assert_close(out, mean.user_mean(x)[users])
+    assert sorted(item[row == 1].tolist()) == [1, 3, 4]
+
+
 def test_served_history_weights_match_the_training_mean_whatever_the_padding() -> None:
     mask_right = torch.tensor([[0.0, 1.0, 1.0, 1.0]])  # the service right-aligns
     mask_left = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
