@@ -35,7 +35,7 @@ def test_help_lists_every_setting_with_its_default_and_description_and_exits():
         assert info.description and " ".join(info.description.split()) in out, field
     assert "RECSYS_CACHE_TTL_S (int, default 300)" in out
     assert "RECSYS_OPEN_WRITES (bool, default false)" in out
-    assert "RECSYS_INDEX_TYPE (flat | ivf | hnsw, default flat)" in out
+    assert "RECSYS_INDEX_TYPE (auto | flat | ivf | ivfpq | hnsw, default auto)" in out
     assert "Uvicorn running" not in run.stdout + run.stderr
 
 
