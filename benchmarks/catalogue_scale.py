@@ -20,13 +20,15 @@ each, no towers) served by ``python -m service`` with ``RECSYS_INDEX_TYPE=auto``
 from process start to ``/readyz`` (a publish does the same: load, check, build, calibrate),
 the index ``/readyz`` reports, the process's resident memory, cache misses at c=8 (``wrk``,
 every request a new key), and the Redis memory of one cached list. Writes
-``benchmarks/results/catalogue_scale.md``.
+``benchmarks/results/catalogue_scale.md`` (indexes) and ``catalogue_serving.md`` (the service);
+``--sizes ""`` or ``--serve-sizes ""`` skips a part.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 import threading
 import time
@@ -45,6 +47,7 @@ from service.index_plan import exact_top, recall_at  # noqa: E402
 
 DIM = 352  # the served TikTok bundle's width
 RESULTS = ROOT / "benchmarks" / "results" / "catalogue_scale.md"
+SERVING_RESULTS = ROOT / "benchmarks" / "results" / "catalogue_serving.md"
 
 
 def index_gib(index) -> float:
@@ -139,25 +142,32 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--duration", type=float, default=5.0, help="seconds of each wrk run")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/catalogue-scale"))
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--serving-out", type=Path, default=SERVING_RESULTS)
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s]
     serve_sizes = [int(s) for s in args.serve_sizes.split(",") if s]
-    command = "python benchmarks/catalogue_scale.py " + " ".join(argv or sys.argv[1:])
+    command = "python benchmarks/catalogue_scale.py " + shlex.join(argv or sys.argv[1:])
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     rows = index_section(sizes, args.dim, args.calibration, args.probes, args.seconds,
                          args.target, args.hnsw_max) if sizes else []
     serve_lines = serve_section(serve_sizes, args.dim, args.workdir, args.duration,
                                 args.target) if serve_sizes else []
-    lines = ["# Catalogue scale", "", f"```\n{command.strip()}\n```", "",
-             f"Run {started} on {os.cpu_count()} cores; {args.dim}-d synthetic clustered vectors "
-             "(benchmarks/ann.py). Memory is the index's serialised size (vectors or codes, "
-             "lists, graph); latency is single-query searches from 8 threads on these cores.", ""]
+    header = [f"```\n{command.strip()}\n```", "",
+              f"Run {started} on {os.cpu_count()} cores; {args.dim}-d synthetic clustered vectors "
+              "(benchmarks/ann.py).", ""]
     if rows:
-        lines += index_table(rows, args.target) + [""]
-    lines += serve_lines
+        write(args.out, ["# Catalogue scale: indexes", "", *header,
+                         "Memory is the index's serialised size (vectors or codes, lists, graph); "
+                         "latency is single-query searches from 8 threads on these cores.", "",
+                         *index_table(rows, args.target)])
+    if serve_lines:
+        write(args.serving_out, ["# Catalogue scale: the service", "", *header, *serve_lines])
+
+
+def write(path: Path, lines: list[str]) -> None:
     text = "\n".join(lines).rstrip() + "\n"
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
     print(text)
 
 

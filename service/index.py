@@ -122,10 +122,16 @@ def plan_index(vectors: np.ndarray, config: IndexConfig,
     index, plan = _build_and_calibrate(vectors, replace(config, kind=kind), reason, queries)
     depth = plan.params.get("nprobe", 0)
     if config.kind == "auto" and kind == "ivf" and 2 * depth >= plan.params["nlist"]:
-        # probing half the lists or more costs what a scan does: exact search is as fast
-        reason = (f"IVF needed nprobe={depth} of {plan.params['nlist']} lists for Recall@100 "
-                  f"{config.recall_target:g}: exact search instead")
-        index, plan = _build_and_calibrate(vectors, replace(config, kind="flat"), reason)
+        # probing half the lists or more costs what a scan does: a graph index, which does
+        # not need clusters, when its build is affordable, else exact search
+        why = (f"IVF needed nprobe={depth} of {plan.params['nlist']} lists for Recall@100 "
+               f"{config.recall_target:g}")
+        if n <= config.hnsw_max_items:
+            index, plan = _build_and_calibrate(vectors, replace(config, kind="hnsw"),
+                                               f"{why}: HNSW instead", queries)
+        if plan.kind != "hnsw" or plan.recall < config.recall_target:
+            index, plan = _build_and_calibrate(vectors, replace(config, kind="flat"),
+                                               f"{why}: exact search instead")
     plan.build_s = round(time.perf_counter() - started, 3)
     return index, plan
 

@@ -74,6 +74,7 @@ class RecommendationService:
             recall_target=settings.index_recall,
             exact_max_items=settings.index_exact_max_items,
             memory_gb=settings.index_memory_gb,
+            hnsw_max_items=settings.index_hnsw_max_items,
         )
         self.model: ServingModel | None = None
         self.served_path: Path | None = None  # the resolved folder of the served bundle

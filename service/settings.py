@@ -91,6 +91,10 @@ class Settings(BaseSettings):
     index_memory_gb: float = Field(
         8.0, gt=0, description="index_type=auto: above this much float32 vector memory the "
         "index keeps compressed codes (ivfpq) instead of the vectors (ivf).")
+    index_hnsw_max_items: int = Field(
+        1_000_000, ge=0, description="index_type=auto: where IVF would have to probe half its "
+        "lists to reach RECSYS_INDEX_RECALL, HNSW is built instead up to this many items (its "
+        "build is the slowest), exact search above or if HNSW misses the target too.")
     ivf_nlist: int = Field(0, ge=0, description="IVF lists; 0 picks a power of two near "
                            "sqrt(items), at most 4,096.")
     ivf_nprobe: int = Field(0, ge=0, description="IVF lists searched per query; 0 calibrates "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -142,10 +143,12 @@ def test_calibration_takes_the_shallowest_depth_reaching_the_recall_target():
     assert explicit.plan.params["nprobe"] == 1 and explicit.plan.recall < plan.recall
 
 
-def test_auto_builds_exact_search_when_ivf_would_probe_half_its_lists():
+def test_auto_replaces_an_ivf_that_would_probe_half_its_lists():
     ids, vectors = random_catalog(4000, 32)  # no clusters: IVF must probe nearly every list
-    plan = ItemIndex(ids, vectors, IndexConfig(kind="auto", exact_max_items=1000,
-                                               recall_target=0.99)).plan
+    config = IndexConfig(kind="auto", exact_max_items=1000, recall_target=0.99)
+    plan = ItemIndex(ids, vectors, config).plan
+    assert plan.kind == "hnsw" and plan.recall >= 0.99 and "HNSW instead" in plan.reason
+    plan = ItemIndex(ids, vectors, replace(config, hnsw_max_items=1000)).plan  # too many
     assert plan.kind == "flat" and "exact search instead" in plan.reason
 
 
