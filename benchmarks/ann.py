@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from service.index import IndexConfig, build_faiss, set_threads  # noqa: E402
+from service.index_plan import recall_at  # noqa: E402
 
 
 def synthetic_catalog(n: int, dim: int, seed: int = 0, queries: int = 0):
@@ -49,9 +50,7 @@ def ann_section(n: int, dim: int, queries: int, k: int = 100) -> list[dict]:
             _, ids = index.search(query[None], k)
             latencies.append(time.perf_counter() - started)
             found.append(ids[0])
-        found = np.stack(found)
-        recall = float(np.mean([len(set(f) & set(t)) / k for f, t in zip(found, truth,
-                                                                           strict=True)]))
+        recall = recall_at(np.stack(found), truth)
         row = {"index": name, "build_s": build_s, "p50_ms": np.percentile(latencies, 50) * 1e3,
                "p99_ms": np.percentile(latencies, 99) * 1e3, "recall": recall}
         rows.append(row)

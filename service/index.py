@@ -79,16 +79,18 @@ def build_faiss(vectors: np.ndarray, config: IndexConfig) -> faiss.Index:
     n, dim = vectors.shape
     if config.kind in ("ivf", "ivfpq") and n >= 2:
         nlist = nlist_for(n, config.nlist)
-        # a code's sub-quantisers have 256 centroids, fewer for catalogues too small to train them
-        bits = min(8, max(1, int(math.log2(max(2, n // 39)))))
-        m = pq_bytes_for(dim, config.pq_bytes)
-        codes = "Flat" if config.kind == "ivf" else f"PQ{m}x{bits}np"
+        size = 64 * nlist  # training points: k-means cost grows with them, recall barely does
+        codes = "Flat"
+        if config.kind == "ivfpq":
+            # a code's sub-quantisers have 256 centroids, fewer for catalogues too small to
+            # train them (39 points each)
+            bits = min(8, max(1, int(math.log2(max(2, n // 39)))))
+            codes = f"PQ{pq_bytes_for(dim, config.pq_bytes)}x{bits}np"
+            size = max(size, 39 * 2**bits)
         index = faiss.index_factory(dim, f"IVF{nlist},{codes}", faiss.METRIC_INNER_PRODUCT)
         if config.kind == "ivfpq":  # each sub-quantiser's k-means: 64 points a centroid
             faiss.downcast_index(index).pq.cp.max_points_per_centroid = 64
-        # 64 training points a list (and 39 for each centroid of a PQ code): k-means
-        # cost grows with the sample, recall barely does
-        sample, size = vectors, max(64 * nlist, 39 * 2**bits)
+        sample = vectors
         if n > size:
             rows = np.random.default_rng(0).choice(n, size, replace=False)
             sample = vectors[np.sort(rows)]
@@ -119,7 +121,12 @@ def plan_index(vectors: np.ndarray, config: IndexConfig,
     started = time.perf_counter()
     n, dim = vectors.shape
     kind, reason = choose_kind(n, dim, config)
-    index, plan = _build_and_calibrate(vectors, replace(config, kind=kind), reason, queries)
+    sample = truth = None  # exact search needs no calibration
+    if depth_name(kind) is not None and n > 0:
+        sample = calibration_queries(vectors, queries)
+        truth = exact_top(vectors, sample)  # the one exact scan every calibration shares
+    index, plan = _build_and_calibrate(vectors, replace(config, kind=kind), reason, sample,
+                                       truth)
     depth = plan.params.get("nprobe", 0)
     if config.kind == "auto" and kind == "ivf" and 2 * depth >= plan.params["nlist"]:
         # probing half the lists or more costs what a scan does: a graph index, which does
@@ -128,38 +135,41 @@ def plan_index(vectors: np.ndarray, config: IndexConfig,
                f"{config.recall_target:g}")
         if n <= config.hnsw_max_items:
             index, plan = _build_and_calibrate(vectors, replace(config, kind="hnsw"),
-                                               f"{why}: HNSW instead", queries)
+                                               f"{why}: HNSW instead", sample, truth)
         if plan.kind != "hnsw" or plan.recall < config.recall_target:
             index, plan = _build_and_calibrate(vectors, replace(config, kind="flat"),
-                                               f"{why}: exact search instead")
+                                               f"{why}: exact search instead", sample, truth)
     plan.build_s = round(time.perf_counter() - started, 3)
     return index, plan
 
 
 def _build_and_calibrate(vectors: np.ndarray, config: IndexConfig, reason: str,
-                         queries: np.ndarray | None = None) -> tuple[faiss.Index, IndexPlan]:
+                         sample: np.ndarray | None, truth: np.ndarray | None,
+                         ) -> tuple[faiss.Index, IndexPlan]:
+    """Build ``config.kind`` and set its depth: the configured one, or the calibrated one on
+    ``sample`` (whose exact top-k is ``truth``); exact search has no depth and no recall."""
     n, dim = vectors.shape
     kind = config.kind
     index = build_faiss(vectors, config)
     plan = IndexPlan(kind=kind, reason=reason)
     depth = depth_name(kind)
-    if depth is not None and n > 0:
-        nlist = nlist_for(n, config.nlist)
-        plan.params = {"nlist": nlist} if kind == "ivf" else {
-            "nlist": nlist, "pq_bytes": pq_bytes_for(dim, config.pq_bytes)}
-        if kind == "hnsw":
-            plan.params = {"m": config.hnsw_m, "ef_construction": config.ef_construction}
-        sample = calibration_queries(vectors, queries)
-        truth = exact_top(vectors, sample)
-        fixed = config.ef_search if kind == "hnsw" else config.nprobe
-        gpu = gpu_kind(config)
-        if fixed:
-            set_depth(index, kind, fixed, gpu)
-            chosen = (fixed, recall_at(index.search(sample, truth.shape[1])[1], truth))
-        else:
-            chosen = calibrate(index, kind, nlist, truth, sample, config.recall_target, gpu)
-        plan.params[depth] = chosen[0]
-        plan.recall, plan.recall_target = round(chosen[1], 4), config.recall_target
+    if depth is None or sample is None or truth is None:
+        return index, plan
+    nlist = nlist_for(n, config.nlist)
+    plan.params = {
+        "ivf": {"nlist": nlist},
+        "ivfpq": {"nlist": nlist, "pq_bytes": pq_bytes_for(dim, config.pq_bytes)},
+        "hnsw": {"m": config.hnsw_m, "ef_construction": config.ef_construction},
+    }[kind]
+    fixed = config.ef_search if kind == "hnsw" else config.nprobe
+    gpu = gpu_kind(config)
+    if fixed:
+        set_depth(index, kind, fixed, gpu)
+        chosen = (fixed, recall_at(index.search(sample, truth.shape[1])[1], truth))
+    else:
+        chosen = calibrate(index, kind, nlist, truth, sample, config.recall_target, gpu)
+    plan.params[depth] = chosen[0]
+    plan.recall, plan.recall_target = round(chosen[1], 4), config.recall_target
     return index, plan
 
 

@@ -38,12 +38,11 @@ import numpy as np
 RECALL_AT = 100
 CALIBRATION_QUERIES = 256
 PLATEAU = 0.005  # recall a doubled search depth must add to be worth its cost
-KINDS = ("auto", "flat", "ivf", "ivfpq", "hnsw")
 
 
 @dataclass(frozen=True)
 class IndexConfig:
-    kind: str = "flat"  # one of KINDS
+    kind: str = "flat"  # auto | flat | ivf | ivfpq | hnsw
     device: str = "cpu"
     nlist: int = 0  # 0: a power of two near sqrt(n) (nlist_for)
     nprobe: int = 0  # 0: calibrated to recall_target
